@@ -1,0 +1,52 @@
+"""SmoothCache for Diffusion Transformers: calibrate, schedule, cache.
+
+>>> from smoothcache import Calibrator, Schedule, SmoothCache
+>>> with Calibrator(pipe.transformer) as cal:          # doctest: +SKIP
+...     pipe(class_labels=[207, 360], num_inference_steps=50)
+>>> schedule = Schedule.from_profile(cal.profile, alpha=0.08)   # doctest: +SKIP
+>>> with SmoothCache(pipe.transformer, schedule):      # doctest: +SKIP
+...     images = pipe(class_labels=[207, 360], num_inference_steps=50).images
+"""
+
+from .cache import SmoothCache, SmoothCacheWarning
+from .calibration import CalibrationError, Calibrator
+from .compat import (
+    CalibrationHelper,
+    DiffuserCacheHelper,
+    DiffuserCalibrationHelper,
+    DiTCacheHelper,
+    SmoothCacheHelper,
+)
+from .flops import MacReport, count_macs
+from .profile import CalibrationProfile, ProfileError
+from .scan import scan
+from .schedule import Schedule, ScheduleError
+from .stats import CacheStats
+from .targets import TARGETS, BlockFamily, Branch, TargetError, find_branches
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BlockFamily",
+    "Branch",
+    "CacheStats",
+    "CalibrationError",
+    "CalibrationHelper",
+    "CalibrationProfile",
+    "Calibrator",
+    "DiTCacheHelper",
+    "DiffuserCacheHelper",
+    "DiffuserCalibrationHelper",
+    "MacReport",
+    "ProfileError",
+    "Schedule",
+    "ScheduleError",
+    "SmoothCache",
+    "SmoothCacheHelper",
+    "SmoothCacheWarning",
+    "TARGETS",
+    "TargetError",
+    "count_macs",
+    "find_branches",
+    "scan",
+]

@@ -1,0 +1,139 @@
+"""Follow the denoiser's forward calls to know the denoising step, the CFG call and the generation.
+
+Rules, from the timestep each call receives:
+
+- the first call, or a timestep *higher* than the previous call's, starts a new generation at step 0
+  (samplers run from high noise to low; a jump back up means the pipeline started over);
+- the same timestep as the previous call is another call of the same step (separate cond/uncond calls),
+  numbered 0, 1, ... so each gets its own cache;
+- a lower timestep is the next step.
+
+Samplers that call the model several times per step with *different* timesteps (Heun) or models called
+without a timestep need ``calls_per_step=n``: then every ``n`` calls form one step.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, ContextManager
+
+import torch
+import torch.nn as nn
+
+from .patching import ForwardPatch
+from .targets import find_timestep
+
+__all__ = ["StepTracker", "wrap_denoiser"]
+
+logger = logging.getLogger(__name__)
+
+
+def _scalar(timestep: Any) -> float | None:
+    if timestep is None:
+        return None
+    if isinstance(timestep, torch.Tensor):
+        if timestep.numel() == 0:
+            return None
+        return float(timestep.reshape(-1)[0])
+    if isinstance(timestep, (int, float)):
+        return float(timestep)
+    return None
+
+
+class StepTracker:
+    """Step, call and generation indices derived from the denoiser's calls.
+
+    Args:
+        calls_per_step: fixed number of denoiser calls per step; None derives it from the timesteps.
+        on_generation_end: called with the number of steps a generation ran and their timesteps when it
+            ends (a new generation starts, or :meth:`finish` is called).
+    """
+
+    def __init__(self, calls_per_step: int | None = None, on_generation_end: Callable[[int, list], None] | None = None):
+        if calls_per_step is not None and (
+            isinstance(calls_per_step, bool) or not isinstance(calls_per_step, int) or calls_per_step < 1
+        ):
+            raise ValueError(f"calls_per_step must be an integer >= 1 or None, got {calls_per_step!r}")
+        self.calls_per_step = calls_per_step
+        self.on_generation_end = on_generation_end
+        self.generation = 0
+        self.depth = 0
+        self._warned_no_timestep = False
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the current generation: the next denoiser call is step 0 of a new one."""
+        self.step = -1
+        self.call = 0
+        self.calls = 0
+        self.serial = 0
+        self.last_timestep: float | None = None
+        self.timesteps: list[float | None] = []
+
+    def finish(self) -> None:
+        """End the current generation (if one is running) and reset."""
+        steps, timesteps = self.step + 1, self.timesteps
+        self.reset()
+        if steps > 0 and self.on_generation_end is not None:
+            self.on_generation_end(steps, timesteps)
+
+    def advance(self, timestep: Any) -> None:
+        """Account for one denoiser call with this timestep."""
+        t = _scalar(timestep)
+        if t is None and self.calls_per_step is None and not self._warned_no_timestep:
+            self._warned_no_timestep = True
+            logger.warning(
+                "the denoiser was called without a recognisable timestep: every call counts as a new step and "
+                "generations are only separated by reset(); pass calls_per_step= if the pipeline uses CFG calls"
+            )
+        restart = self.step < 0 or (t is not None and self.last_timestep is not None and t > self.last_timestep)
+        if restart:
+            if self.step >= 0:
+                self.finish()
+            self.generation += 1
+            self.step, self.call, self.calls = 0, 0, 0
+            self.timesteps = [t]
+        else:
+            self.calls += 1
+            if self.calls_per_step is not None:
+                step, self.call = divmod(self.calls, self.calls_per_step)
+            elif t is not None and t == self.last_timestep:
+                step, self.call = self.step, self.call + 1
+            else:
+                step, self.call = self.step + 1, 0
+            if step != self.step:
+                self.step = step
+                self.timesteps.append(t)
+        self.last_timestep = t
+        self.serial += 1
+
+
+def wrap_denoiser(
+    model: nn.Module,
+    tracker: StepTracker,
+    owner: object,
+    on_call: Callable[[], None] | None = None,
+    around: Callable[[], ContextManager] | None = None,
+) -> ForwardPatch:
+    """Wrap ``model.forward`` so each outermost call advances ``tracker``, then runs ``on_call``, then the
+    model inside the context ``around()`` returns."""
+
+    def make(original: Callable) -> Callable:
+        def forward(*args, **kwargs):
+            outermost = tracker.depth == 0
+            if outermost:
+                tracker.advance(find_timestep(args, kwargs))
+                if on_call is not None:
+                    on_call()
+            tracker.depth += 1
+            try:
+                if outermost and around is not None:
+                    with around():
+                        return original(*args, **kwargs)
+                return original(*args, **kwargs)
+            finally:
+                tracker.depth -= 1
+
+        return forward
+
+    return ForwardPatch(model, make, owner)
