@@ -6,6 +6,7 @@ the *current* step's modulation to it, as in the paper.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -13,7 +14,9 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-from .patching import ForwardPatch, owner_of, restore_all
+from .calibration import Calibrator
+from .patching import ForwardPatch, owner_of, restore_all, restore_or_detach
+from .scan import check_alpha, schedule_from_profile
 from .schedule import Schedule, ScheduleError
 from .stats import BranchCounter, CacheStats
 from .stepper import StepTracker, wrap_denoiser
@@ -46,6 +49,25 @@ def _input_shape(args: tuple, kwargs: Mapping[str, Any]) -> Any:
     return None
 
 
+def _dtypes(out: Any) -> Any:
+    if isinstance(out, torch.Tensor):
+        return out.dtype
+    if isinstance(out, (tuple, list)):
+        return type(out)(_dtypes(o) for o in out)
+    return None
+
+
+def _cast(out: Any, dtype: torch.dtype | None, dtypes: Any) -> Any:
+    """Floating tensors of ``out`` cast to ``dtype``, or back to the matching entries of ``dtypes``."""
+    if isinstance(out, torch.Tensor):
+        target = dtype if dtype is not None else dtypes
+        return out.to(target) if out.is_floating_point() and target is not None else out
+    if isinstance(out, (tuple, list)):
+        parts = dtypes if dtypes is not None else [None] * len(out)
+        return type(out)(_cast(o, dtype, d) for o, d in zip(out, parts))
+    return out
+
+
 def _nbytes(out: Any) -> int:
     if isinstance(out, torch.Tensor):
         return out.numel() * out.element_size()
@@ -74,9 +96,15 @@ class SmoothCache:
     Args:
         model: the denoiser, e.g. ``pipe.transformer`` or a facebookresearch/DiT model.
         schedule: a :class:`Schedule`, a dict in the reference JSON format, or a path to such a file.
+        alpha: instead of a schedule, the one-line mode: the first ``calibration_runs`` generations run
+            uncached while a calibration is recorded, then the schedule for this threshold is used.
         components: restrict wrapping to these branch keys (default: every key the schedule names).
         block_classes: user-given block classes (or names); their ``components`` attributes are wrapped.
         calls_per_step: denoiser calls per step, for samplers whose timesteps cannot tell steps apart.
+        cache_dtype: keep cached outputs in this (lower) precision, cast back on reuse.
+        lookahead: one-line mode: K of the calibration.
+        calibration_runs: one-line mode: generations to calibrate on.
+        per_block: one-line mode: one schedule per block instead of per branch type.
 
     Use it as a ``with`` block or with :meth:`enable` / :meth:`disable`. Every generation starts at step 0
     on its own (the timestep jumps back up); :meth:`reset` forces it.
@@ -99,20 +127,46 @@ class SmoothCache:
     def __init__(
         self,
         model: nn.Module,
-        schedule: Schedule | Mapping[str, Sequence[int]] | str,
+        schedule: Schedule | Mapping[str, Sequence[int]] | str | None = None,
         *,
+        alpha: float | None = None,
         components: Iterable[str] | None = None,
         block_classes: Sequence[type | str] | type | str | None = None,
         calls_per_step: int | None = None,
+        cache_dtype: torch.dtype | None = None,
+        lookahead: int = 3,
+        calibration_runs: int = 1,
+        per_block: bool = False,
     ):
+        if (schedule is None) == (alpha is None):
+            raise ValueError("give a schedule, or alpha= to calibrate on the first generation(s), not both")
+        if cache_dtype is not None and not (isinstance(cache_dtype, torch.dtype) and cache_dtype.is_floating_point):
+            raise ValueError(f"cache_dtype must be a floating torch.dtype, got {cache_dtype!r}")
+        if isinstance(calibration_runs, bool) or not isinstance(calibration_runs, int) or calibration_runs < 1:
+            raise ValueError(f"calibration_runs must be an integer >= 1, got {calibration_runs!r}")
         self.model = model
-        self.schedule = Schedule.coerce(schedule)
+        self.cache_dtype = cache_dtype
         self._tracker = StepTracker(calls_per_step, on_generation_end=self._generation_ended)
-        self._runs = self._bind(components, block_classes)
+        self._components, self._block_classes = components, block_classes
         self._patches: list[ForwardPatch] = []
         self._warned_shape = False
+        self._runs: list[_BranchRun] = []
+        self.schedule: Schedule | None = None
+        self._calibrator: Calibrator | None = None
+        if schedule is not None:
+            self._adopt(Schedule.coerce(schedule))
+        else:
+            check_alpha(alpha)
+            self._auto = {"alpha": float(alpha), "runs": calibration_runs, "per_block": per_block}
+            self._calibrator = Calibrator(model, components, lookahead, block_classes=block_classes,
+                                          calls_per_step=calls_per_step)
+            self._calibrator._tracker = self._tracker  # one step tracker for both phases
 
     # ----------------------------------------------------------------- binding
+    def _adopt(self, schedule: Schedule) -> None:
+        self.schedule = schedule
+        self._runs = self._bind(self._components, self._block_classes)
+
     def _bind(self, components: Iterable[str] | None, block_classes: Any) -> list[_BranchRun]:
         keys = self.schedule.branches
         if components is not None:
@@ -145,6 +199,16 @@ class SmoothCache:
         """The wrapped branches."""
         return [r.branch for r in self._runs]
 
+    @property
+    def calibrating(self) -> bool:
+        """True while the one-line mode (``alpha=``) is still recording its calibration generation(s)."""
+        return self.schedule is None
+
+    @property
+    def profile(self):
+        """The calibration the one-line mode recorded (None when a schedule was given)."""
+        return None if self._calibrator is None or self._calibrator._profile is None else self._calibrator.profile
+
     # --------------------------------------------------------------- lifecycle
     @property
     def enabled(self) -> bool:
@@ -154,7 +218,10 @@ class SmoothCache:
         """Wrap the model. Calling it again while enabled does nothing."""
         if self._patches:
             return self
-        for module in [self.model] + [r.branch.module for r in self._runs]:
+        if self._tracker.detached:
+            raise RuntimeError(f"this {type(self).__name__} could not be removed from the model earlier; make a new one")
+        modules = [b.module for b in self._calibrator.branches] if self.calibrating else [r.branch.module for r in self._runs]
+        for module in [self.model] + modules:
             owner = owner_of(module)
             if owner is not None:
                 raise RuntimeError(
@@ -165,9 +232,8 @@ class SmoothCache:
             run.cache.clear()
             run.counter.computed = run.counter.reused = 0
         try:
-            self._patches.append(wrap_denoiser(self.model, self._tracker, self, self._check_step))
-            for run in self._runs:
-                self._patches.append(ForwardPatch(run.branch.module, self._make_branch_forward(run), self))
+            self._patches.append(wrap_denoiser(self.model, self._tracker, self, self._check_step, self._around))
+            self._patches.extend(self._branch_patches())
         except Exception:
             restore_all(self._patches)
             raise
@@ -185,7 +251,7 @@ class SmoothCache:
         finally:
             for run in self._runs:
                 run.cache.clear()
-            restore_all(self._patches)
+            restore_or_detach(self._patches, self._tracker)
 
     def reset(self) -> None:
         """Start a new generation at step 0 and drop cached outputs (counters are kept)."""
@@ -209,15 +275,27 @@ class SmoothCache:
         held = sum(_nbytes(entry[0]) for run in self._runs for entry in run.cache.values())
         return CacheStats([r.counter for r in self._runs], held)
 
+    def _branch_patches(self) -> list[ForwardPatch]:
+        if self.calibrating:
+            cal = self._calibrator
+            return [ForwardPatch(b.module, cal._make_branch_forward(i), self) for i, b in enumerate(cal.branches)]
+        return [ForwardPatch(run.branch.module, self._make_branch_forward(run), self) for run in self._runs]
+
+    def _around(self):
+        return self._calibrator._around_call() if self.calibrating else contextlib.nullcontext()
+
     def _check_step(self) -> None:
         step = self._tracker.step
-        if step >= self.schedule.num_steps:
+        if self.schedule is not None and step >= self.schedule.num_steps:
             raise ScheduleError(
                 f"denoising step {step} is past the end of the {self.schedule.num_steps}-step schedule: the "
                 f"pipeline runs more steps than the schedule covers; use a schedule made for this step count"
             )
 
     def _generation_ended(self, steps: int, timesteps: list) -> None:
+        if self.calibrating:
+            self._calibration_ended(steps, timesteps)
+            return
         for run in self._runs:
             run.cache.clear()
         if steps < self.schedule.num_steps:
@@ -228,11 +306,25 @@ class SmoothCache:
                 stacklevel=4,
             )
 
+    def _calibration_ended(self, steps: int, timesteps: list) -> None:
+        cal = self._calibrator
+        cal._run_ended(steps, timesteps)
+        if cal.profile.runs < self._auto["runs"]:
+            return
+        self._adopt(schedule_from_profile(cal.profile, self._auto["alpha"], per_block=self._auto["per_block"]))
+        logger.info("one-line mode calibrated %d run(s): %s", cal.profile.runs, self.schedule)
+        if self._patches:  # swap the calibration wrappers for cache wrappers; the denoiser wrapper stays
+            restore_all(self._patches[1:])
+            del self._patches[1:]
+            self._patches.extend(self._branch_patches())
+
     # ----------------------------------------------------------------- wrapper
     def _make_branch_forward(self, run: _BranchRun) -> Callable[[Callable], Callable]:
         tracker = self._tracker
         counter = run.counter
         cache = run.cache
+        cache_dtype = self.cache_dtype
+        entry_dtypes: dict = {}
 
         def make(original: Callable) -> Callable:
             def forward(*args, **kwargs):
@@ -256,10 +348,15 @@ class SmoothCache:
                                     "returned; this block cannot be cached safely"
                                 )
                             counter.reused += 1
-                            return out
+                            return out if cache_dtype is None else _cast(out, None, entry_dtypes[slot])
                         self._shape_changed(run)
                 out = original(*args, **kwargs)
-                cache[slot] = (out, _versions(out), _input_shape(args, kwargs))
+                if cache_dtype is None:
+                    cache[slot] = (out, _versions(out), _input_shape(args, kwargs))
+                else:
+                    stored = _cast(out, cache_dtype, None)
+                    entry_dtypes[slot] = _dtypes(out)
+                    cache[slot] = (stored, _versions(stored), _input_shape(args, kwargs))
                 counter.computed += 1
                 return out
 

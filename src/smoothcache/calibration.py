@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 
 from .flops import BranchMacMeter, flop_counter
-from .patching import ForwardPatch, owner_of, restore_all
+from .patching import ForwardPatch, owner_of, restore_all, restore_or_detach
 from .profile import BranchErrors, CalibrationProfile
 from .stepper import StepTracker, wrap_denoiser
 from .targets import Branch, find_branches
@@ -102,6 +102,8 @@ class Calibrator:
         """Wrap the model; calling it again while enabled does nothing."""
         if self._patches:
             return self
+        if self._tracker.detached:
+            raise RuntimeError(f"this {type(self).__name__} could not be removed from the model earlier; make a new one")
         for module in [self.model] + [b.module for b in self.branches]:
             owner = owner_of(module)
             if owner is not None:
@@ -133,7 +135,7 @@ class Calibrator:
                 self._tracker.finish()
         finally:
             self._clear_run()
-            restore_all(self._patches)
+            restore_or_detach(self._patches, self._tracker)
 
     def __enter__(self) -> "Calibrator":
         return self.enable()

@@ -19,6 +19,7 @@ import torch.nn as nn
 from .cache import SmoothCache, SmoothCacheWarning
 from .calibration import Calibrator
 from .profile import CalibrationProfile
+from .scan import schedule_from_profile
 from .schedule import Schedule
 
 __all__ = [
@@ -149,9 +150,7 @@ class CalibrationHelper:
                 SmoothCacheWarning,
                 stacklevel=2,
             )
-        self.schedule = Schedule.from_profile(
-            self.profile, self.calibration_threshold, num_steps=self.schedule_length
-        )
+        self.schedule = schedule_from_profile(self.profile, self.calibration_threshold, pad_to=self.schedule_length)
         self.schedule.save(self.log_file)
         logger.info("wrote schedule to %s: %s", self.log_file, self.schedule)
         return self.schedule

@@ -7,18 +7,33 @@ way, because facebookresearch/DiT's ``forward_with_cfg`` calls ``self.forward`` 
 
 from __future__ import annotations
 
+import weakref
 from typing import Callable
 
 import torch.nn as nn
 
-__all__ = ["ForwardPatch", "owner_of"]
+__all__ = ["ForwardPatch", "owner_of", "restore_all", "restore_or_detach"]
 
-_OWNER_ATTR = "_smoothcache_owner"
+_OWNERS: "weakref.WeakKeyDictionary[Callable, object]" = weakref.WeakKeyDictionary()
 
 
 def owner_of(module: nn.Module) -> object | None:
-    """The SmoothCache or Calibrator whose wrapper is currently ``module.forward``, if any."""
-    return getattr(module.__dict__.get("forward"), _OWNER_ATTR, None)
+    """The SmoothCache or Calibrator whose wrapper is ``module.forward`` or wrapped inside it, if any.
+
+    Wrappers added on top by other libraries are followed through their ``__wrapped__`` attribute.
+    """
+    fn = module.__dict__.get("forward")
+    for _ in range(32):
+        if fn is None:
+            return None
+        try:
+            owner = _OWNERS.get(fn)
+        except TypeError:  # not weak-referenceable: not ours
+            owner = None
+        if owner is not None:
+            return owner
+        fn = getattr(fn, "__wrapped__", None)
+    return None
 
 
 class ForwardPatch:
@@ -30,7 +45,7 @@ class ForwardPatch:
         self._saved = module.__dict__.get("forward")
         self.original = module.forward
         self.wrapper = make_wrapper(self.original)
-        setattr(self.wrapper, _OWNER_ATTR, owner)
+        _OWNERS[self.wrapper] = owner
         module.forward = self.wrapper
 
     @property
@@ -38,17 +53,47 @@ class ForwardPatch:
         return self.module.__dict__.get("forward") is self.wrapper
 
     def restore(self) -> None:
-        """Put back the previous ``forward``; raise if someone else wrapped the module on top of us."""
+        """Put back the previous ``forward``.
+
+        If accelerate or diffusers hooks were added on top of the wrapper after it was installed
+        (offloading enabled after smoothcache), the wrapper is cut out of their chain instead, so their
+        hooks keep working and later removing them gives back the original ``forward``. Anything else
+        wrapped on top is an error; the owner then turns its wrappers into pass-throughs.
+        """
         current = self.module.__dict__.get("forward")
-        if current is not self.wrapper:
-            raise RuntimeError(
-                f"{type(self.module).__name__}.forward was replaced by something else after smoothcache wrapped "
-                "it (another hook or offloading added later?); remove that first, then disable smoothcache"
-            )
-        if self._had_instance_forward:
-            self.module.forward = self._saved
-        else:
-            del self.module.forward
+        if current is self.wrapper:
+            if self._had_instance_forward:
+                self.module.forward = self._saved
+            else:
+                del self.module.forward
+            _OWNERS.pop(self.wrapper, None)
+            return
+        if self._splice():
+            return
+        raise RuntimeError(
+            f"{type(self.module).__name__}.forward was replaced by something else after smoothcache wrapped it; "
+            "smoothcache's wrapper now passes calls straight through, but remove the other wrapper and "
+            "disable smoothcache before it to restore the module exactly"
+        )
+
+    def _previous(self) -> Callable:
+        return self._saved if self._had_instance_forward else self.original
+
+    def _splice(self) -> bool:
+        """Replace the wrapper inside an accelerate or diffusers hook chain; True if it was found there."""
+        found = False
+        if getattr(self.module, "_old_forward", None) is self.wrapper:  # accelerate add_hook_to_module
+            self.module._old_forward = self._previous()
+            found = True
+        registry = getattr(self.module, "_diffusers_hook", None)  # diffusers HookRegistry
+        for ref in getattr(registry, "_fn_refs", ()):
+            for attr in ("forward", "original_forward"):
+                if getattr(ref, attr, None) is self.wrapper:
+                    setattr(ref, attr, self._previous())
+                    found = True
+        if found:
+            _OWNERS.pop(self.wrapper, None)
+        return found
 
 
 def restore_all(patches: list[ForwardPatch]) -> None:
@@ -62,3 +107,12 @@ def restore_all(patches: list[ForwardPatch]) -> None:
     patches.clear()
     if first_error is not None:
         raise first_error
+
+
+def restore_or_detach(patches: list[ForwardPatch], tracker) -> None:
+    """:func:`restore_all`; if a wrapper cannot be removed, detach ``tracker`` so every wrapper passes through."""
+    try:
+        restore_all(patches)
+    except Exception:
+        tracker.detached = True
+        raise

@@ -130,6 +130,54 @@ class CalibrationProfile:
         merged.timesteps = _mean_timesteps(self.timesteps, self.runs, other.timesteps, other.runs)
         return merged
 
+    def resample(self, num_steps: int, timesteps=None) -> "CalibrationProfile":
+        """The curves mapped to a run of ``num_steps`` steps, for a schedule at another step count.
+
+        Each new step is placed at a fractional old step: by its timestep when ``timesteps`` (the new
+        run's, e.g. ``scheduler.timesteps`` after ``set_timesteps(num_steps)``) are given and the
+        calibration recorded its own, else at the same fraction of the run (``i * T / num_steps``).
+        Reusing step ``i``'s output at step ``i + k`` then spans the old distance between their positions,
+        and the error is read off the old ``[k, step]`` grid by linear interpolation (zero error at k = 0;
+        linear extrapolation past the calibrated K when the new run has fewer steps). The result keeps
+        the mean curves; the spread over runs is not carried over.
+        """
+        if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 2:
+            raise ProfileError(f"num_steps must be an integer >= 2, got {num_steps!r}")
+        positions = self._positions(num_steps, timesteps)
+        if num_steps == self.num_steps and timesteps is None:
+            return self
+        out = CalibrationProfile(self.lookahead, num_steps, runs=self.runs, macs=dict(self.macs), model=self.model)
+        for path, b in self.branches.items():
+            mean, _ = _pooled([b])
+            grid = np.full((self.lookahead, num_steps), np.nan)
+            for k in range(1, min(self.lookahead, num_steps - 1) + 1):
+                starts = positions[: num_steps - k]
+                distances = positions[k:] - starts
+                grid[k - 1, : num_steps - k] = _read(mean, distances, starts)
+            known = np.isfinite(grid)
+            values = np.where(known, grid, 0.0)
+            out.branches[path] = BranchErrors(b.key, b.block, values, values**2, known.astype(np.float64))
+        if self.timesteps is not None:
+            out.timesteps = np.interp(positions, np.arange(self.num_steps), self.timesteps)
+        return out
+
+    def _positions(self, num_steps: int, timesteps) -> np.ndarray:
+        """Fractional old step index of every new step."""
+        if timesteps is None or self.timesteps is None or not np.all(np.isfinite(self.timesteps)):
+            return np.arange(num_steps) * (self.num_steps / num_steps)
+        new = np.asarray(timesteps.cpu() if hasattr(timesteps, "cpu") else timesteps, dtype=np.float64).reshape(-1)
+        if new.shape != (num_steps,):
+            raise ProfileError(f"got {new.size} timesteps for a {num_steps}-step run")
+        old = self.timesteps
+        if np.any(np.diff(old) >= 0):
+            raise ProfileError("the calibration's timesteps do not decrease; resample by step fraction instead")
+        # np.interp needs increasing x: reverse the decreasing timesteps; outside the range, extend linearly
+        steps = np.arange(self.num_steps, dtype=np.float64)
+        pos = np.interp(new, old[::-1], steps[::-1])
+        slope = (steps[-1] - steps[0]) / (old[-1] - old[0])
+        pos = np.where(new > old[0], (new - old[0]) * slope, pos)
+        return np.where(new < old[-1], steps[-1] + (new - old[-1]) * slope, pos)
+
     # ---------------------------------------------------------------------- io
     def save(self, path: str | Path) -> Path:
         """Write the profile as safetensors (arrays + JSON header)."""
@@ -217,6 +265,39 @@ class CalibrationProfile:
                 raise fail(f"timesteps have shape {timesteps.shape}, expected ({t},)")
             profile.timesteps = timesteps
         return profile
+
+
+def _read_row(mean: np.ndarray, k: int, starts: np.ndarray) -> np.ndarray:
+    """Row ``k`` (0 = no reuse, zero error) of a ``[K, T]`` mean grid at fractional start steps."""
+    if k == 0:
+        return np.zeros_like(starts)
+    row = mean[k - 1]
+    valid = np.flatnonzero(np.isfinite(row))
+    if valid.size == 0:
+        return np.full_like(starts, np.nan)
+    x, y = valid.astype(np.float64), row[valid]
+    out = np.interp(starts, x, y)
+    if x.size > 1:  # continue the end slopes a little past the recorded starts (never below zero)
+        lo, hi = starts < x[0], starts > x[-1]
+        out[lo] = y[0] + (starts[lo] - x[0]) * (y[1] - y[0]) / (x[1] - x[0])
+        out[hi] = y[-1] + (starts[hi] - x[-1]) * (y[-1] - y[-2]) / (x[-1] - x[-2])
+    return np.maximum(out, 0.0)
+
+
+def _read(mean: np.ndarray, distances: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Errors for fractional reuse distances (in old steps) at fractional start steps."""
+    top = mean.shape[0]
+    rows = [_read_row(mean, k, starts) for k in range(top + 1)]  # rows[k] for k = 0..K
+    out = np.empty_like(starts)
+    for j, d in enumerate(distances):
+        if d <= top:
+            lo = min(int(np.floor(d)), top - 1)
+            w = d - lo
+            out[j] = rows[lo][j] + w * (rows[lo + 1][j] - rows[lo][j])
+        else:  # past the calibrated K: extend the last two rows' slope (errors grow about linearly with k)
+            a, b = rows[top - 1][j], rows[top][j]
+            out[j] = max(b + (d - top) * (b - a), b)
+    return out
 
 
 def _mean_timesteps(a: np.ndarray | None, na: int, b: np.ndarray | None, nb: int) -> np.ndarray | None:

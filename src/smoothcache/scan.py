@@ -59,6 +59,7 @@ def schedule_from_profile(
     lookahead: int | None = None,
     per_block: bool = False,
     num_steps: int | None = None,
+    pad_to: int | None = None,
 ) -> Schedule:
     """Scan a calibration profile's curves (averaged over blocks, or per block) into a :class:`Schedule`.
 
@@ -67,16 +68,20 @@ def schedule_from_profile(
         alpha: error threshold; larger means more reuse.
         lookahead: use reuse distances up to this K (default: the profile's K).
         per_block: one schedule per block (``"attn1-3"`` keys) instead of one per branch type.
-        num_steps: schedule length (default: the calibration's step count). Steps past the calibrated ones
-            are computed; to change the step count, use :func:`smoothcache.resample` instead.
+        num_steps: step count of the schedule; if it differs from the calibration's, the curves are first
+            resampled to it (:meth:`CalibrationProfile.resample`).
+        pad_to: the original implementation's ``schedule_length``: scan the curves as they are into a list
+            of this length, computing every step past the calibrated ones.
     """
     alpha = check_alpha(alpha)
+    if num_steps is not None and num_steps != profile.num_steps:
+        profile = profile.resample(num_steps)
     k = profile.lookahead if lookahead is None else lookahead
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ScheduleError(f"lookahead must be an integer >= 1, got {lookahead!r}")
     if k > profile.lookahead:
         raise ScheduleError(f"lookahead {k} exceeds the profile's calibrated lookahead {profile.lookahead}")
-    steps = profile.num_steps if num_steps is None else num_steps
+    steps = profile.num_steps if pad_to is None else pad_to
     entries: dict[str, list[int]] = {}
     for key in profile.keys:
         if per_block:
@@ -85,3 +90,70 @@ def schedule_from_profile(
         else:
             entries[key] = scan(profile.rows(key)[:k], alpha, steps)
     return Schedule(entries, metadata={"alpha": alpha, "lookahead": k, "per_block": per_block})
+
+
+def _cost_fn(profile: "CalibrationProfile"):
+    """Share of a generation's compute a schedule keeps: MAC-weighted when the profile has MACs."""
+    if "total" in profile.macs:
+        from .flops import MacReport
+
+        report = MacReport.from_profile(profile)
+        return report.compute_fraction, "MACs"
+    return lambda s: sum(s.compute_fraction().values()) / len(s.entries), "schedule entries"
+
+
+def schedule_for_budget(
+    profile: "CalibrationProfile",
+    *,
+    compute_fraction: float | None = None,
+    speedup: float | None = None,
+    lookahead: int | None = None,
+    per_block: bool = False,
+) -> Schedule:
+    """The least aggressive schedule whose cost meets a budget; alpha is found by bisection.
+
+    Give either ``compute_fraction`` (share of the uncached compute to keep, e.g. 0.6) or a theoretical
+    ``speedup`` (e.g. 1.7, i.e. a fraction of 1/1.7). The cost is MAC-weighted when the profile recorded
+    MACs, else the mean share of computed schedule entries. The scan only changes where alpha crosses a
+    recorded error, so the search bisects the sorted recorded errors: the result is the smallest alpha
+    that meets the budget (the schedule's cost falls as alpha grows).
+    """
+    if (compute_fraction is None) == (speedup is None):
+        raise ScheduleError("give exactly one of compute_fraction or speedup")
+    if speedup is not None:
+        if isinstance(speedup, bool) or not isinstance(speedup, (int, float)) or not speedup >= 1:
+            raise ScheduleError(f"speedup must be a number >= 1, got {speedup!r}")
+        target = 1.0 / speedup
+    else:
+        if isinstance(compute_fraction, bool) or not isinstance(compute_fraction, (int, float)) \
+                or not 0 < compute_fraction <= 1:
+            raise ScheduleError(f"compute_fraction must be in (0, 1], got {compute_fraction!r}")
+        target = float(compute_fraction)
+    cost, unit = _cost_fn(profile)
+    k = profile.lookahead if lookahead is None else lookahead
+    blocks = [(key, b) for key in profile.keys for b in (profile.blocks(key) if per_block else [None])]
+    values = {0.0}
+    for key, block in blocks:
+        for row in profile.rows(key, block)[:k]:
+            values.update(v for v in row if math.isfinite(v))
+    candidates = sorted(values)
+
+    def build(alpha: float) -> Schedule:
+        return schedule_from_profile(profile, alpha, lookahead=k, per_block=per_block)
+
+    most = build(candidates[-1])
+    if cost(most) > target + 1e-12:
+        raise ScheduleError(
+            f"no alpha reaches a compute fraction of {target:.1%} ({unit}); the most aggressive schedule of this "
+            f"calibration (lookahead {k}) keeps {cost(most):.1%}"
+        )
+    lo, hi = 0, len(candidates) - 1  # invariant: candidates[hi] meets the budget
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cost(build(candidates[mid])) <= target + 1e-12:
+            hi = mid
+        else:
+            lo = mid + 1
+    schedule = build(candidates[hi])
+    schedule.metadata.update(budget=target, achieved=cost(schedule), cost_unit=unit)
+    return schedule

@@ -192,10 +192,31 @@ class Schedule:
         per_block: bool = False,
         num_steps: int | None = None,
     ) -> "Schedule":
-        """Error-guided schedule from calibration curves and threshold ``alpha`` (see :mod:`smoothcache.scan`)."""
+        """Error-guided schedule from calibration curves and threshold ``alpha`` (see :mod:`smoothcache.scan`).
+
+        ``per_block`` gives every block its own list (``"attn1-3"`` keys); ``num_steps`` other than the
+        calibration's resamples the curves to that step count.
+        """
         from .scan import schedule_from_profile
 
         return schedule_from_profile(profile, alpha, lookahead=lookahead, per_block=per_block, num_steps=num_steps)
+
+    @classmethod
+    def for_budget(
+        cls,
+        profile: "CalibrationProfile",
+        *,
+        compute_fraction: float | None = None,
+        speedup: float | None = None,
+        lookahead: int | None = None,
+        per_block: bool = False,
+    ) -> "Schedule":
+        """The least aggressive error-guided schedule that keeps at most ``compute_fraction`` of the
+        compute, or reaches a theoretical ``speedup`` (alpha found by bisection)."""
+        from .scan import schedule_for_budget
+
+        return schedule_for_budget(profile, compute_fraction=compute_fraction, speedup=speedup,
+                                   lookahead=lookahead, per_block=per_block)
 
 
 def _check_steps(num_steps: int) -> None:

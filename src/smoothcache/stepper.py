@@ -58,6 +58,7 @@ class StepTracker:
         self.on_generation_end = on_generation_end
         self.generation = 0
         self.depth = 0
+        self.detached = False  # set when wrappers could not be removed: they then pass calls through
         self._warned_no_timestep = False
         self.reset()
 
@@ -120,6 +121,8 @@ def wrap_denoiser(
 
     def make(original: Callable) -> Callable:
         def forward(*args, **kwargs):
+            if tracker.detached:
+                return original(*args, **kwargs)
             outermost = tracker.depth == 0
             if outermost:
                 tracker.advance(find_timestep(args, kwargs))
