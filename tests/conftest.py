@@ -6,6 +6,9 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# tiny models: one thread is fastest, and several threads spin against other work on a shared 2-core machine
+torch.set_num_threads(1)
+
 
 @pytest.fixture(scope="session")
 def reference_dir() -> Path:

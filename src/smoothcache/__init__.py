@@ -17,6 +17,8 @@ from .compat import (
     DiTCacheHelper,
     SmoothCacheHelper,
 )
+from . import distributed
+from .compile import compile_repeated_blocks
 from .flops import MacReport, count_macs
 from .profile import CalibrationProfile, ProfileError
 from .scan import scan
@@ -46,7 +48,9 @@ __all__ = [
     "SmoothCacheWarning",
     "TARGETS",
     "TargetError",
+    "compile_repeated_blocks",
     "count_macs",
+    "distributed",
     "find_branches",
     "scan",
 ]

@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from .calibration import Calibrator
+from .compile import compiled_forward
 from .patching import ForwardPatch, owner_of, restore_all, restore_or_detach
 from .scan import check_alpha, schedule_from_profile
 from .schedule import Schedule, ScheduleError
@@ -325,12 +326,13 @@ class SmoothCache:
         cache = run.cache
         cache_dtype = self.cache_dtype
         entry_dtypes: dict = {}
+        module = run.branch.module
 
         def make(original: Callable) -> Callable:
             def forward(*args, **kwargs):
                 if tracker.depth == 0:  # called outside a denoiser forward: nothing to follow
                     counter.computed += 1
-                    return original(*args, **kwargs)
+                    return compiled_forward(module, original)(*args, **kwargs)
                 serial = tracker.serial
                 if serial == run.last_serial:
                     run.occurrence += 1
@@ -350,7 +352,7 @@ class SmoothCache:
                             counter.reused += 1
                             return out if cache_dtype is None else _cast(out, None, entry_dtypes[slot])
                         self._shape_changed(run)
-                out = original(*args, **kwargs)
+                out = compiled_forward(module, original)(*args, **kwargs)
                 if cache_dtype is None:
                     cache[slot] = (out, _versions(out), _input_shape(args, kwargs))
                 else:

@@ -49,13 +49,23 @@ def _calibrate(args: argparse.Namespace) -> int:
     from .calibration import Calibrator
     from .plot import plot_profile
 
-    pipe = load_dit_pipeline(args.model, args.device, args.dtype, args.scheduler)
+    from . import distributed
+
+    distributed.init()  # under torchrun: each rank calibrates its share of the runs
+    device = f"cuda:{torch.cuda.current_device()}" if distributed.is_distributed() and args.device == "cuda" \
+        else args.device
+    pipe = load_dit_pipeline(args.model, device, args.dtype, args.scheduler)
     labels = args.classes
+    runs = distributed.shard(range(args.runs))
     with Calibrator(pipe.transformer, args.components, args.lookahead) as cal:
-        for run in tqdm(range(args.runs), desc="calibrating", unit="run"):
+        for run in tqdm(runs, desc="calibrating", unit="run", disable=distributed.rank() != 0):
             pipe(class_labels=labels, num_inference_steps=args.steps, guidance_scale=args.guidance,
                  generator=torch.Generator("cpu").manual_seed(args.seed + run), output_type="np")
-    profile = cal.profile
+    profile = distributed.all_reduce_profile(cal.profile if runs else None)
+    is_writer = distributed.rank() == 0
+    distributed.finish()
+    if not is_writer:
+        return 0
     out = profile.save(args.out)
     print(f"profile: {out} ({profile.runs} runs x {len(labels)} classes, {profile.num_steps} steps, "
           f"branches {profile.keys}, K={profile.lookahead})")

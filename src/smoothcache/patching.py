@@ -10,6 +10,7 @@ from __future__ import annotations
 import weakref
 from typing import Callable
 
+import torch
 import torch.nn as nn
 
 __all__ = ["ForwardPatch", "owner_of", "restore_all", "restore_or_detach"]
@@ -44,7 +45,8 @@ class ForwardPatch:
         self._had_instance_forward = "forward" in module.__dict__
         self._saved = module.__dict__.get("forward")
         self.original = module.forward
-        self.wrapper = make_wrapper(self.original)
+        # never traced by torch.compile: the cache's Python state would become guards (see compile.py)
+        self.wrapper = torch.compiler.disable(make_wrapper(self.original))
         _OWNERS[self.wrapper] = owner
         module.forward = self.wrapper
 

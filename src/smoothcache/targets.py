@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+import torch
 import torch.nn as nn
 
 __all__ = ["BlockFamily", "Branch", "TargetError", "TARGETS", "find_branches", "find_timestep"]
@@ -52,20 +53,24 @@ def _same(*names: str) -> dict[str, str]:
 
 #: The known block families, checked in order. A block matched by one family is not matched again.
 TARGETS: tuple[BlockFamily, ...] = (
-    # diffusers BasicTransformerBlock: DiT, PixArt-alpha/Sigma, Latte.
+    # diffusers BasicTransformerBlock: DiT, PixArt-alpha/Sigma, Latte. Latte's spatial and temporal blocks share
+    # the keys (temporal ones have no attn2): spatial are blocks 0..L-1, temporal L..2L-1 ("attn1-3" keys).
     BlockFamily("diffusers-basic", ("BasicTransformerBlock",), _same("attn1", "attn2", "ff"), "diffusers"),
     # facebookresearch/DiT models.py (and Open-Sora-Plan style copies): x + gate * attn(...), x + gate * mlp(...).
     BlockFamily("dit", ("DiTBlock",), _same("attn", "mlp"), requires=("attn", "mlp", "adaLN_modulation")),
-    # SD3 / SD3.5 MMDiT joint blocks: attn returns (image, context) outputs.
+    # SD3 / SD3.5 MMDiT joint blocks: attn returns (image, context) outputs; attn2 only in SD3.5's dual-attention
+    # layers, ff_context not in the last (context_pre_only) block.
     BlockFamily("sd3-joint", ("JointTransformerBlock",), _same("attn", "attn2", "ff", "ff_context"), "diffusers"),
-    # Flux double-stream and single-stream blocks.
+    # Flux double-stream and single-stream blocks. A single block feeds [attn; act(proj_mlp)] to one shared
+    # proj_out, so its MLP branch is proj_mlp (act_mlp and proj_out run every step).
     BlockFamily("flux-double", ("FluxTransformerBlock",), _same("attn", "ff", "ff_context"), "diffusers"),
     BlockFamily(
         "flux-single", ("FluxSingleTransformerBlock",), {"single_attn": "attn", "single_mlp": "proj_mlp"}, "diffusers"
     ),
     # Stable Audio Open.
     BlockFamily("stable-audio", ("StableAudioDiTBlock",), _same("attn1", "attn2", "ff"), "diffusers"),
-    # Video DiTs.
+    # Video DiTs. CogVideoX attn1 returns (video, text); its ff runs on [text; video]. Wan 2.2 A14B has two
+    # experts (transformer, transformer_2): one SmoothCache each, each counting steps from its own first call.
     BlockFamily("cogvideox", ("CogVideoXBlock",), _same("attn1", "ff"), "diffusers"),
     BlockFamily("wan", ("WanTransformerBlock",), _same("attn1", "attn2", "ffn"), "diffusers"),
 )
@@ -167,12 +172,20 @@ _TIMESTEP_KWARGS = ("timestep", "timesteps", "t", "sigma")
 
 
 def find_timestep(args: tuple, kwargs: Mapping[str, Any]) -> Any:
-    """The timestep argument of a denoiser call: a known keyword, else the second positional argument.
+    """The timestep of a denoiser call: a known keyword, else the second positional argument.
 
-    Covers diffusers transformers (``timestep=``) and facebookresearch/DiT's ``forward(x, t, y)``.
+    Covers diffusers transformers (``timestep=``) and facebookresearch/DiT's ``forward(x, t, y)``. A tensor
+    of several timesteps (one per sample, or per token as Wan 2.2 TI2V's image-to-video pipeline passes,
+    with 0 for the clean conditioning frame) is reduced to its largest entry: the current noise level.
     """
     for name in _TIMESTEP_KWARGS:
         value = kwargs.get(name)
         if value is not None:
-            return value
-    return args[1] if len(args) > 1 else None
+            return _highest(value)
+    return _highest(args[1]) if len(args) > 1 else None
+
+
+def _highest(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() > 1 and value.dtype != torch.bool:
+        return value.detach().amax()
+    return value
