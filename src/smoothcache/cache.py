@@ -220,8 +220,13 @@ class SmoothCache:
         if self._patches:
             return self
         if self._tracker.detached:
-            raise RuntimeError(f"this {type(self).__name__} could not be removed from the model earlier; make a new one")
-        modules = [b.module for b in self._calibrator.branches] if self.calibrating else [r.branch.module for r in self._runs]
+            raise RuntimeError(
+                f"this {type(self).__name__} could not be removed from the model earlier; make a new one"
+            )
+        if self.calibrating:
+            modules = [b.module for b in self._calibrator.branches]
+        else:
+            modules = [r.branch.module for r in self._runs]
         for module in [self.model] + modules:
             owner = owner_of(module)
             if owner is not None:
@@ -252,6 +257,8 @@ class SmoothCache:
         finally:
             for run in self._runs:
                 run.cache.clear()
+            if self._calibrator is not None:
+                self._calibrator._clear_run()  # an interrupted calibration generation is dropped
             restore_or_detach(self._patches, self._tracker)
 
     def reset(self) -> None:

@@ -103,7 +103,9 @@ class Calibrator:
         if self._patches:
             return self
         if self._tracker.detached:
-            raise RuntimeError(f"this {type(self).__name__} could not be removed from the model earlier; make a new one")
+            raise RuntimeError(
+                f"this {type(self).__name__} could not be removed from the model earlier; make a new one"
+            )
         for module in [self.model] + [b.module for b in self.branches]:
             owner = owner_of(module)
             if owner is not None:

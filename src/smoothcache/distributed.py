@@ -3,7 +3,8 @@
 Start any script or the CLI with ``torchrun``; nothing here launches processes. Every rank runs its own
 share of the inputs (:func:`shard`), calibration error sums are all-reduced (:func:`all_reduce_profile`),
 so the profile equals a single-process calibration on the union of the inputs, and generated samples are
-gathered in rank order (:func:`gather`), which is the original order of a :func:`shard`-ed list. The same code runs on gloo (CPU) and NCCL (GPU).
+gathered in rank order (:func:`gather`), which is the original order of a :func:`shard`-ed list. The same
+code runs on gloo (CPU) and NCCL (GPU).
 """
 
 from __future__ import annotations

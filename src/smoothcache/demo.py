@@ -1,0 +1,158 @@
+"""``smoothcache demo``: the embedded digits DiT with and without SmoothCache, on the same seeds.
+
+Calibrates on a few classes, builds the schedule at the demo's alpha, generates the same seeds both ways
+(timed interleaved in this process), and reports steps, compute fraction, theoretical and measured
+speed-up, Digits-FID and class consistency both ways, and PSNR/SSIM between the two; writes a side-by-side
+PNG grid and the error-curve plot.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from .calibration import Calibrator
+from .cache import SmoothCache
+from .flops import MacReport
+from .profile import CalibrationProfile
+from .schedule import Schedule
+
+__all__ = ["DEMO_ALPHA", "calibrate_digits", "run_demo"]
+
+logger = logging.getLogger(__name__)
+
+#: Threshold of the demo's schedule (chosen from the quality benchmark in BENCHMARKS.md).
+DEMO_ALPHA = 0.12
+#: Classes and seed of the calibration generation (disjoint from the evaluation seeds).
+CALIBRATION_CLASSES = list(range(10))
+CALIBRATION_SEED = 10_000
+
+
+def calibrate_digits(pipe, steps: int = 50, classes=CALIBRATION_CLASSES, runs: int = 1, lookahead: int = 3,
+                     guidance_scale: float | None = None) -> CalibrationProfile:
+    """Calibrate the digits pipeline: ``runs`` generations of ``classes`` at ``steps`` steps."""
+    from .zoo import DIGITS_GUIDANCE_SCALE
+
+    scale = DIGITS_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+    with Calibrator(pipe.transformer, lookahead=lookahead) as cal:
+        for run in range(runs):
+            pipe(class_labels=list(classes), num_inference_steps=steps, guidance_scale=scale,
+                 generator=torch.manual_seed(CALIBRATION_SEED + run), output_type="pt")
+    return cal.profile
+
+
+def _grid(uncached: torch.Tensor, cached: torch.Tensor, path: Path, per_class: int = 3) -> Path:
+    """PNG: for each class, ``per_class`` uncached samples (left) beside the same seeds cached (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    n = uncached.shape[0]
+    fig, axes = plt.subplots(10, 2 * per_class + 1, figsize=(1.0 * (2 * per_class + 1), 10.5))
+    for c in range(10):
+        picks = [i for i in range(c, n, 10)][:per_class]
+        for j in range(2 * per_class + 1):
+            ax = axes[c][j]
+            ax.axis("off")
+            if j == per_class:
+                continue
+            source, k = (uncached, j) if j < per_class else (cached, j - per_class - 1)
+            if k < len(picks):
+                ax.imshow(source[picks[k], 0].numpy(), cmap="gray_r", vmin=0, vmax=1)
+    axes[0][per_class // 2].set_title("no cache", fontsize=9)
+    axes[0][per_class + 1 + per_class // 2].set_title("SmoothCache", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def run_demo(args) -> int:
+    from .metrics import psnr, ssim
+    from .plot import plot_profile
+    from .zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
+
+    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+    out_dir = Path(args.out)
+    steps, alpha = args.steps, DEMO_ALPHA if args.alpha is None else args.alpha
+    n = args.samples or 300
+    say = (lambda *a: None) if args.json else print
+
+    started = time.perf_counter()
+    pipe = digits_pipeline()
+    evaluator = digits_evaluator()
+    say(f"loaded the embedded digits DiT ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.2f}M "
+        f"parameters); calibrating on classes 0-9, {steps} DDIM steps ...")
+    profile = calibrate_digits(pipe, steps)
+    schedule = Schedule.from_profile(profile, alpha)
+    macs = MacReport.from_profile(profile)
+
+    labels = [i % 10 for i in range(n)]
+
+    def generate():
+        return pipe(class_labels=labels, num_inference_steps=steps, guidance_scale=DIGITS_GUIDANCE_SCALE,
+                    generator=torch.manual_seed(0), output_type="pt").images
+
+    say(f"generating {n} digits with and without SmoothCache (alpha={alpha:g}), interleaved ...")
+    times = {"no cache": [], "smoothcache": []}
+    images = {}
+    cache = SmoothCache(pipe.transformer, schedule)
+    for _ in range(2):
+        for label in times:
+            start = time.perf_counter()
+            if label == "smoothcache":
+                with cache:
+                    out = generate()
+            else:
+                out = generate()
+            times[label].append(time.perf_counter() - start)
+            images.setdefault(label, out)
+
+    metrics = {label: evaluator.evaluate(images[label], labels) for label in images}
+    measured = statistics.median(times["no cache"]) / statistics.median(times["smoothcache"])
+    result = {
+        "steps": steps, "alpha": alpha, "samples": n, "guidance_scale": DIGITS_GUIDANCE_SCALE,
+        "compute_fraction": {"macs": macs.compute_fraction(schedule), **schedule.compute_fraction()},
+        "theoretical_speedup": macs.speedup(schedule), "measured_speedup": measured,
+        "seconds": times, "metrics": metrics,
+        "psnr_db": psnr(images["no cache"], images["smoothcache"]),
+        "ssim": ssim(images["no cache"], images["smoothcache"]),
+        "cache_stats": cache.stats.by_key(), "real_floor_fid": evaluator.real_floor()["fid"],
+    }
+    result["files"] = {
+        "grid": str(_grid(images["no cache"], images["smoothcache"], out_dir / "samples_side_by_side.png")),
+        "error_curves": str(plot_profile(profile, out_dir / "error_curves.png", alpha=alpha)),
+        "schedule": str(schedule.save(out_dir / "schedule.json")),
+    }
+    result["total_seconds"] = time.perf_counter() - started
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+
+    m0, m1 = metrics["no cache"], metrics["smoothcache"]
+    fractions = ", ".join(f"{k} {v:.0%}" for k, v in schedule.compute_fraction().items())
+    rows = [
+        ("denoising steps (DDIM)", f"{steps}", f"{steps}"),
+        ("compute fraction (MACs)", "100%", f"{result['compute_fraction']['macs']:.1%}  ({fractions})"),
+        ("theoretical speed-up", "1.00x", f"{result['theoretical_speedup']:.2f}x"),
+        ("measured speed-up", "1.00x", f"{measured:.2f}x"),
+        (f"Digits-FID (floor {result['real_floor_fid']:.2f})", f"{m0['fid']:.2f}", f"{m1['fid']:.2f}"),
+        ("class consistency", f"{m0['class_consistency']:.1%}", f"{m1['class_consistency']:.1%}"),
+        ("precision / recall", f"{m0['precision']:.2f} / {m0['recall']:.2f}",
+         f"{m1['precision']:.2f} / {m1['recall']:.2f}"),
+        ("PSNR / SSIM vs no cache", "-", f"{result['psnr_db']:.1f} dB / {result['ssim']:.3f}"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"\n{'':<{width}}  {'no cache':>14}  SmoothCache (alpha={alpha:g})")
+    for name, a, b in rows:
+        print(f"{name:<{width}}  {a:>14}  {b}")
+    print(f"\nwrote {result['files']['grid']}, {result['files']['error_curves']}, {result['files']['schedule']}"
+          f"  ({result['total_seconds']:.0f}s)")
+    return 0
