@@ -1,0 +1,371 @@
+"""Offline sample-quality metrics for the embedded digits DiT.
+
+Everything here runs offline on CPU:
+
+* :func:`frechet_distance` / :func:`feature_statistics` -- the Fréchet distance
+  between Gaussians fitted to feature sets ("Digits-FID" when the features come
+  from the shipped digits CNN, see :mod:`smoothcache.zoo.features`).
+* :func:`precision_recall` -- improved precision / recall of Kynkäänniemi et al.
+  (2019): k-NN balls around every feature vector approximate each manifold.
+* :func:`class_consistency` -- how often the classifier agrees with the class
+  label that was requested from the class-conditional model.
+* :func:`psnr` and :func:`ssim` -- pixel fidelity between two image batches,
+  e.g. a cached sampler's outputs against the uncached ones for the same seeds.
+* :class:`DigitsEvaluator` -- loads the feature network and the precomputed
+  reference statistics of the real train split and gives
+  ``evaluate(images, requested_labels) -> {"fid", "precision", "recall",
+  "class_consistency"}``.
+
+scipy is needed only for :func:`frechet_distance` (``scipy.linalg.sqrtm``) and
+is imported lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = [
+    "REFERENCE_STATS_NAME",
+    "DigitsEvaluator",
+    "class_consistency",
+    "feature_statistics",
+    "frechet_distance",
+    "load_reference_stats",
+    "precision_recall",
+    "psnr",
+    "ssim",
+]
+
+logger = logging.getLogger(__name__)
+
+REFERENCE_STATS_NAME = "reference_stats.npz"
+
+ArrayLike = np.ndarray | torch.Tensor | Sequence
+
+
+def _as_numpy(x: ArrayLike, name: str) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x, dtype=np.float64)
+
+
+def _as_features(x: ArrayLike, name: str) -> torch.Tensor:
+    t = torch.as_tensor(x.detach().cpu() if isinstance(x, torch.Tensor) else np.asarray(x))
+    if t.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D (N, D) feature array, got shape {tuple(t.shape)}")
+    if t.shape[0] == 0:
+        raise ValueError(f"{name} is empty")
+    return t.to(torch.float64)
+
+
+# --------------------------------------------------------------------------- FID
+def feature_statistics(features: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+    """Mean (D,) and unbiased covariance (D, D) of an (N, D) feature array, N >= 2."""
+    f = _as_features(features, "features").numpy()
+    if f.shape[0] < 2:
+        raise ValueError(f"need at least 2 feature vectors for a covariance, got {f.shape[0]}")
+    if not np.all(np.isfinite(f)):
+        raise ValueError("features contain NaN or inf")
+    return f.mean(axis=0), np.cov(f, rowvar=False).reshape(f.shape[1], f.shape[1])
+
+
+def _sqrtm(matrix: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``scipy.linalg.sqrtm`` and whether scipy flagged the matrix as singular."""
+    from scipy import linalg
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", linalg.LinAlgWarning)
+        root = linalg.sqrtm(matrix)
+    singular = any(issubclass(w.category, linalg.LinAlgWarning) for w in caught)
+    return np.asarray(root), singular
+
+
+def frechet_distance(mu1: ArrayLike, sigma1: ArrayLike, mu2: ArrayLike, sigma2: ArrayLike,
+                     eps: float = 1e-6) -> float:
+    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
+
+    ``||mu1 - mu2||^2 + tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2))``, with the
+    matrix square root from ``scipy.linalg.sqrtm``.  Robustness: if the product
+    is singular (scipy warns, or the square root is not finite) ``eps * I`` is
+    added to both covariances; tiny imaginary parts from numerical error are dropped (a large
+    one is logged as a warning); the result is clipped at 0.
+    """
+    mu1, mu2 = _as_numpy(mu1, "mu1"), _as_numpy(mu2, "mu2")
+    sigma1, sigma2 = _as_numpy(sigma1, "sigma1"), _as_numpy(sigma2, "sigma2")
+    if mu1.ndim != 1 or mu2.ndim != 1 or mu1.shape != mu2.shape:
+        raise ValueError(f"mu1 and mu2 must be 1-D of the same length, got {mu1.shape} and {mu2.shape}")
+    d = mu1.shape[0]
+    for name, s in (("sigma1", sigma1), ("sigma2", sigma2)):
+        if s.shape != (d, d):
+            raise ValueError(f"{name} must have shape ({d}, {d}) to match the means, got {s.shape}")
+    for name, a in (("mu1", mu1), ("mu2", mu2), ("sigma1", sigma1), ("sigma2", sigma2)):
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"{name} contains NaN or inf")
+
+    diff = mu1 - mu2
+    covmean, singular = _sqrtm(sigma1 @ sigma2)
+    if singular or not np.all(np.isfinite(covmean)):
+        # Singular / ill-conditioned product (e.g. fewer samples than dimensions, constant
+        # features): regularise both covariances with eps * I, as pytorch-fid does.
+        logger.debug("frechet_distance: singular product of covariances; adding %g to the diagonals", eps)
+        offset = np.eye(d) * eps
+        covmean, _ = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        max_imag = float(np.max(np.abs(covmean.imag))) if covmean.size else 0.0
+        if max_imag > 1e-3 * max(1.0, float(np.max(np.abs(covmean.real)))):
+            logger.warning("frechet_distance: dropping an imaginary component of size %.3g", max_imag)
+        covmean = covmean.real
+    fd = float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+    return max(fd, 0.0)
+
+
+# ------------------------------------------------------------ precision / recall
+def _kth_nn_radii(feats: torch.Tensor, k: int, chunk: int) -> torch.Tensor:
+    radii = []
+    for start in range(0, feats.shape[0], chunk):
+        d = torch.cdist(feats[start:start + chunk], feats)
+        # the k+1-th smallest distance: the 1st is the point itself (0)
+        radii.append(d.kthvalue(k + 1, dim=1).values)
+    return torch.cat(radii)
+
+
+def _coverage(points: torch.Tensor, centres: torch.Tensor, radii: torch.Tensor, chunk: int) -> float:
+    inside = []
+    for start in range(0, points.shape[0], chunk):
+        d = torch.cdist(points[start:start + chunk], centres)
+        inside.append((d <= radii[None, :]).any(dim=1))
+    return float(torch.cat(inside).double().mean())
+
+
+def precision_recall(real_feats: ArrayLike, fake_feats: ArrayLike, k: int = 3,
+                     chunk: int = 2048) -> tuple[float, float]:
+    """Improved precision and recall (Kynkäänniemi et al., 2019).
+
+    Each set's manifold is the union of balls centred on its points with radius
+    the distance to the k-th nearest neighbour in the same set.  Precision is
+    the fraction of fake points inside the real manifold, recall the fraction
+    of real points inside the fake manifold.  Returns ``(precision, recall)``.
+    """
+    real = _as_features(real_feats, "real_feats")
+    fake = _as_features(fake_feats, "fake_feats")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"feature dimensions differ: real {real.shape[1]} vs fake {fake.shape[1]}")
+    if k < 1 or k >= min(real.shape[0], fake.shape[0]):
+        raise ValueError(f"k must be in [1, min(N_real, N_fake) - 1], got k={k} for sets of "
+                         f"{real.shape[0]} and {fake.shape[0]}")
+    real_r = _kth_nn_radii(real, k, chunk)
+    fake_r = _kth_nn_radii(fake, k, chunk)
+    return _coverage(fake, real, real_r, chunk), _coverage(real, fake, fake_r, chunk)
+
+
+def class_consistency(pred_labels: ArrayLike, requested_labels: ArrayLike) -> float:
+    """Fraction of samples whose predicted class equals the requested class."""
+    pred = np.asarray(pred_labels.cpu() if isinstance(pred_labels, torch.Tensor) else pred_labels).reshape(-1)
+    req = np.asarray(requested_labels.cpu() if isinstance(requested_labels, torch.Tensor)
+                     else requested_labels).reshape(-1)
+    if pred.shape != req.shape:
+        raise ValueError(f"pred_labels and requested_labels differ in length: {pred.shape[0]} vs {req.shape[0]}")
+    if pred.size == 0:
+        raise ValueError("no labels given")
+    return float(np.mean(pred == req))
+
+
+# ----------------------------------------------------------------- PSNR / SSIM
+def _image_pair(a: ArrayLike, b: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
+    ta = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a.detach().cpu())
+    tb = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b.detach().cpu())
+    if ta.shape != tb.shape:
+        raise ValueError(f"image batches differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
+    if ta.ndim != 4:
+        raise ValueError(f"expected image batches of shape (N, C, H, W), got {tuple(ta.shape)}")
+    return ta.to(torch.float64), tb.to(torch.float64)
+
+
+def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, reduction: str = "mean") -> float | torch.Tensor:
+    """Peak signal-to-noise ratio in dB between two (N, C, H, W) batches.
+
+    Computed per image (``10 log10(data_range^2 / MSE)``) then averaged
+    (``reduction="mean"``) or returned per image (``"none"``).  Identical images
+    give ``inf``.  ``data_range`` is 1.0 for pipeline outputs in [0, 1], 2.0 for [-1, 1].
+    """
+    ta, tb = _image_pair(a, b)
+    mse = (ta - tb).pow(2).flatten(1).mean(dim=1)
+    values = 10.0 * torch.log10(data_range ** 2 / mse)  # mse == 0 -> inf
+    if reduction == "none":
+        return values
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return float(values.mean())
+
+
+def _gaussian_window(size: int, sigma: float, channels: int) -> torch.Tensor:
+    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
+    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
+
+
+def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, window_size: int = 7,
+         sigma: float = 1.5, reduction: str = "mean") -> float | torch.Tensor:
+    """Structural similarity (Wang et al., 2004) between two (N, C, H, W) batches.
+
+    Standard SSIM: Gaussian-weighted local statistics (sigma 1.5, per channel,
+    ``torch.nn.functional.conv2d`` with no padding, i.e. only full windows),
+    K1 = 0.01, K2 = 0.03, mean of the SSIM map per image.  The window is 7x7
+    instead of the usual 11x11 because the digits are only 16x16: an 11x11
+    window leaves a 6x6 map (mostly background), 7x7 leaves 10x10 while still
+    covering about +-2 sigma.  Identical images give exactly 1.
+    """
+    ta, tb = _image_pair(a, b)
+    if min(ta.shape[-2:]) < window_size:
+        raise ValueError(f"images of size {tuple(ta.shape[-2:])} are smaller than the {window_size}px SSIM window")
+    c = ta.shape[1]
+    w = _gaussian_window(window_size, sigma, c)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+
+    def filt(x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, w, groups=c)
+
+    mu_a, mu_b = filt(ta), filt(tb)
+    var_a = filt(ta * ta) - mu_a ** 2
+    var_b = filt(tb * tb) - mu_b ** 2
+    cov = filt(ta * tb) - mu_a * mu_b
+    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    values = smap.flatten(1).mean(dim=1)
+    if reduction == "none":
+        return values
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
+    return float(values.mean())
+
+
+# ------------------------------------------------------------ reference stats
+def load_reference_stats(path: str | Path) -> dict[str, np.ndarray]:
+    """Load and validate ``reference_stats.npz`` (``allow_pickle=False``).
+
+    Required arrays: ``mu`` (D,), ``sigma`` (D, D), ``features`` (N, D) -- the
+    train-split features for precision/recall.  Optional: ``heldout_features``
+    (M, D) for the real-vs-real floor.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference statistics file not found: {path} (run scripts/train_features.py)")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            stats = {key: np.asarray(npz[key]) for key in npz.files}
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError, EOFError ...
+        raise ValueError(f"reference statistics file {path} is corrupt or not a valid .npz: {exc}") from exc
+    missing = {"mu", "sigma", "features"} - set(stats)
+    if missing:
+        raise ValueError(f"reference statistics file {path} lacks the arrays {sorted(missing)}")
+    mu, sigma, feats = stats["mu"], stats["sigma"], stats["features"]
+    if mu.ndim != 1:
+        raise ValueError(f"{path}: 'mu' must be 1-D, got shape {mu.shape}")
+    d = mu.shape[0]
+    if sigma.shape != (d, d):
+        raise ValueError(f"{path}: 'sigma' must have shape ({d}, {d}), got {sigma.shape}")
+    for key in ("features", "heldout_features"):
+        if key in stats and (stats[key].ndim != 2 or stats[key].shape[1] != d or stats[key].shape[0] < 2):
+            raise ValueError(f"{path}: '{key}' must have shape (N>=2, {d}), got {stats[key].shape}")
+    if feats.shape[0] < 2:
+        raise ValueError(f"{path}: 'features' must hold at least 2 vectors")
+    return stats
+
+
+class DigitsEvaluator:
+    """Digits-FID, precision/recall and class consistency of generated digits.
+
+    Args:
+        folder: folder with the feature network and ``reference_stats.npz``
+            (default: the shipped ``smoothcache/zoo/digits_features``).
+        device: torch device for the feature network.
+        batch_size: images per feature-network forward pass.
+        k: neighbourhood size for precision/recall.
+    """
+
+    def __init__(self, folder: str | Path | None = None, device: str | torch.device = "cpu",
+                 batch_size: int = 500, k: int = 3):
+        from .zoo.features import FEATURES_DIR, load_feature_net
+
+        self.folder = Path(folder) if folder is not None else FEATURES_DIR
+        self.device = torch.device(device)
+        self.batch_size = int(batch_size)
+        self.k = int(k)
+        self.net = load_feature_net(self.folder, device=self.device)
+        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME)
+        feat_dim = self.net.fc.out_features
+        if self.stats["mu"].shape[0] != feat_dim:
+            raise ValueError(f"reference statistics have dimension {self.stats['mu'].shape[0]} but the "
+                             f"feature network produces {feat_dim}")
+        self.mu, self.sigma = self.stats["mu"], self.stats["sigma"]
+        self.real_features = torch.from_numpy(self.stats["features"].astype(np.float32))
+
+    def _prepare(self, images: ArrayLike, value_range: tuple[float, float]) -> torch.Tensor:
+        x = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
+        x = x.float()
+        if x.ndim == 4 and x.shape[-1] == 1 and x.shape[1] != 1:  # (N, H, W, 1) numpy output
+            x = x.permute(0, 3, 1, 2)
+        size = self.net.image_size
+        if x.ndim != 4 or x.shape[1:] != (1, size, size):
+            raise ValueError(f"expected images of shape (N, 1, {size}, {size}) or (N, {size}, {size}, 1), "
+                             f"got {tuple(x.shape)}")
+        lo, hi = value_range
+        return (x - lo) / (hi - lo) * 2.0 - 1.0
+
+    @torch.no_grad()
+    def _run(self, images: ArrayLike, value_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self._prepare(images, value_range)
+        feats, preds = [], []
+        for start in range(0, x.shape[0], self.batch_size):
+            f = self.net.features(x[start:start + self.batch_size].to(self.device))
+            feats.append(f.cpu())
+            preds.append(self.net.head(f).argmax(dim=1).cpu())
+        return torch.cat(feats), torch.cat(preds)
+
+    def features(self, images: ArrayLike, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+        """Feature vectors (N, D) of images (default range [0, 1], the pipeline output)."""
+        return self._run(images, value_range)[0]
+
+    def predict(self, images: ArrayLike, value_range: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+        """Predicted digit classes (N,) of images."""
+        return self._run(images, value_range)[1]
+
+    def evaluate_features(self, feats: ArrayLike, pred_labels: ArrayLike | None = None,
+                          requested_labels: ArrayLike | None = None) -> dict[str, float]:
+        """Metrics from precomputed features (and optionally predicted/requested labels)."""
+        f = _as_features(feats, "features")
+        if f.shape[1] != self.mu.shape[0]:
+            raise ValueError(f"features have dimension {f.shape[1]}, reference has {self.mu.shape[0]}")
+        mu, sigma = feature_statistics(f)
+        prec, rec = precision_recall(self.real_features, f, k=self.k)
+        out = {"fid": frechet_distance(mu, sigma, self.mu, self.sigma), "precision": prec, "recall": rec}
+        if pred_labels is not None and requested_labels is not None:
+            out["class_consistency"] = class_consistency(pred_labels, requested_labels)
+        return out
+
+    def evaluate(self, images: ArrayLike, requested_labels: ArrayLike,
+                 value_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, float]:
+        """``{"fid", "precision", "recall", "class_consistency"}`` of generated images.
+
+        ``images``: pipeline outputs, (N, 1, 16, 16) tensor (``output_type="pt"``)
+        or (N, 16, 16, 1) array (``output_type="np"``), values in ``value_range``.
+        """
+        req = np.asarray(requested_labels.cpu() if isinstance(requested_labels, torch.Tensor)
+                         else requested_labels).reshape(-1)
+        feats, preds = self._run(images, value_range)
+        if req.shape[0] != feats.shape[0]:
+            raise ValueError(f"got {feats.shape[0]} images but {req.shape[0]} requested labels")
+        return self.evaluate_features(feats, preds, req)
+
+    def real_floor(self) -> dict[str, float]:
+        """Metrics of the real held-out split against the train reference (the floor)."""
+        if "heldout_features" not in self.stats:
+            raise ValueError("reference statistics lack 'heldout_features'; cannot compute the floor")
+        return self.evaluate_features(self.stats["heldout_features"])
