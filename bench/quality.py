@@ -34,7 +34,8 @@ from smoothcache.demo import calibrate_digits  # noqa: E402
 from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline  # noqa: E402
 
 SETTINGS = {"ddim50": ("ddim", 50), "ddim30": ("ddim", 30), "ddim70": ("ddim", 70), "dpm20": ("dpm", 20)}
-FRACTIONS = (0.85, 0.75, 0.65, 0.55, 0.45)  # compute fractions the alpha sweep aims at
+FRACTIONS = (0.85, 0.75, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4)  # compute fractions the alpha sweep aims at
+PER_BLOCK_FRACTIONS = (0.75, 0.6, 0.5, 0.4)  # per-block schedules, compared with per-type at equal compute
 BATCH = 100  # samples per seeded generation batch (10 per class)
 
 
@@ -65,14 +66,14 @@ def build_methods(pipe, steps: int, profile, profile50, report: MacReport, with_
         methods.append(Method(f"FORA N={n}", "FORA", steps, report.speedup(s), cached(pipe, s)))
     for per_block in (False, True):
         family = "SmoothCache per-block" if per_block else "SmoothCache"
-        for fraction in FRACTIONS:
+        for fraction in PER_BLOCK_FRACTIONS if per_block else FRACTIONS:
             s = Schedule.for_budget(profile, compute_fraction=fraction, per_block=per_block)
             alpha = s.metadata["alpha"]
             methods.append(Method(f"{family} a={alpha:.3f}", family, steps, report.speedup(s), cached(pipe, s),
                                   {"alpha": alpha, "target_fraction": fraction}))
     if profile50 is not None and profile50.num_steps != steps:
         resampled = profile50.resample(steps)
-        for fraction in FRACTIONS[1::2]:
+        for fraction in PER_BLOCK_FRACTIONS:
             s = Schedule.for_budget(resampled, compute_fraction=fraction)
             methods.append(Method(f"SmoothCache resampled 50->{steps} a={s.metadata['alpha']:.3f}",
                                   "SmoothCache resampled", steps, report.speedup(s), cached(pipe, s),

@@ -27,7 +27,7 @@ __all__ = ["DEMO_ALPHA", "calibrate_digits", "run_demo"]
 logger = logging.getLogger(__name__)
 
 #: Threshold of the demo's schedule (chosen from the quality benchmark in BENCHMARKS.md).
-DEMO_ALPHA = 0.12
+DEMO_ALPHA = 0.08
 #: Classes and seed of the calibration generation (disjoint from the evaluation seeds).
 CALIBRATION_CLASSES = list(range(10))
 CALIBRATION_SEED = 10_000

@@ -48,7 +48,8 @@ def plot_profile(
         if alpha is not None:
             ax.axhline(alpha, color="black", linestyle="--", linewidth=1, label=f"alpha={alpha:g}")
         n_blocks = len(profile.blocks(key))
-        ax.set_title(f"{key} ({n_blocks} blocks, {profile.runs} runs)")
+        runs = f"{profile.runs} run" + ("s" if profile.runs != 1 else "")
+        ax.set_title(f"{key} ({n_blocks} block{'s' if n_blocks != 1 else ''}, {runs})")
         ax.set_xlabel("denoising step t")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("rel. L1 error |y_t - y_{t-k}| / |y_t|")
