@@ -81,7 +81,7 @@ def measure(name, pipe, schedule, generate, repeats):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-digits", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -103,7 +103,8 @@ def main() -> None:
         labels = [i % 10 for i in range(100)]
         gen = lambda p: p(class_labels=labels, num_inference_steps=50, guidance_scale=DIGITS_GUIDANCE_SCALE,
                           generator=torch.manual_seed(0), output_type="np")
-        results["models"][f"digits DiT, 100 images + CFG, DDIM 50, alpha {DEMO_ALPHA}"] = measure(
+        cfg = "CFG" if DIGITS_GUIDANCE_SCALE > 1 else "no CFG (guidance 1.0)"
+        results["models"][f"digits DiT, 100 images, {cfg}, DDIM 50, alpha {DEMO_ALPHA}"] = measure(
             "digits", digits, digit_schedule, gen, args.repeats)
 
     rows = []

@@ -9,6 +9,7 @@ measured speed-up from interleaved timing rounds in this process. Writes the BEN
 file and a Pareto plot (measured speed-up against Digits-FID).
 
     python bench/quality.py [--samples 1000] [--rounds 3] [--timing-samples 100] [--settings ddim50 ...]
+    python bench/quality.py --report   # BENCHMARKS.md + plot from bench/results/quality_<setting>.json
     torchrun --standalone --nproc_per_node=2 bench/quality.py   # samples generated data-parallel
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import statistics
 import sys
@@ -27,7 +29,7 @@ from typing import Callable
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, machine, write_section  # noqa: E402
+from report import RESULTS, machine  # noqa: E402
 
 from smoothcache import MacReport, Schedule, SmoothCache, distributed  # noqa: E402
 from smoothcache.demo import calibrate_digits  # noqa: E402
@@ -70,7 +72,8 @@ def build_methods(pipe, steps: int, profile, profile50, report: MacReport, with_
             s = Schedule.for_budget(profile, compute_fraction=fraction, per_block=per_block)
             alpha = s.metadata["alpha"]
             methods.append(Method(f"{family} a={alpha:.3f}", family, steps, report.speedup(s), cached(pipe, s),
-                                  {"alpha": alpha, "target_fraction": fraction}))
+                                  {"alpha": alpha, "target_fraction": fraction,
+                                   "achieved_fraction": s.metadata["achieved"]}))
     if profile50 is not None and profile50.num_steps != steps:
         resampled = profile50.resample(steps)
         for fraction in PER_BLOCK_FRACTIONS:
@@ -193,27 +196,34 @@ def main() -> None:
     parser.add_argument("--timing-samples", type=int, default=100)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--out", default=None, help="write the results here instead of BENCHMARKS.md")
+    parser.add_argument("--report", action="store_true",
+                        help="no generation: write BENCHMARKS.md and the plot from the saved per-setting results")
     args = parser.parse_args()
     distributed.init()
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // distributed.world_size())))
 
     evaluator = digits_evaluator()
     floor = evaluator.real_floor()["fid"]
-    results = {}
     profile50 = None
-    for key in args.settings:
+    for key in [] if args.report else args.settings:
         if key != "ddim50" and profile50 is None and SETTINGS[key][0] == "ddim":
             profile50 = calibrate_digits(digits_pipeline(), 50, runs=2)
-        results[key] = evaluate_setting(key, args, evaluator, profile50)
-        results[key]["floor"] = floor
+        result = evaluate_setting(key, args, evaluator, profile50)
         if key == "ddim50":
-            profile50 = results[key]["profile"]
+            profile50 = result.pop("profile")
+        result.pop("profile", None)
+        if distributed.rank() == 0:  # saved per setting, so settings can run as separate processes
+            run = {"samples": args.samples, "rounds": args.rounds, "timing_samples": args.timing_samples,
+                   "machine": machine(), "floor": floor}
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            (RESULTS / f"quality_{key}.json").write_text(json.dumps({**result, **run}, indent=2) + "\n")
     if distributed.rank() == 0:
         from quality_report import write_report
 
+        results = {k: json.loads((RESULTS / f"quality_{k}.json").read_text())
+                   for k in SETTINGS if (RESULTS / f"quality_{k}.json").exists()}
         plot = pareto_plot(results, RESULTS / "pareto.png")
-        write_report(results, args, floor, plot, machine())
+        write_report(results, floor, plot)
     distributed.finish()
 
 
