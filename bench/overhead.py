@@ -193,10 +193,7 @@ def main() -> None:
         results["variants"][label] = {
             "times": ts, "theoretical": report.speedup(schedules[name]) if name else 1.0,
             "theoretical_by_time": time_speedup(hooked_total, spent, schedules[name]) if name else 1.0}
-    rows = table_rows(results)
-    print("\n".join(rows))
-    if not args.quick:
-        write_report(results)
+    print("\n".join(table_rows(results) if args.quick else write_report(results)))
 
 
 def table_rows(results: dict) -> list[str]:
@@ -215,8 +212,8 @@ def table_rows(results: dict) -> list[str]:
     return rows
 
 
-def write_report(results: dict) -> None:
-    """The BENCHMARKS.md section and bench/results/overhead.json, from a run's results."""
+def write_report(results: dict) -> list[str]:
+    """The BENCHMARKS.md section and bench/results/overhead.json from a run's results; returns the table rows."""
     rows = table_rows(results)
     layers, batch = results["layers"], results["batch"]
     fractions = ", ".join(f"{n} {f:.1%}" for n, f in results["fractions"].items())
@@ -256,6 +253,7 @@ Compute fraction (MACs) per schedule: {fractions}.
 {wrapper}
 """
     write_section("overhead", md, results)
+    return rows
 
 
 @contextlib.contextmanager

@@ -174,17 +174,18 @@ def pareto_plot(results: dict, path: Path) -> Path:
             color, marker = styles.get(fam, (None, "x"))
             line = "-" if fam in ("fewer steps", "SmoothCache", "SmoothCache per-block") else ""
             ax.plot(*zip(*pts), marker=marker, linestyle=line, color=color, label=fam, markersize=6)
-        floor = results[key].get("floor")
-        if floor is not None:
-            ax.axhline(floor, color="green", linestyle=":", linewidth=1, label="real-vs-real floor")
         ax.set_title(f"{results[key]['scheduler'].upper()} {results[key]['steps']} steps")
         ax.set_xlabel("measured speed-up (x)")
         ax.set_ylabel("Digits-FID (lower is better)")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="upper left")
+    legend = {}
+    for ax in axes[0]:  # one legend for all panels: a family may appear in some settings only
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
@@ -202,8 +203,8 @@ def main() -> None:
     distributed.init()
     torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // distributed.world_size())))
 
-    evaluator = digits_evaluator()
-    floor = evaluator.real_floor()["fid"]
+    evaluator = None if args.report else digits_evaluator()
+    floor = None if args.report else evaluator.real_floor()["fid"]
     profile50 = None
     for key in [] if args.report else args.settings:
         if key != "ddim50" and profile50 is None and SETTINGS[key][0] == "ddim":
@@ -214,7 +215,7 @@ def main() -> None:
         result.pop("profile", None)
         if distributed.rank() == 0:  # saved per setting, so settings can run as separate processes
             run = {"samples": args.samples, "rounds": args.rounds, "timing_samples": args.timing_samples,
-                   "machine": machine(), "floor": floor}
+                   "machine": machine(), "floor": floor, "peers": not args.no_peers}
             RESULTS.mkdir(parents=True, exist_ok=True)
             (RESULTS / f"quality_{key}.json").write_text(json.dumps({**result, **run}, indent=2) + "\n")
     if distributed.rank() == 0:
@@ -223,7 +224,7 @@ def main() -> None:
         results = {k: json.loads((RESULTS / f"quality_{k}.json").read_text())
                    for k in SETTINGS if (RESULTS / f"quality_{k}.json").exists()}
         plot = pareto_plot(results, RESULTS / "pareto.png")
-        write_report(results, floor, plot)
+        write_report(results, plot)
     distributed.finish()
 
 

@@ -96,13 +96,16 @@ def _peer_notes() -> str:
         found = unassisted_failures(digits_pipeline())
     except Exception as err:  # the notes are informative; never lose the benchmark over them
         return f"(could not collect: {type(err).__name__}: {err})"
-    lines = [f"- {stage}: `{message}`" for stage, message in found.items()]
+    lines = [f"- {stage}: `{message}`" if "\n" not in message else
+             f"- {stage}:\n\n  ```text\n" + "\n".join("  " + ln for ln in message.strip().splitlines()) + "\n  ```"
+             for stage, message in found.items()]
     return "\n".join(lines) if lines else "- every cache ran with documented usage alone"
 
 
-def write_report(results: dict, floor: float, plot: Path) -> None:
-    blob = {k: dict(v) for k, v in results.items()}
+def write_report(results: dict, plot: Path) -> None:
+    """The BENCHMARKS.md section from the per-setting results; quality.json keeps the comparison summaries."""
     first = next(iter(results.values()))
+    floor = first["floor"]
     sections, summaries = [], {}
     for key, res in results.items():
         text, summary = _comparison(key, res)
@@ -110,20 +113,22 @@ def write_report(results: dict, floor: float, plot: Path) -> None:
         sections.append(f"### {res['scheduler'].upper()} {res['steps']} steps\n\n{_table(res['methods'])}\n\n"
                         f"SmoothCache against the baselines:\n\n{text}\n\nPer-type against per-block schedules at "
                         f"equal compute (budget mode picks alpha for each target):\n\n{_per_block(res['methods'])}")
-    blob["summary"] = summaries
+    without = [f"{r['scheduler'].upper()} {r['steps']}" for r in results.values() if not r.get("peers", True)]
+    no_peers = ("" if not without else f"\n{' and '.join(without)} ran without the diffusers caches, to fit the run "
+                "into the time available on 2 cores (`python bench/quality.py --settings ddim30` includes them).")
     rel = plot.relative_to(ROOT)
     md = f"""## Quality: the embedded digits DiT (`bench/quality.py`)
 
 {first['samples']} samples per method (100 per class, seeds fixed per batch of 100), Digits-FID against the train
 split's reference statistics (real-vs-real floor: held-out split, FID {floor:.2f}), precision/recall (k=3),
 class consistency, PSNR against the no-cache samples of the same seeds. Guidance scale = the model's. Measured
-speed-up: median of {first['rounds']} interleaved timing rounds of {first['timing_samples']}-sample generations in one
-process per setting on {first['machine']}. SmoothCache calibrates on 2 generations of classes 0-9 with seeds disjoint from the
-evaluation seeds; "theoretical" is the MAC ratio (torch.utils.flop_counter).
+speed-up: median of {first['rounds']} interleaved timing rounds of {first['timing_samples']}-sample generations
+in one process per setting on {first['machine']}. SmoothCache calibrates on 2 generations of classes 0-9 with
+seeds disjoint from the evaluation seeds; "theoretical" is the MAC ratio (torch.utils.flop_counter).{no_peers}
 
 ![Pareto: measured speed-up against Digits-FID]({rel})
 
-{chr(10).join(sections)}
+{(chr(10) * 2).join(sections)}
 
 ### diffusers' built-in caches on DiT
 
@@ -137,4 +142,4 @@ model (verbatim, as diffusers 0.42.1 reports it):
 
 {_peer_notes()}
 """
-    write_section("quality", md, blob)
+    write_section("quality", md, {"settings": list(results), "summary": summaries})

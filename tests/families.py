@@ -317,31 +317,11 @@ def run_wan_ti2v(pipe, steps: int, seed: int = 0, output_type: str = "np"):
 
 
 # ------------------------------------------------------------------------ Open-Sora-style STDiT (ours)
+from original_dit import Attention, Mlp  # noqa: E402  (the same branch modules as DiT's)
+
+
 def _modulate(x, shift, scale):
     return x * (1 + scale) + shift
-
-
-class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int = 2):
-        super().__init__()
-        self.heads = heads
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-
-    def forward(self, x):
-        b, n, d = x.shape
-        q, k, v = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        return self.proj(F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d))
-
-
-class Mlp(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, 2 * dim)
-        self.fc2 = nn.Linear(2 * dim, dim)
-
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
 
 
 class _STBlock(nn.Module):
@@ -350,9 +330,9 @@ class _STBlock(nn.Module):
     def __init__(self, dim: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = Attention(dim)
+        self.attn = Attention(dim, heads=2)
         self.norm2 = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.mlp = Mlp(dim)
+        self.mlp = Mlp(dim, 2 * dim)
         self.scale_shift_table = nn.Parameter(torch.randn(6, dim) / dim**0.5)
 
     def _tokens(self, x):  # (B, T, S, D) -> sequences this block attends over

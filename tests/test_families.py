@@ -30,15 +30,6 @@ PATTERNS = (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The models are tiny: one thread is ~50x faster than fighting for the cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module", params=list(FAMILIES), ids=list(FAMILIES))
 def family(request) -> Family:
     return FAMILIES[request.param]

@@ -23,14 +23,6 @@ from smoothcache import Calibrator, Schedule, ScheduleError, SmoothCache, Smooth
 STEPS = 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _dit_family() -> Family:
     """facebookresearch/DiT-style class-conditional DiTPipeline (conftest's tiny one)."""
 
