@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +15,17 @@ from smoothcache import CalibrationProfile, Calibrator, Schedule, SmoothCache, d
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_calibrate.py"
 
 
+# gloo's C++ worker threads rarely abort a rank with this message at teardown (once in about 15 runs this
+# session; an upstream race, see pytorch/pytorch#179291). Only that crash is retried, and only once.
+GLOO_ABORT = "terminate called without an active exception"
+
+
 def _torchrun(*args, timeout=240):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *map(str, args)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0 and GLOO_ABORT in result.stderr:
+        warnings.warn(f"torchrun: a rank aborted with '{GLOO_ABORT}'; retrying once")
+        result = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
