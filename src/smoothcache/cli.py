@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -107,9 +108,11 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import format_table, run_demo
 
-    return run_demo(args)
+    result = run_demo(args, progress=None if args.json else (lambda line: print(line, flush=True)))
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:

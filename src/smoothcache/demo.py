@@ -8,11 +8,11 @@ PNG grid and the error-curve plot.
 
 from __future__ import annotations
 
-import json
 import logging
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -74,7 +74,8 @@ def _grid(uncached: torch.Tensor, cached: torch.Tensor, path: Path, per_class: i
     return path
 
 
-def run_demo(args) -> int:
+def run_demo(args, progress: Callable[[str], None] | None = None) -> dict:
+    """Run the demo; ``progress`` receives one line per stage (the CLI prints them). Returns the results."""
     from .metrics import psnr, ssim
     from .plot import plot_profile
     from .zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
@@ -83,7 +84,7 @@ def run_demo(args) -> int:
     out_dir = Path(args.out)
     steps, alpha = args.steps, DEMO_ALPHA if args.alpha is None else args.alpha
     n = args.samples or 300
-    say = (lambda *a: None) if args.json else print
+    say = progress or (lambda line: None)
 
     started = time.perf_counter()
     pipe = digits_pipeline()
@@ -132,17 +133,19 @@ def run_demo(args) -> int:
         "schedule": str(schedule.save(out_dir / "schedule.json")),
     }
     result["total_seconds"] = time.perf_counter() - started
-    if args.json:
-        print(json.dumps(result, indent=2))
-        return 0
+    return result
 
-    m0, m1 = metrics["no cache"], metrics["smoothcache"]
-    fractions = ", ".join(f"{k} {v:.0%}" for k, v in schedule.compute_fraction().items())
+
+def format_table(result: dict) -> str:
+    """The demo's side-by-side table, as the CLI prints it."""
+    m0, m1 = result["metrics"]["no cache"], result["metrics"]["smoothcache"]
+    steps, fraction = result["steps"], result["compute_fraction"]
+    per_key = ", ".join(f"{k} {v:.0%}" for k, v in fraction.items() if k != "macs")
     rows = [
         ("denoising steps (DDIM)", f"{steps}", f"{steps}"),
-        ("compute fraction (MACs)", "100%", f"{result['compute_fraction']['macs']:.1%}  ({fractions})"),
+        ("compute fraction (MACs)", "100%", f"{fraction['macs']:.1%}  ({per_key})"),
         ("theoretical speed-up", "1.00x", f"{result['theoretical_speedup']:.2f}x"),
-        ("measured speed-up", "1.00x", f"{measured:.2f}x"),
+        ("measured speed-up", "1.00x", f"{result['measured_speedup']:.2f}x"),
         (f"Digits-FID (floor {result['real_floor_fid']:.2f})", f"{m0['fid']:.2f}", f"{m1['fid']:.2f}"),
         ("class consistency", f"{m0['class_consistency']:.1%}", f"{m1['class_consistency']:.1%}"),
         ("precision / recall", f"{m0['precision']:.2f} / {m0['recall']:.2f}",
@@ -150,9 +153,9 @@ def run_demo(args) -> int:
         ("PSNR / SSIM vs no cache", "-", f"{result['psnr_db']:.1f} dB / {result['ssim']:.3f}"),
     ]
     width = max(len(r[0]) for r in rows)
-    print(f"\n{'':<{width}}  {'no cache':>14}  SmoothCache (alpha={alpha:g})")
-    for name, a, b in rows:
-        print(f"{name:<{width}}  {a:>14}  {b}")
-    print(f"\nwrote {result['files']['grid']}, {result['files']['error_curves']}, {result['files']['schedule']}"
-          f"  ({result['total_seconds']:.0f}s)")
-    return 0
+    lines = [f"\n{'':<{width}}  {'no cache':>14}  SmoothCache (alpha={result['alpha']:g})"]
+    lines += [f"{name:<{width}}  {a:>14}  {b}" for name, a, b in rows]
+    files = result["files"]
+    lines.append(f"\nwrote {files['grid']}, {files['error_curves']}, {files['schedule']}  "
+                 f"({result['total_seconds']:.0f}s)")
+    return "\n".join(lines)
