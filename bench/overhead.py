@@ -57,7 +57,7 @@ def to_diffusers_keys(schedule: Schedule, layers: int) -> Schedule:
     return Schedule(out)
 
 
-def branch_time_shares(pipe, generate, layers: int) -> tuple[float, dict]:
+def branch_time_shares(pipe, generate) -> tuple[float, dict]:
     """Wall time of an uncached generation and of every attn1 / ff call in it, by (key, block, step).
 
     CPU execution is synchronous, so forward pre/post hooks with perf_counter time each branch call.
@@ -120,7 +120,7 @@ def wrapper_cost(steps: int = 50, rounds: int = 15) -> dict:
             wrapped.append(generation())
     calls = steps * 4 * 2
     return {"us_per_call": (min(wrapped) - min(plain)) / calls * 1e6,
-            "plain_us_per_branch_call": min(plain) / calls * 1e6, "calls": calls}
+            "plain_us_per_branch_call": min(plain) / calls * 1e6, "calls": calls, "rounds": rounds}
 
 
 def original_helper(pipe, schedule: Schedule):
@@ -169,7 +169,7 @@ def main() -> None:
             variants[f"original {name}"] = lambda s=schedule: _original_context(pipe, s)
 
     generate()  # warm-up
-    hooked_total, spent = branch_time_shares(pipe, generate, args.layers)
+    hooked_total, spent = branch_time_shares(pipe, generate)
     branch_time = sum(spent.values()) / hooked_total
     times: dict[str, list[float]] = {v: [] for v in variants}
     repeats = 1 if args.quick else args.repeats
@@ -189,10 +189,10 @@ def main() -> None:
                "branch_time_share": branch_time, "original": has_original,
                "fractions": {n: report.compute_fraction(s) for n, s in schedules.items()}, "variants": {}}
     for label, ts in times.items():
-        name = label.split(" ", 1)[1] if label.split(" ", 1)[1] in schedules else None
+        schedule = schedules.get(label.split(" ", 1)[1])  # None for "no cache" and "all-ones"
         results["variants"][label] = {
-            "times": ts, "theoretical": report.speedup(schedules[name]) if name else 1.0,
-            "theoretical_by_time": time_speedup(hooked_total, spent, schedules[name]) if name else 1.0}
+            "times": ts, "theoretical": report.speedup(schedule) if schedule else 1.0,
+            "theoretical_by_time": time_speedup(hooked_total, spent, schedule) if schedule else 1.0}
     print("\n".join(table_rows(results) if args.quick else write_report(results)))
 
 
@@ -225,7 +225,7 @@ def write_report(results: dict) -> list[str]:
     base = statistics.median(results["variants"]["no cache"]["times"])
     wrapper = "" if cost is None else (
         f"Wrapper cost, measured apart on a DiT so small that host noise cannot hide it (4 blocks, 4 tokens, "
-        f"{cost['calls']} wrapped calls per 50-step loop, fastest of 15 alternating rounds): "
+        f"{cost['calls']} wrapped calls per 50-step loop, fastest of {cost.get('rounds', 15)} alternating rounds): "
         f"{cost['us_per_call']:.1f} us per wrapped branch call; on the DiT-S/2 run above that is "
         f"{per_generation * 1e3:.0f} ms of a {base:.1f} s generation ({per_generation / base:.2%}).")
     md = f"""## Overhead: measured against theoretical speed-up (`bench/overhead.py`)
