@@ -94,7 +94,7 @@ def main() -> None:
         "dit-s2", pipe, schedule, gen, args.repeats)
 
     if not args.skip_digits:
-        from smoothcache.demo import DEMO_ALPHA, calibrate_digits
+        from smoothcache.zoo.demo import DEMO_ALPHA, calibrate_digits
         from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_pipeline
 
         digits = digits_pipeline()

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from report import RESULTS, machine  # noqa: E402
 
 from smoothcache import MacReport, Schedule, SmoothCache, distributed  # noqa: E402
-from smoothcache.demo import calibrate_digits  # noqa: E402
+from smoothcache.zoo.demo import calibrate_digits  # noqa: E402
 from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline  # noqa: E402
 
 SETTINGS = {"ddim50": ("ddim", 50), "ddim30": ("ddim", 30), "ddim70": ("ddim", 70), "dpm20": ("dpm", 20)}
@@ -141,7 +141,7 @@ def evaluate_setting(key: str, args, evaluator, profile50) -> dict:
             if reference is None:
                 reference = images
             else:
-                from smoothcache.metrics import psnr, ssim
+                from smoothcache.zoo.metrics import psnr, ssim
 
                 row["psnr_vs_no_cache"], row["ssim_vs_no_cache"] = psnr(images, reference), ssim(images, reference)
         else:

@@ -13,7 +13,7 @@ decay, EMA of the weights (the EMA weights are saved).  The output folder is a
 ``DiTPipeline.save_pretrained`` folder (transformer, IdentityVAE, DDIMScheduler).
 
 Evaluation: 1,000 samples (100 per class, fixed seeds) per configuration with
-the real pipeline, scored by :class:`smoothcache.metrics.DigitsEvaluator`.
+the real pipeline, scored by :class:`smoothcache.zoo.digits_eval.DigitsEvaluator`.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2DModel
 
 from smoothcache.zoo import DIGITS_DIR, digits_evaluator, digits_pipeline
-from smoothcache.zoo.data import SPLIT_SEED, digits_split
+from smoothcache.zoo.digits_data import SPLIT_SEED, digits_split
 from smoothcache.zoo.identity_vae import IdentityVAE
 
 SEED = 0

@@ -34,9 +34,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from smoothcache.metrics import DigitsEvaluator, feature_statistics
-from smoothcache.zoo.data import SPLIT_SEED, digits_split
-from smoothcache.zoo.features import FEATURES_DIR, DigitsFeatureNet
+from smoothcache.zoo.digits_eval import DigitsEvaluator
+from smoothcache.zoo.metrics import feature_statistics
+from smoothcache.zoo.digits_data import SPLIT_SEED, digits_split
+from smoothcache.zoo.digits_net import FEATURES_DIR, DigitsFeatureNet
 
 SEED = 1234
 

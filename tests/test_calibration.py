@@ -251,7 +251,7 @@ def test_calibrator_measures_the_same_macs_as_count_macs(tiny_dit):
 
 
 def test_plot_writes_a_png(tiny_dit, tmp_path):
-    from smoothcache.plot import plot_profile
+    from smoothcache.zoo.plot import plot_profile
 
     with Calibrator(tiny_dit) as cal:
         run_steps(tiny_dit, (999, 749, 499, 249, 99))

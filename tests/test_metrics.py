@@ -1,4 +1,4 @@
-"""Tests of the offline sample-quality metrics (smoothcache.metrics)."""
+"""Tests of the offline sample-quality metrics (smoothcache.zoo.metrics)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from smoothcache.metrics import (
+from smoothcache.zoo.metrics import (
     REFERENCE_STATS_NAME,
-    DigitsEvaluator,
     class_consistency,
     feature_statistics,
     frechet_distance,
@@ -20,7 +19,8 @@ from smoothcache.metrics import (
     psnr,
     ssim,
 )
-from smoothcache.zoo.features import FEATURES_DIR
+from smoothcache.zoo.digits_eval import DigitsEvaluator
+from smoothcache.zoo.digits_net import FEATURES_DIR
 
 
 @pytest.fixture
@@ -211,7 +211,7 @@ def test_evaluator_floor_and_bad_inputs():
 
 def test_evaluator_on_real_heldout_digits():
     pytest.importorskip("sklearn")
-    from smoothcache.zoo.data import digits_split
+    from smoothcache.zoo.digits_data import digits_split
 
     split = digits_split()
     ev = DigitsEvaluator()

@@ -116,8 +116,8 @@ def test_identity_vae_roundtrip(tmp_path):
 
 def test_feature_net_heldout_accuracy():
     pytest.importorskip("sklearn")
-    from smoothcache.zoo.data import digits_split
-    from smoothcache.zoo.features import load_feature_net
+    from smoothcache.zoo.digits_data import digits_split
+    from smoothcache.zoo.digits_net import load_feature_net
 
     split = digits_split()
     net = load_feature_net()
@@ -128,7 +128,7 @@ def test_feature_net_heldout_accuracy():
 
 def test_digits_split_is_deterministic_and_stratified():
     pytest.importorskip("sklearn")
-    from smoothcache.zoo.data import digits_split
+    from smoothcache.zoo.digits_data import digits_split
 
     a, b = digits_split(), digits_split()
     assert a.train_images.shape == (1497, 1, 16, 16) and a.test_images.shape == (300, 1, 16, 16)

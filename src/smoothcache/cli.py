@@ -48,7 +48,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from .calibration import Calibrator
-    from .plot import plot_profile
+    from .zoo.plot import plot_profile
 
     from . import distributed
 
@@ -99,7 +99,7 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .plot import plot_profile
+    from .zoo.plot import plot_profile
     from .profile import CalibrationProfile
 
     profile = CalibrationProfile.load(args.profile)
@@ -108,7 +108,7 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import format_table, run_demo
+    from .zoo.demo import format_table, run_demo
 
     result = run_demo(args, progress=None if args.json else (lambda line: print(line, flush=True)))
     print(json.dumps(result, indent=2) if args.json else format_table(result))

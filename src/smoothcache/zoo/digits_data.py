@@ -34,7 +34,6 @@ __all__ = [
     "DigitsSplit",
     "digits_split",
     "load_digits_images",
-    "to_model_range",
     "upsample_digits",
 ]
 
@@ -68,21 +67,6 @@ def upsample_digits(raw: np.ndarray | torch.Tensor) -> torch.Tensor:
     x = x[:, None] / 16.0
     x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bilinear", align_corners=False)
     return (x * 2.0 - 1.0).clamp(-1.0, 1.0).contiguous()
-
-
-def to_model_range(images: torch.Tensor | np.ndarray) -> torch.Tensor:
-    """Map pipeline output images in [0, 1] to the model / feature-net range [-1, 1].
-
-    Accepts (N,1,16,16) tensors (``output_type="pt"``) or (N,16,16,1) numpy arrays
-    (``output_type="np"``).
-    """
-    x = torch.as_tensor(np.asarray(images) if isinstance(images, np.ndarray) else images)
-    x = x.float()
-    if x.ndim == 4 and x.shape[-1] == 1 and x.shape[1] != 1:
-        x = x.permute(0, 3, 1, 2)
-    if x.ndim != 4 or x.shape[1] != 1:
-        raise ValueError(f"expected images of shape (N,1,H,W) or (N,H,W,1), got {tuple(x.shape)}")
-    return x * 2.0 - 1.0
 
 
 def load_digits_images() -> tuple[torch.Tensor, torch.Tensor]:

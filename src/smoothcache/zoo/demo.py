@@ -16,11 +16,11 @@ from typing import Callable
 
 import torch
 
-from .calibration import Calibrator
-from .cache import SmoothCache
-from .flops import MacReport
-from .profile import CalibrationProfile
-from .schedule import Schedule
+from ..calibration import Calibrator
+from ..cache import SmoothCache
+from ..flops import MacReport
+from ..profile import CalibrationProfile
+from ..schedule import Schedule
 
 __all__ = ["DEMO_ALPHA", "calibrate_digits", "run_demo"]
 
@@ -36,7 +36,7 @@ CALIBRATION_SEED = 10_000
 def calibrate_digits(pipe, steps: int = 50, classes=CALIBRATION_CLASSES, runs: int = 1, lookahead: int = 3,
                      guidance_scale: float | None = None) -> CalibrationProfile:
     """Calibrate the digits pipeline: ``runs`` generations of ``classes`` at ``steps`` steps."""
-    from .zoo import DIGITS_GUIDANCE_SCALE
+    from .digits_model import DIGITS_GUIDANCE_SCALE
 
     scale = DIGITS_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
     with Calibrator(pipe.transformer, lookahead=lookahead) as cal:
@@ -78,7 +78,7 @@ def run_demo(args, progress: Callable[[str], None] | None = None) -> dict:
     """Run the demo; ``progress`` receives one line per stage (the CLI prints them). Returns the results."""
     from .metrics import psnr, ssim
     from .plot import plot_profile
-    from .zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
+    from .digits_model import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
 
     torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
     out_dir = Path(args.out)

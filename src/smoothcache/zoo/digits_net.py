@@ -1,11 +1,11 @@
 """The small digits CNN whose penultimate activations are the Digits-FID features.
 
-The network is trained on the *train* split of :func:`smoothcache.zoo.data.digits_split`
+The network is trained on the *train* split of :func:`smoothcache.zoo.digits_data.digits_split`
 only (``scripts/train_features.py``) and shipped in ``zoo/digits_features/`` as
 ``model.safetensors`` + ``config.json``; it is loaded without pickle.
 
-Input: (N, 1, 16, 16) float images in [-1, 1] (pipeline outputs in [0, 1] must be
-mapped with :func:`smoothcache.zoo.data.to_model_range`).  Output of
+Input: (N, 1, 16, 16) float images in [-1, 1] (the evaluator maps pipeline outputs in [0, 1]
+to this range).  Output of
 :meth:`DigitsFeatureNet.features`: the ``feature_dim``-dimensional pre-activation
 of the penultimate linear layer (dense and roughly Gaussian, which suits the
 Fréchet distance better than post-ReLU activations that are often exactly 0).

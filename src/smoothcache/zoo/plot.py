@@ -7,7 +7,7 @@ from typing import Iterable
 
 import numpy as np
 
-from .profile import CalibrationProfile
+from ..profile import CalibrationProfile
 
 __all__ = ["plot_profile"]
 
