@@ -8,17 +8,15 @@ every row counts the same. :class:`~smoothcache.schedule.Schedule` wraps the row
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
 from .errors import ScheduleError
 from .predictors import PREDICTORS
+from .profile import CalibrationProfile
 from .scan import scan, scan_linear
 from .validate import check_choice, check_fraction, check_int, check_number
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .profile import CalibrationProfile
 
 __all__ = ["PLANNERS", "plan_for_budget", "plan_from_profile"]
 
@@ -29,6 +27,7 @@ Rows = dict[str, list[int]]
 
 
 def _prepare(profile: "CalibrationProfile", lookahead: int | None, num_steps: int | None, predictor: str):
+    profile = CalibrationProfile.coerce(profile)
     check_choice(predictor, "predictor", PREDICTORS, error=ScheduleError)
     if predictor not in profile.predictors:
         raise ScheduleError(

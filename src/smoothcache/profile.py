@@ -23,6 +23,8 @@ import numpy as np
 
 from .errors import ProfileError
 from .predictors import PREDICTORS, table_shape
+from .resample import positions, resample_table
+from .validate import check_int
 
 __all__ = ["BranchErrors", "CalibrationProfile", "ErrorSums", "ProfileError"]
 
@@ -178,12 +180,33 @@ class CalibrationProfile:
         return merged
 
     def resample(self, num_steps: int, timesteps=None) -> "CalibrationProfile":
-        """The tables mapped to a run of ``num_steps`` steps (see :func:`smoothcache.resample.resample`)."""
-        from .resample import resample
+        """The tables mapped to a run of ``num_steps`` steps, for a schedule at another step count.
 
-        return resample(self, num_steps, timesteps)
+        ``timesteps``: the new run's (e.g. ``scheduler.timesteps`` after ``set_timesteps(num_steps)``), to
+        place its steps by timestep instead of by fraction of the run (:mod:`smoothcache.resample`).
+        """
+        check_int(num_steps, "num_steps", minimum=2, error=ProfileError)
+        where = positions(self.num_steps, self.timesteps, num_steps, timesteps)
+        if num_steps == self.num_steps and timesteps is None:
+            return self
+        out = CalibrationProfile(self.lookahead, num_steps, runs=self.runs, macs=dict(self.macs), model=self.model)
+        for path, b in self.errors.items():
+            out.errors[path] = BranchErrors(b.key, b.block, {
+                p: ErrorSums.of_mean(resample_table(p, sums.mean_std()[0], where)) for p, sums in b.tables.items()})
+        if self.timesteps is not None:
+            out.timesteps = np.interp(where, np.arange(self.num_steps), self.timesteps)
+        return out
 
     # ---------------------------------------------------------------------- io
+    @classmethod
+    def coerce(cls, profile: "CalibrationProfile | str | Path") -> "CalibrationProfile":
+        """A profile, or the path of a saved one (loaded and validated)."""
+        if isinstance(profile, CalibrationProfile):
+            return profile
+        if isinstance(profile, (str, Path)):
+            return cls.load(profile)
+        raise TypeError(f"expected a CalibrationProfile or the path of a saved one, got {type(profile).__name__}")
+
     def save(self, path: str | Path) -> Path:
         """Write the profile as safetensors (arrays + JSON header)."""
         from safetensors.numpy import save_file

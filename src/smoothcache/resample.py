@@ -1,4 +1,4 @@
-"""Resampling a calibration to another step count, so one calibration serves schedules of many lengths.
+"""Resampling error tables to another step count, so one calibration serves schedules of many lengths.
 
 Each new step is placed at a fractional old step: by its timestep when the new run's timesteps are given
 (e.g. ``scheduler.timesteps`` after ``set_timesteps(num_steps)``) and the calibration recorded its own,
@@ -14,49 +14,35 @@ from __future__ import annotations
 
 import numpy as np
 
-from .profile import BranchErrors, CalibrationProfile, ErrorSums, ProfileError
-from .validate import check_int
+from .errors import ProfileError
 
-__all__ = ["resample"]
-
-
-def resample(profile: CalibrationProfile, num_steps: int, timesteps=None) -> CalibrationProfile:
-    """``profile``'s tables mapped to a run of ``num_steps`` steps."""
-    check_int(num_steps, "num_steps", minimum=2, error=ProfileError)
-    positions = _positions(profile, num_steps, timesteps)
-    if num_steps == profile.num_steps and timesteps is None:
-        return profile
-    out = CalibrationProfile(profile.lookahead, num_steps, runs=profile.runs, macs=dict(profile.macs),
-                             model=profile.model)
-    for path, b in profile.errors.items():
-        tables = {"reuse": ErrorSums.of_mean(_reuse_grid(b.tables["reuse"].mean_std()[0], positions))}
-        if "linear" in b.tables:
-            tables["linear"] = ErrorSums.of_mean(_linear_grid(b.tables["linear"].mean_std()[0], positions))
-        out.errors[path] = BranchErrors(b.key, b.block, tables)
-    if profile.timesteps is not None:
-        out.timesteps = np.interp(positions, np.arange(profile.num_steps), profile.timesteps)
-    return out
+__all__ = ["linear_grid", "positions", "resample_table", "reuse_grid"]
 
 
-def _positions(profile: CalibrationProfile, num_steps: int, timesteps) -> np.ndarray:
+def positions(old_steps: int, old_timesteps: np.ndarray | None, num_steps: int, timesteps=None) -> np.ndarray:
     """Fractional old step index of every new step."""
-    if timesteps is None or profile.timesteps is None or not np.all(np.isfinite(profile.timesteps)):
-        return np.arange(num_steps) * (profile.num_steps / num_steps)
+    if timesteps is None or old_timesteps is None or not np.all(np.isfinite(old_timesteps)):
+        return np.arange(num_steps) * (old_steps / num_steps)
     new = np.asarray(timesteps.cpu() if hasattr(timesteps, "cpu") else timesteps, dtype=np.float64).reshape(-1)
     if new.shape != (num_steps,):
         raise ProfileError(f"got {new.size} timesteps for a {num_steps}-step run")
-    old = profile.timesteps
+    old = old_timesteps
     if np.any(np.diff(old) >= 0):
         raise ProfileError("the calibration's timesteps do not decrease; resample by step fraction instead")
     # np.interp needs increasing x: reverse the decreasing timesteps; outside the range, extend linearly
-    steps = np.arange(profile.num_steps, dtype=np.float64)
+    steps = np.arange(old_steps, dtype=np.float64)
     pos = np.interp(new, old[::-1], steps[::-1])
     slope = (steps[-1] - steps[0]) / (old[-1] - old[0])
     pos = np.where(new > old[0], (new - old[0]) * slope, pos)
     return np.where(new < old[-1], steps[-1] + (new - old[-1]) * slope, pos)
 
 
-def _reuse_grid(mean: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def resample_table(predictor: str, mean: np.ndarray, new_positions: np.ndarray) -> np.ndarray:
+    """A predictor's mean table read off at the new steps' positions."""
+    return reuse_grid(mean, new_positions) if predictor == "reuse" else linear_grid(mean, new_positions)
+
+
+def reuse_grid(mean: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """A ``[K, T']`` grid read off a ``[K, T]`` mean grid at the new positions."""
     lookahead, num_steps = mean.shape[0], positions.size
     grid = np.full((lookahead, num_steps), np.nan)
@@ -66,10 +52,10 @@ def _reuse_grid(mean: np.ndarray, positions: np.ndarray) -> np.ndarray:
     return grid
 
 
-def _linear_grid(mean: np.ndarray, positions: np.ndarray) -> np.ndarray:
+def linear_grid(mean: np.ndarray, positions: np.ndarray) -> np.ndarray:
     """A ``[K, D, T']`` grid read off a ``[K, D, T]`` mean grid: per calibrated spacing, then across spacings."""
     lookahead, spacings, num_steps = mean.shape[0], mean.shape[1], positions.size
-    per_spacing = [_reuse_grid(mean[:, d], positions) for d in range(spacings)]  # each [K, T']
+    per_spacing = [reuse_grid(mean[:, d], positions) for d in range(spacings)]  # each [K, T']
     grid = np.full((lookahead, spacings, num_steps), np.nan)
     for d in range(1, spacings + 1):
         for b in range(d, num_steps):

@@ -210,7 +210,7 @@ class Schedule:
     @classmethod
     def from_profile(
         cls,
-        profile: "CalibrationProfile",
+        profile: "CalibrationProfile | str | Path",
         alpha: float,
         lookahead: int | None = None,
         per_block: bool = False,
@@ -231,7 +231,7 @@ class Schedule:
     @classmethod
     def for_budget(
         cls,
-        profile: "CalibrationProfile",
+        profile: "CalibrationProfile | str | Path",
         *,
         compute_fraction: float | None = None,
         speedup: float | None = None,
