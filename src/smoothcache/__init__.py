@@ -24,6 +24,7 @@ from .flops import MacMeter, MacReport, count_macs
 from .hooks import BranchHooks, BranchPolicy
 from .predictors import PREDICTORS
 from .profile import CalibrationProfile
+from .references import load_reference, map_keys, reference_names
 from .scan import scan
 from .schedule import Schedule
 from .stats import CacheStats
@@ -61,5 +62,8 @@ __all__ = [
     "count_macs",
     "distributed",
     "find_branches",
+    "load_reference",
+    "map_keys",
+    "reference_names",
     "scan",
 ]
