@@ -62,3 +62,19 @@ def test_compiled_cache_with_inductor_matches_eager_cached(fresh_dynamo):
 def test_fullgraph_is_refused():
     with pytest.raises(ValueError, match="fullgraph=True cannot be used"):
         compile_repeated_blocks(make_tiny_dit(), fullgraph=True)
+
+
+def test_forecast_schedule_compiles_once_too(fresh_dynamo):
+    schedule = Schedule(SCHEDULE.entries, predictor="linear")
+    model = make_tiny_dit()
+    compile_repeated_blocks(model, backend="eager")
+    with SmoothCache(model, schedule) as cache:
+        first = run_steps(model, TS)
+        graphs = counters["stats"]["unique_graphs"]
+        dynamo.config.error_on_recompile = True
+        again = run_steps(model, TS)
+    assert counters["stats"]["unique_graphs"] == graphs and torch.equal(first, again)
+    eager = make_tiny_dit()
+    with SmoothCache(eager, schedule):
+        assert torch.allclose(run_steps(eager, TS), first, atol=1e-5, rtol=1e-5)
+    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 3 * 6, "reused": 2 * 3 * 4}  # 2 runs, 3 blocks

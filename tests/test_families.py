@@ -291,3 +291,25 @@ def test_stdit_branches_are_the_spatial_and_temporal_attn_and_mlp():
         ("temporal_blocks.0.attn", "attn", 2), ("temporal_blocks.0.mlp", "mlp", 2),
         ("temporal_blocks.1.attn", "attn", 3), ("temporal_blocks.1.mlp", "mlp", 3),
     ]
+
+
+# ----------------------------------------------------------------------------------------- forecasts
+def test_forecast_schedules_on_every_family(family):
+    """The linear forecast: all-ones is still bit-identical, skips are counted per CFG call like reuse, and the
+    forecast really differs from reuse where it extrapolates (PATTERNS skip after two computed steps)."""
+    pipe = family.build()
+    base = family.run(pipe, STEPS, seed=3)
+    with SmoothCache(pipe.transformer, Schedule.full(STEPS, family.keys, predictor="linear"), **family.cache_kwargs):
+        assert np.array_equal(family.run(pipe, STEPS, seed=3), base)
+    outs = {}
+    for predictor in ("reuse", "linear"):
+        schedule = Schedule(mixed_schedule(family).entries, predictor=predictor)
+        with SmoothCache(pipe.transformer, schedule, **family.cache_kwargs) as cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", SmoothCacheWarning)
+                outs[predictor] = family.run(pipe, STEPS, seed=3)
+        stats = cache.stats.by_key()
+        assert stats == {k: {"computed": sum(schedule.entries[k]) * family.calls_per_step * n,
+                             "reused": (STEPS - sum(schedule.entries[k])) * family.calls_per_step * n}
+                         for k, n in family.blocks.items()}
+    assert np.isfinite(outs["linear"]).all() and not np.array_equal(outs["linear"], outs["reuse"])

@@ -189,3 +189,29 @@ def test_cache_dtype_keeps_outputs_in_lower_precision(tiny_dit, dtype):
     assert low.stats.by_key() == full.stats.by_key()
     with pytest.raises(ValueError, match="cache_dtype must be a floating torch.dtype"):
         SmoothCache(tiny_dit, schedule, cache_dtype=torch.int8)
+
+
+def test_one_line_mode_with_a_forecast():
+    pipe = make_tiny_pipe()
+    kwargs = dict(class_labels=[3], num_inference_steps=20, output_type="np")
+    with SmoothCache(pipe.transformer, alpha=0.3, predictor="linear") as cache:
+        pipe(generator=torch.manual_seed(4), **kwargs)
+        pipe(generator=torch.manual_seed(4), **kwargs)
+    assert cache.schedule.predictor == "linear" and cache.profile.predictors == ["reuse", "linear"]
+    assert cache.schedule == Schedule.from_profile(cache.profile, 0.3, predictor="linear")
+    assert cache.stats.predictor == "linear" and cache.stats.reused > 0
+    with pytest.raises(ScheduleError, match="unknown predictor 'quadratic'"):
+        SmoothCache(pipe.transformer, alpha=0.3, predictor="quadratic")
+
+
+def test_forecast_schedules_from_resampled_calibrations(calibrated):
+    pipe, profile = calibrated
+    for steps in (10, 30):
+        schedule = Schedule.from_profile(profile, 0.3, num_steps=steps, predictor="linear")
+        assert schedule.num_steps == steps and schedule.predictor == "linear"
+        assert schedule == Schedule.from_profile(profile.resample(steps), 0.3, predictor="linear")
+        resampled = profile.resample(steps).curves("ff", predictor="linear")[0]
+        assert resampled.shape == (3, 4, steps) and np.isfinite(resampled[0, 0, 1:steps - 1]).all()
+        with SmoothCache(pipe.transformer, schedule) as cache:
+            pipe(class_labels=[1], num_inference_steps=steps, output_type="np")
+        assert cache.stats.computed + cache.stats.reused == 2 * 3 * steps

@@ -19,11 +19,11 @@ from .calibration import ErrorRecorder
 from .flops import MacMeter
 from .hooks import BranchHooks, BranchPolicy
 from .outputs import cast, cast_back, check_cacheable, dtypes, nbytes, versions
-from .predictors import predict, sources_needed
+from .predictors import PREDICTORS, predict, sources_needed
 from .schedule import Schedule, ScheduleError
 from .stats import BranchCounter, CacheStats
 from .targets import Branch, TargetError, as_denoiser, find_branches
-from .validate import check_dtype, check_int, check_number
+from .validate import check_choice, check_dtype, check_int, check_number
 
 __all__ = ["ScheduledCache", "SmoothCache", "SmoothCacheWarning"]
 
@@ -207,6 +207,7 @@ class SmoothCache:
         lookahead: one-line mode: K of the calibration.
         calibration_runs: one-line mode: generations to calibrate on.
         per_block: one-line mode: one schedule per block instead of per branch type.
+        predictor: one-line mode: the predictor to calibrate and schedule for (``"reuse"`` or ``"linear"``).
 
     Use it as a ``with`` block (nested blocks are counted) or with :meth:`enable` / :meth:`disable`.
     Every generation starts at step 0 on its own (the timestep jumps back up); :meth:`reset` forces it.
@@ -239,6 +240,7 @@ class SmoothCache:
         lookahead: int = 3,
         calibration_runs: int = 1,
         per_block: bool = False,
+        predictor: str = "reuse",
     ):
         if (schedule is None) == (alpha is None):
             raise ValueError("give a schedule, or alpha= to calibrate on the first generation(s), not both")
@@ -252,10 +254,11 @@ class SmoothCache:
             policies: list[BranchPolicy] = [self._policy(branches)]
         else:
             self._auto = {"alpha": check_number(alpha, "alpha", error=ScheduleError),
-                          "runs": check_int(calibration_runs, "calibration_runs"), "per_block": per_block}
+                          "runs": check_int(calibration_runs, "calibration_runs"), "per_block": per_block,
+                          "predictor": check_choice(predictor, "predictor", PREDICTORS, error=ScheduleError)}
             # one-line mode: the calibration policies (MacMeter, ErrorRecorder) now, a ScheduledCache later
             branches = find_branches(self.model, components, block_classes)
-            self.recorder = ErrorRecorder(lookahead, ["reuse"], type(self.model).__name__, meter=MacMeter())
+            self.recorder = ErrorRecorder(lookahead, [predictor], type(self.model).__name__, meter=MacMeter())
             policies = self.recorder.policies
         self.hooks = BranchHooks(self.model, branches, policies, calls_per_step=calls_per_step, owner=self,
                                  on_generation_end=self._generation_ended)
@@ -329,6 +332,7 @@ class SmoothCache:
         profile = self.recorder.profile
         if profile.runs < self._auto["runs"]:
             return
-        self.schedule = Schedule.from_profile(profile, self._auto["alpha"], per_block=self._auto["per_block"])
+        self.schedule = Schedule.from_profile(profile, self._auto["alpha"], per_block=self._auto["per_block"],
+                                              predictor=self._auto["predictor"])
         logger.info("one-line mode calibrated %d run(s): %s", profile.runs, self.schedule)
         self.hooks.set_policies([self._policy(self.hooks.branches)])
