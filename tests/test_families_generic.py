@@ -16,7 +16,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from generic_families import GENERIC_FAMILIES, GenericFamily, generate
+from conftest import REPO
+from families import FAMILIES
+from generic_families import GENERIC_FAMILIES, GenericFamily, generate, readme_table
 from smoothcache import Calibrator, Schedule, SmoothCache, SmoothCacheWarning, find_branches
 
 STEPS = 6
@@ -94,7 +96,8 @@ def test_discovery_finds_the_blocks_and_keys(name):
     branches = find_branches(model)
     assert _per_key(branches) == fam.blocks
     assert tuple(_per_key(branches)) == fam.keys  # module order
-    classes = [type(model.get_submodule(_block_path(model, b.path))).__name__ for b in branches]
+    assert [b.block_path for b in branches] == [_block_path(model, b.path) for b in branches]
+    classes = [type(model.get_submodule(b.block_path)).__name__ for b in branches]
     assert tuple(dict.fromkeys(classes)) == fam.block_classes
     for b in branches:
         assert b.module is model.get_submodule(b.path)
@@ -210,3 +213,14 @@ def test_calibrate_schedule_cache(name, kind):
         for k in fam.keys
     }
     assert torch.isfinite(out).all() and not torch.equal(out, base)
+
+
+# ------------------------------------------------------------------------------------------------ README
+def test_the_readme_supported_models_section_lists_every_tested_family():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = readme.index("## Supported models")
+    section = readme[start : readme.index("\n## ", start)]
+    assert readme_table() in section, "README table out of date: regenerate with `python tests/generic_families.py`"
+    for fam in FAMILIES.values():  # the table families, through their real pipelines
+        pipeline = fam.pipeline.split()[0]
+        assert not pipeline.endswith("Pipeline") or f"`{pipeline}`" in section, pipeline

@@ -162,21 +162,24 @@ def _list_path(block_path: str) -> str:
     return head if last.isdigit() and head else block_path
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+def _words(name: str) -> list[str]:
+    return re.findall(r"[A-Z]+(?![a-z])|[A-Z]?[a-z0-9]+", name)
 
 
 def _class_parts(names: list[str]) -> dict[str, str]:
-    """What tells the block classes of one list apart: their names minus the common prefix and suffix."""
+    """What tells the block classes of one list apart: their CamelCase words minus the common first and last
+    words (``SpatialBlock`` / ``TemporalBlock`` -> ``spatial`` / ``temporal``)."""
     if len(names) < 2:
         return {n: "" for n in names}
+    words = {n: _words(n) for n in names}
+    shortest = min(len(w) for w in words.values())
     start = 0
-    while all(len(n) > start for n in names) and len({n[start] for n in names}) == 1:
+    while start < shortest and len({w[start] for w in words.values()}) == 1:
         start += 1
     end = 0
-    while all(len(n) - end > start for n in names) and len({n[len(n) - 1 - end] for n in names}) == 1:
+    while end < shortest - start and len({w[len(w) - 1 - end] for w in words.values()}) == 1:
         end += 1
-    return {n: _snake(n[start : len(n) - end]) for n in names}
+    return {n: "_".join(w[start : len(w) - end]).lower() for n, w in words.items()}
 
 
 def _join(*parts: str) -> str:
@@ -190,11 +193,11 @@ def _prefixes(groups: list[tuple[str, str]], reserved: set[str], keys_of: dict) 
         by_list.setdefault(lst, []).append(cls)
     parts = {lst: _class_parts(classes) for lst, classes in by_list.items()}
     short = {g: _join(_strip(g[0].rpartition(".")[2]), parts[g[0]][g[1]]) for g in groups}
-    full = {g: _join(_strip(g[0]).replace(".", "_"), parts[g[0]][g[1]]) for g in groups}
+    full = {g: _join(_strip(g[0].replace(".", "_")), parts[g[0]][g[1]]) for g in groups}
     chosen: dict[tuple[str, str], str] = {}
     used: dict[str, tuple[str, str]] = {k: ("table", "") for k in reserved}
     for g in groups:
-        for prefix in (short[g], full[g], _join(full[g], _snake(g[1]))):
+        for prefix in (short[g], full[g], _join(full[g], "_".join(_words(g[1])).lower())):
             keys = {_join(prefix, k) for k in keys_of[g]}
             if all(used.get(k, g) == g for k in keys):
                 break

@@ -2,6 +2,8 @@
 
 A branch is left out (never wrapped) when, read from its code and attributes, reusing its output would be wrong:
 
+- its output is not a residual branch: a diffusers ``Attention(residual_connection=True)`` (UNet attention
+  blocks) adds its own input, so reusing it would bring back a stale hidden state;
 - it keeps state across calls: an attribute of the branch, of a submodule or of an attention processor is a
   KV cache (``kv_cache``, ``past_key_values``, ``cached_*``..., or an object whose class is a ``*Cache``);
 - its ``forward`` is annotated to return something other than tensors or tuples of tensors (a dict, a list,
@@ -17,6 +19,7 @@ the module; the runtime has to compute, not reuse, a call that receives one.
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import logging
 import re
@@ -26,7 +29,7 @@ from typing import Iterable
 
 import torch.nn as nn
 
-__all__ = ["SkipRecord", "branch_problems", "inplace_uses", "return_problem", "state_problem"]
+__all__ = ["SkipRecord", "branch_problems", "inplace_uses", "residual_problem", "return_problem", "state_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +56,13 @@ class SkipRecord:
 
     def __str__(self) -> str:
         return f"{self.path} ('{self.key}'): {self.reason}"
+
+
+def residual_problem(module: nn.Module) -> str | None:
+    """Why the output of ``module`` is not a residual branch (it already adds its input), if it is not."""
+    if getattr(module, "residual_connection", False) is True:
+        return "its output already adds its input (residual_connection=True), so it is not a residual branch"
+    return None
 
 
 def state_problem(module: nn.Module) -> str | None:
@@ -174,15 +184,20 @@ class _InPlaceFinder(ast.NodeVisitor):
 
 
 def inplace_uses(block_cls: type, attrs: Iterable[str]) -> dict[str, str]:
-    """Branch attribute paths (``attn``, ``block.ff_i``) whose output ``block_cls.forward`` edits in place."""
+    """Branch attribute names (``attn``, ``ff``) whose output ``block_cls.forward`` edits in place."""
+    return dict(_inplace_uses(block_cls, tuple(sorted(set(attrs)))))
+
+
+@functools.lru_cache(maxsize=256)
+def _inplace_uses(block_cls: type, attrs: tuple[str, ...]) -> tuple[tuple[str, str], ...]:
     try:
         source = textwrap.dedent(inspect.getsource(block_cls.forward))
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError, IndentationError):
-        return {}
+        return ()
     finder = _InPlaceFinder(set(attrs))
     finder.visit(tree)
-    return finder.found
+    return tuple(finder.found.items())
 
 
 _WARNED: set[tuple[str, str, str]] = set()
@@ -200,7 +215,7 @@ def branch_problems(block: nn.Module, branches: list[tuple[str, nn.Module]]) -> 
         found = inplace_uses(type(block.get_submodule(owner) if owner else block), attrs)
         inplace.update({f"{owner}.{a}" if owner else a: why for a, why in found.items()})
     for path, module in branches:
-        reason = state_problem(module) or return_problem(module) or inplace.get(path)
+        reason = residual_problem(module) or state_problem(module) or return_problem(module) or inplace.get(path)
         if reason is None:
             continue
         problems[path] = reason

@@ -94,13 +94,18 @@ TARGETS: tuple[BlockFamily, ...] = (
 
 @dataclass
 class Branch:
-    """One wrapped residual branch: ``module`` is ``block.<attr>`` of the ``block``-th block of its family."""
+    """One wrapped residual branch: ``module`` is ``block.<attr>`` of the ``block``-th block of its family.
+
+    ``block_path`` is the path of that block (a discovered branch may sit deeper than ``block.<attr>``, as in
+    HiDream's ``double_stream_blocks.0.block.attn1``).
+    """
 
     path: str
     key: str
     block: int
     family: str
     module: nn.Module = field(repr=False)
+    block_path: str = ""
 
 
 def _as_family(block_classes: Sequence[type | str] | type | str, components: Iterable[str]) -> BlockFamily:
@@ -174,7 +179,8 @@ def find_branches(
         for j, (key, attr) in enumerate(family.branches.items()):
             sub = getattr(module, attr, None)
             if isinstance(sub, nn.Module):
-                found.append((order[path], j, Branch(f"{path}.{attr}" if path else attr, key, index, family.name, sub)))
+                branch = Branch(f"{path}.{attr}" if path else attr, key, index, family.name, sub, path)
+                found.append((order[path], j, branch))
 
     skipped = []
     blocks = len(claimed)
@@ -183,16 +189,16 @@ def find_branches(
         skipped = generic.skipped
         blocks += len(generic.blocks)
         for j, d in enumerate(generic.branches):
-            found.append((order[d.block_path], j, Branch(d.path, d.key, d.block, d.family, d.module)))
+            found.append((order[d.block_path], j, Branch(d.path, d.key, d.block, d.family, d.module, d.block_path)))
     found.sort(key=lambda item: item[:2])
     available = list(dict.fromkeys(b.key for _, _, b in found))
     branches = [b for _, _, b in found if wanted is None or b.key in wanted]
 
     if not blocks:
         known = ", ".join(sorted({n for f in families for n in f.class_names}))
-        generic_hint = "" if block_classes is not None else " or diffusers attention blocks (block lists, _repeated_blocks)"
+        hint = "" if block_classes is not None else " or blocks holding diffusers attention modules"
         raise TargetError(
-            f"no transformer blocks found in {type(model).__name__}: smoothcache looks for {known}{generic_hint}. "
+            f"no transformer blocks found in {type(model).__name__}: smoothcache looks for {known}{hint}. "
             "Pass block_classes=[YourBlock] and components=['attn', 'mlp'] for other models."
         )
     if wanted is not None:
