@@ -243,6 +243,15 @@ def test_asking_for_a_refused_branch_names_the_reason():
     assert _keys(model) == {"ff": 1}
 
 
+def test_a_cache_buffer_is_state_and_a_flag_is_not():
+    flagged, buffered = Block(), Block()
+    flagged.attn.use_kv_cache = False  # a configuration flag: no state
+    buffered.ff.register_buffer("cache_k", torch.zeros(1))
+    found = discover(Net(flagged_blocks=[flagged], buffered_blocks=[buffered]))
+    assert [(r.key, "'cache_k'" in r.reason) for r in found.skipped] == [("buffered_ff", True)]
+    assert {b.key for b in found.branches} == {"flagged_attn", "flagged_ff", "buffered_attn"}
+
+
 def test_state_in_an_attention_processor_is_found():
     class CachingProcessor:
         def __init__(self):

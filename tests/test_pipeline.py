@@ -128,3 +128,22 @@ def test_enable_errors_say_what_to_give(pipe):
     with pytest.raises(TargetError, match="has no denoiser"):
         enable(object(), Schedule.full(2, KEYS))
     assert _clean(pipe.transformer)
+
+
+def test_any_object_with_a_transformer_attribute_works():
+    """Own sampling loops (no diffusers pipeline, not weak-referenceable) get the same verbs."""
+    from types import SimpleNamespace
+
+    from conftest import make_tiny_dit, run_steps
+
+    model = make_tiny_dit()
+    sampler = SimpleNamespace(transformer=model)
+    base = run_steps(model, (999, 666, 333))
+    caches = enable(sampler, {"attn1": [1, 0, 1], "ff": [1, 1, 1]})
+    out = run_steps(model, (999, 666, 333))
+    assert caches["transformer"].stats.by_key()["attn1"] == {"computed": 6, "reused": 3}
+    assert "transformer (DiTTransformer2DModel): enabled" in summary(sampler)
+    assert not torch.equal(out, base)
+    disable(sampler)
+    assert disable(sampler) == {} and _clean(model)
+    assert torch.equal(run_steps(model, (999, 666, 333)), base)

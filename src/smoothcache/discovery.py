@@ -143,9 +143,7 @@ def _inside(path: str, prefixes) -> bool:
 def _blocks(model: nn.Module, claimed: list[str]) -> list[tuple[str, nn.Module]]:
     """Innermost candidates holding a diffusers attention module, in module order."""
     cands = {p: m for p, m in _candidates(model, claimed).items() if _has_attention(m) and not is_attention(m)}
-    # a candidate inside a branch (attention's own lists) is not a block
-    branchy = [p for p, m in cands.items()]
-    blocks = [p for p in branchy if not any(q.startswith(p + ".") for q in branchy)]
+    blocks = [p for p in cands if not any(q.startswith(p + ".") for q in cands)]  # a container holds blocks
     order = {p: i for i, (p, _) in enumerate(model.named_modules())}
     return sorted(((p, cands[p]) for p in blocks), key=lambda pm: order[pm[0]])
 
@@ -243,7 +241,7 @@ def discover(model: nn.Module, claimed: list[str] = (), reserved: set[str] = fro
     for path, block, g, rel, keys in per_block:
         index = counters.get(g, 0)
         counters[g] = index + 1
-        problems = branch_problems(block, [(r, m) for r, m in rel])
+        problems = branch_problems(block, rel)
         for r, module in rel:
             key = _join(prefixes[g], keys[r])
             full = f"{path}.{r}"

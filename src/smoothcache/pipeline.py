@@ -28,7 +28,36 @@ logger = logging.getLogger(__name__)
 
 _DENOISER = re.compile(r"^(transformer|unet|denoiser)(_\d+)?$")
 _KIND_ORDER = ("transformer", "denoiser", "unet")
-_ACTIVE: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+class _Registry:
+    """The caches ``enable`` put on each pipeline: weakly keyed, or by id (holding the pipeline) for objects
+    that cannot be weakly referenced."""
+
+    def __init__(self):
+        self._weak: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+        self._strong: dict[int, tuple[Any, dict]] = {}
+
+    def get(self, pipe: Any) -> dict | None:
+        try:
+            return self._weak.get(pipe)
+        except TypeError:
+            return self._strong.get(id(pipe), (None, None))[1]
+
+    def set(self, pipe: Any, caches: dict) -> None:
+        try:
+            self._weak[pipe] = caches
+        except TypeError:
+            self._strong[id(pipe)] = (pipe, caches)
+
+    def pop(self, pipe: Any) -> dict | None:
+        try:
+            return self._weak.pop(pipe, None)
+        except TypeError:
+            return self._strong.pop(id(pipe), (None, None))[1]
+
+
+_ACTIVE = _Registry()
 
 
 def _component_names(pipe: Any) -> list[str]:
@@ -108,7 +137,9 @@ def _per_denoiser(schedule: Any, models: Mapping[str, nn.Module], pipe: Any) -> 
 def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwargs: Any) -> dict:
     """Cache every denoiser of ``pipe``; returns ``{name: SmoothCache}``.
 
-    Calling it again replaces the caches (the previous ones are disabled first).
+    Calling it again replaces the caches (the previous ones are disabled first). Each denoiser counts its own
+    steps from its own first call: Wan 2.2's experts each run part of the steps, so give them one schedule
+    each (a mapping), or use ``alpha=``, which calibrates each on the steps it runs.
 
     Args:
         pipe: the pipeline.
@@ -119,6 +150,11 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwa
             and then caches with the schedule for this threshold.
         **kwargs: passed to every :class:`SmoothCache` (``components``, ``block_classes``, ``calls_per_step``,
             ``cache_dtype``, ``lookahead``, ``calibration_runs``, ``per_block``).
+
+    Example:
+        >>> import smoothcache
+        >>> caches = smoothcache.enable(pipe, {"transformer": high, "transformer_2": low})  # doctest: +SKIP
+        >>> caches["transformer"].stats.by_key()                                          # doctest: +SKIP
     """
     from .cache import SmoothCache
     from .targets import TargetError
@@ -132,7 +168,7 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwa
     if (schedule is None) == (alpha is None):
         raise ValueError("give a schedule, or alpha= to calibrate on the first generation(s), not both")
     plan = {name: None for name in models} if schedule is None else _per_denoiser(schedule, models, pipe)
-    if pipe in _ACTIVE:
+    if _ACTIVE.get(pipe):
         logger.info("smoothcache.enable: replacing the caches already on %s", type(pipe).__name__)
         disable(pipe)
     caches: dict[str, SmoothCache] = {}
@@ -148,7 +184,7 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwa
         raise
     if not caches:
         raise ValueError(f"the schedule mapping caches none of the denoisers {list(models)}")
-    _ACTIVE[pipe] = caches
+    _ACTIVE.set(pipe, caches)
     return caches
 
 
@@ -157,7 +193,7 @@ def disable(pipe: Any) -> dict:
 
     Safe to call twice, or on a pipeline never enabled (returns ``{}``).
     """
-    caches = _ACTIVE.pop(pipe, None) or {}
+    caches = _ACTIVE.pop(pipe) or {}
     first_error: Exception | None = None
     for cache in caches.values():
         try:
@@ -173,16 +209,16 @@ def _describe(name: str, model: nn.Module, cache: Any) -> list[str]:
     head = f"{name} ({type(model).__name__})"
     if cache is None:
         return [f"{head}: not cached"]
+    state = "enabled" if cache.enabled else "disabled"
+    if cache.calibrating:
+        return [f"{head}: {state}, calibrating (one-line mode): the schedule comes after the first generation(s)"]
     branches = cache.branches
     keys = list(dict.fromkeys(b.key for b in branches))
-    lines = [f"{head}: {'enabled' if cache.enabled else 'disabled'}, {len(branches)} branch modules, keys {keys}"]
-    if cache.calibrating:
-        lines.append("  calibrating (one-line mode): the schedule comes after the first generation(s)")
-    else:
-        fractions = cache.schedule.compute_fraction()
-        shown = ", ".join(f"{k} {100 * f:.0f}%" for k, f in list(fractions.items())[:8])
-        more = ", ..." if len(fractions) > 8 else ""
-        lines.append(f"  {cache.schedule.num_steps}-step schedule, computed: {shown}{more}")
+    lines = [f"{head}: {state}, {len(branches)} branch modules, keys {keys}"]
+    fractions = cache.schedule.compute_fraction()
+    shown = ", ".join(f"{k} {100 * f:.0f}%" for k, f in list(fractions.items())[:8])
+    more = ", ..." if len(fractions) > 8 else ""
+    lines.append(f"  {cache.schedule.num_steps}-step schedule, computed: {shown}{more}")
     stats = cache.stats
     if stats.computed + stats.reused:
         lines.extend("  " + line for line in str(stats).splitlines())

@@ -73,8 +73,12 @@ def state_problem(module: nn.Module) -> str | None:
         if processor is not None and not isinstance(processor, nn.Module):
             owners.append((f"{sub_path}.processor".lstrip("."), processor))
         for where, obj in owners:
-            for name, value in vars(obj).items():
+            attributes = dict(getattr(obj, "__dict__", {}))
+            attributes.update(getattr(obj, "_buffers", {}) if isinstance(obj, nn.Module) else {})
+            for name, value in attributes.items():
                 if name.startswith("__") or name in ("_parameters", "_buffers", "_modules"):
+                    continue
+                if isinstance(value, (bool, int, float, str)):  # configuration flags (use_kv_cache=False)
                     continue
                 if isinstance(value, nn.Module) and not _STATE_CLASS.search(type(value).__name__):
                     continue
