@@ -222,8 +222,8 @@ _TIME_TEXT = {
     "ddpm": "integer t, 999 → 0",
     "sigma*1000": "σ·1000",
     "sigma": "σ ∈ (0, 1]",
-    "1-sigma": "1 − σ (rising) †",
-    "1000*(1-sigma)": "1000·(1 − σ) (rising) †",
+    "1-sigma": "1 − σ (rising)",
+    "1000*(1-sigma)": "1000·(1 − σ) (rising)",
     "edm c_noise": "EDM c_noise = ¼·ln σ",
 }
 README_BEGIN = "<!-- begin: generated from tests/generic_families.py (python tests/generic_families.py) -->"

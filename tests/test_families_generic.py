@@ -31,40 +31,10 @@ PATTERNS = (
 )
 
 #: Schedule kinds the runtime tests run with: name -> (entries -> schedule).
-KINDS = {"static": lambda entries: Schedule(entries)}
+KINDS = {"static": lambda entries: Schedule(entries), "linear": lambda entries: Schedule(entries, predictor="linear")}
 
 
-def _follows_rising_timesteps() -> bool:
-    """Whether the step tracker follows a generation whose timestep rises (0 = noise), as Z-Image,
-    Lumina 2 and Mochi pass it: three rising calls must be steps 0, 1, 2, not three new generations."""
-    from conftest import make_tiny_dit
-
-    model = make_tiny_dit(num_layers=1)
-    x, y = torch.randn(1, 4, 8, 8), torch.tensor([1])
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", SmoothCacheWarning)
-        with SmoothCache(model, Schedule.full(3, ["attn1"])) as cache, torch.no_grad():
-            for t in (0.0, 0.5, 1.0):
-                model(x, timestep=torch.tensor([t]), class_labels=y)
-            return cache.step == 2
-
-
-RISING_OK = _follows_rising_timesteps()
-
-
-def _run_params():
-    params = []
-    for name, fam in GENERIC_FAMILIES.items():
-        marks = []
-        if fam.rising and not RISING_OK:
-            marks.append(pytest.mark.xfail(
-                strict=True, reason=f"{fam.pipeline} passes a rising timestep ({fam.time}); the step tracker "
-                "takes each rise for a new generation (smoothcache/stepper.py)"))
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
-
-
-RUN = _run_params()
+RUN = [pytest.param(name, id=name) for name in GENERIC_FAMILIES]
 
 
 def _block_path(model: nn.Module, branch_path: str) -> str:
@@ -176,7 +146,7 @@ def test_zeros_of_the_schedule_skip_the_branch_computation(name, kind):
         c = fam.calls_per_step * fam.repeats.get(b.key, 1)
         ones = sum(entries[b.key])
         assert counter.counts[b.path] == ones * c, b.path
-        stat = cache.stats.branches[b.path]
+        stat = cache.stats.counters[b.path]
         assert (stat.computed, stat.reused) == (ones * c, (STEPS - ones) * c), b.path
 
 

@@ -60,14 +60,14 @@ def test_a_pipeline_is_accepted_where_its_denoiser_is_expected():
 
 
 def test_anything_else_is_a_type_error_with_a_hint():
-    class TwoDenoisers:
-        transformer = torch.nn.Linear(2, 2)
-        transformer_2 = torch.nn.Linear(2, 2)
+    from types import SimpleNamespace
 
-    with pytest.raises(TypeError, match="such as pipe.transformer"):
+    two = SimpleNamespace(transformer=torch.nn.Linear(2, 2), transformer_2=torch.nn.Linear(2, 2))
+
+    with pytest.raises(TypeError, match="expected a torch.nn.Module \\(the denoiser\\), got object"):
         SmoothCache(object(), {"attn1": [1, 0]})
-    with pytest.raises(TypeError, match=r"several denoisers \(pipe.transformer, pipe.transformer_2\)"):
-        Calibrator(TwoDenoisers())
+    with pytest.raises(TypeError, match=r"pass pipe.transformer and pipe.transformer_2 \(one cache each\)"):
+        Calibrator(two)
 
 
 def test_warnings_point_at_the_callers_line(tiny_dit):

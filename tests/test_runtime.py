@@ -299,3 +299,17 @@ def test_stats_report_cache_bytes(tiny_dit):
         text = str(cache.stats)
         assert "attn1" in text and "50.0%" in text
     assert cache.stats.cache_bytes == 0
+
+
+def test_rising_timesteps_are_steps_of_one_generation(tiny_dit):
+    """Z-Image, Lumina 2, Mochi and OmniGen count time up from the noise (0 -> 1): a rise is the next step,
+    and a fall back to the start begins the next generation."""
+    rising = (0.0, 0.25, 0.5, 0.75)
+    with SmoothCache(tiny_dit, {"attn1": [1, 0, 1, 0]}) as cache:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SmoothCacheWarning)
+            first = run_steps(tiny_dit, rising)
+            assert cache.step == 3
+            second = run_steps(tiny_dit, rising)  # 0.75 -> 0.0 is against the direction: a new generation
+    assert cache.step == -1 and torch.equal(first, second)
+    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 3 * 2, "reused": 2 * 3 * 2}

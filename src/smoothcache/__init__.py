@@ -22,13 +22,14 @@ from . import distributed
 from .compile import compile_repeated_blocks
 from .flops import MacMeter, MacReport, count_macs
 from .hooks import BranchHooks, BranchPolicy
+from .pipeline import denoisers, disable, enable, summary
 from .predictors import PREDICTORS
 from .profile import CalibrationProfile
 from .references import load_reference, map_keys, reference_names
 from .scan import scan
 from .schedule import Schedule
 from .stats import CacheStats
-from .targets import TARGETS, BlockFamily, Branch, TargetError, find_branches
+from .targets import TARGETS, BlockFamily, Branch, NotADenoiserError, TargetError, find_branches
 
 __version__ = "0.1.0"
 
@@ -48,6 +49,7 @@ __all__ = [
     "ErrorRecorder",
     "MacMeter",
     "MacReport",
+    "NotADenoiserError",
     "PREDICTORS",
     "ProfileError",
     "Schedule",
@@ -60,10 +62,14 @@ __all__ = [
     "TargetError",
     "compile_repeated_blocks",
     "count_macs",
+    "denoisers",
+    "disable",
     "distributed",
+    "enable",
     "find_branches",
     "load_reference",
     "map_keys",
     "reference_names",
     "scan",
+    "summary",
 ]

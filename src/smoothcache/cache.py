@@ -22,7 +22,7 @@ from .outputs import cast, cast_back, check_cacheable, dtypes, nbytes, versions
 from .predictors import PREDICTORS, predict, sources_needed
 from .schedule import Schedule, ScheduleError
 from .stats import BranchCounter, CacheStats
-from .targets import Branch, TargetError, as_denoiser, find_branches
+from .targets import Branch, TargetError, as_denoiser, find_branches, is_stateful_call
 from .validate import check_choice, check_dtype, check_int, check_number
 
 __all__ = ["ScheduledCache", "SmoothCache", "SmoothCacheWarning"]
@@ -108,7 +108,7 @@ class ScheduledCache(BranchPolicy):
 
     def branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
         hooks, row, counter = self.hooks, self.rows[index], self.counters[index]
-        if row is None:
+        if row is None or (kwargs and is_stateful_call(kwargs)):  # no row, or a call that writes a KV cache
             counter.computed += 1
             return fn(*args, **kwargs)
         shape = _input_shape(args, kwargs)

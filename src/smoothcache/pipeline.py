@@ -16,19 +16,17 @@ Example:
 from __future__ import annotations
 
 import logging
-import re
 import weakref
 from typing import Any, Mapping, Sequence
 
 import torch.nn as nn
 
-__all__ = ["denoisers", "disable", "enable", "not_a_model", "summary"]
+from .cache import SmoothCache
+from .targets import DENOISER_NAME, TargetError, denoisers
+
+__all__ = ["denoisers", "disable", "enable", "summary"]
 
 logger = logging.getLogger(__name__)
-
-_DENOISER = re.compile(r"^(transformer|unet|denoiser)(_\d+)?$")
-_KIND_ORDER = ("transformer", "denoiser", "unet")
-
 
 class _Registry:
     """The caches ``enable`` put on each pipeline: weakly keyed, or by id (holding the pipeline) for objects
@@ -60,57 +58,6 @@ class _Registry:
 _ACTIVE = _Registry()
 
 
-def _component_names(pipe: Any) -> list[str]:
-    components = getattr(pipe, "components", None)
-    names = list(components) if isinstance(components, Mapping) else list(getattr(pipe, "__dict__", {}))
-    names = [n for n in names if _DENOISER.match(n)]
-
-    def rank(name: str) -> tuple[int, int]:
-        kind, _, number = name.partition("_")
-        return _KIND_ORDER.index(kind), int(number or 1)
-
-    return sorted(names, key=rank)
-
-
-def denoisers(pipe: Any) -> dict[str, nn.Module]:
-    """The denoisers of ``pipe`` by attribute name: ``{"transformer": ..., "transformer_2": ...}``.
-
-    Args:
-        pipe: a diffusers pipeline (or any object with ``transformer`` / ``unet`` attributes). Components
-            that are None (Wan 2.2's ``transformer_2`` in a one-expert pipeline) are left out.
-
-    Example:
-        >>> from types import SimpleNamespace
-        >>> import torch.nn as nn
-        >>> list(denoisers(SimpleNamespace(transformer=nn.Linear(2, 2), transformer_2=None, vae=nn.Linear(2, 2))))
-        ['transformer']
-    """
-    if isinstance(pipe, nn.Module):
-        raise TypeError(f"{type(pipe).__name__} is a model, not a pipeline: use SmoothCache(model, ...) directly")
-    found = {}
-    for name in _component_names(pipe):
-        module = getattr(pipe, name, None)
-        if isinstance(module, nn.Module):
-            found[name] = module
-    return found
-
-
-def not_a_model(obj: Any) -> str:
-    """The message for a non-module where a denoiser was expected; names the attribute(s) to pass instead."""
-    try:
-        names = list(denoisers(obj))
-    except Exception:  # any odd object: the plain message
-        names = []
-    if not names:
-        return f"expected a torch.nn.Module (the denoiser), got {type(obj).__name__}"
-    attrs = " and ".join(f"pipe.{n}" for n in names)
-    one = "one cache each" if len(names) > 1 else "the model"
-    return (
-        f"expected the denoiser, got the pipeline {type(obj).__name__}: pass {attrs} ({one}), "
-        "or use smoothcache.enable(pipe, ...) to cache every denoiser of the pipeline"
-    )
-
-
 def _is_row(value: Any) -> bool:
     return isinstance(value, Sequence) and not isinstance(value, str) and all(isinstance(v, int) for v in value)
 
@@ -120,13 +67,11 @@ def _per_denoiser(schedule: Any, models: Mapping[str, nn.Module], pipe: Any) -> 
     if (
         isinstance(schedule, Mapping)
         and schedule
-        and all(isinstance(k, str) and _DENOISER.match(k) for k in schedule)
+        and all(isinstance(k, str) and DENOISER_NAME.match(k) for k in schedule)
         and not any(_is_row(v) for v in schedule.values())
     ):
         unknown = [k for k in schedule if k not in models]
         if unknown:
-            from .targets import TargetError
-
             raise TargetError(
                 f"{type(pipe).__name__} has no denoiser {unknown}; its denoisers are {list(models)}"
             )
@@ -156,9 +101,6 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwa
         >>> caches = smoothcache.enable(pipe, {"transformer": high, "transformer_2": low})  # doctest: +SKIP
         >>> caches["transformer"].stats.by_key()                                          # doctest: +SKIP
     """
-    from .cache import SmoothCache
-    from .targets import TargetError
-
     models = denoisers(pipe)
     if not models:
         raise TargetError(

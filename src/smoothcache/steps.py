@@ -2,11 +2,13 @@
 
 Rules, from the timestep each call receives:
 
-- the first call, or a timestep *higher* than the previous call's, starts a new generation at step 0
-  (samplers run from high noise to low; a jump back up means the pipeline started over);
+- the first call starts a generation at step 0, and the first *different* timestep after it sets the
+  generation's direction: falling for most samplers (high noise to low), rising for pipelines that count
+  time up from the noise (Z-Image, Lumina 2, Mochi, OmniGen);
+- a move against that direction means the pipeline started over: a new generation at step 0;
 - the same timestep as the previous call is another call of the same step (separate cond/uncond calls),
   numbered 0, 1, ... so each gets its own cache;
-- a lower timestep is the next step.
+- a move along the direction is the next step.
 
 Samplers that call the model several times per step with *different* timesteps (Heun) or models called
 without a timestep need ``calls_per_step=n``: then every ``n`` calls form one step.
@@ -62,6 +64,7 @@ class StepTracker:
         self.calls = 0  # denoiser calls of the generation after its first
         self.last_timestep: float | None = None
         self.timesteps: list[float | None] = []  # timestep of each step so far
+        self.direction = 0  # +1 rising, -1 falling, 0 not known yet
 
     def finish(self) -> None:
         """End the current generation (if one is running) and reset."""
@@ -79,11 +82,16 @@ class StepTracker:
                 "the denoiser was called without a recognisable timestep: every call counts as a new step and "
                 "generations are only separated by reset(); pass calls_per_step= if the pipeline uses CFG calls"
             )
-        restart = self.step < 0 or (t is not None and self.last_timestep is not None and t > self.last_timestep)
-        if restart:
+        against = False
+        if t is not None and self.last_timestep is not None and t != self.last_timestep and self.step >= 0:
+            move = 1 if t > self.last_timestep else -1
+            if self.direction == 0:
+                self.direction = move
+            against = move != self.direction
+        if self.step < 0 or against:
             if self.step >= 0:
                 self.finish()
-            self.step, self.call, self.calls = 0, 0, 0
+            self.step, self.call, self.calls, self.direction = 0, 0, 0, 0
             self.timesteps = [t]
         else:
             self.calls += 1

@@ -10,6 +10,8 @@ lists, attention and feed-forward modules); user-given ``block_classes=`` replac
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -18,7 +20,10 @@ import torch.nn as nn
 
 from .discovery import discover
 
-__all__ = ["BlockFamily", "Branch", "TargetError", "TARGETS", "find_branches", "find_timestep"]
+__all__ = [
+    "BlockFamily", "Branch", "NotADenoiserError", "TargetError", "TARGETS", "as_denoiser", "denoisers",
+    "find_branches", "find_timestep", "is_stateful_call", "not_a_model",
+]
 
 
 class TargetError(ValueError):
@@ -150,9 +155,7 @@ def find_branches(
         [('transformer_blocks.0.attn1', 'attn1'), ('transformer_blocks.1.attn1', 'attn1')]
     """
     if not isinstance(model, nn.Module):
-        from .pipeline import not_a_model
-
-        raise TargetError(not_a_model(model))
+        raise NotADenoiserError(not_a_model(model))
     wanted = None if components is None else list(dict.fromkeys(components))
     if wanted is not None and not wanted:
         raise TargetError("components is empty: name at least one branch to wrap")
@@ -244,31 +247,83 @@ def _highest(value: Any) -> Any:
     return value
 
 
-#: Pipeline attributes that hold a denoiser, in the order they are looked up.
-DENOISER_ATTRIBUTES = ("transformer", "transformer_2", "unet", "prior", "decoder")
+DENOISER_NAME = re.compile(r"^(transformer|unet|denoiser)(_\d+)?$")
+_KIND_ORDER = ("transformer", "denoiser", "unet")
+
+
+def _component_names(pipe: Any) -> list[str]:
+    components = getattr(pipe, "components", None)
+    names = list(components) if isinstance(components, Mapping) else list(getattr(pipe, "__dict__", {}))
+    names = [n for n in names if DENOISER_NAME.match(n)]
+
+    def rank(name: str) -> tuple[int, int]:
+        kind, _, number = name.partition("_")
+        return _KIND_ORDER.index(kind), int(number or 1)
+
+    return sorted(names, key=rank)
 
 
 def denoisers(pipe: Any) -> dict[str, nn.Module]:
-    """The denoiser modules of a diffusers pipeline, by attribute name (``transformer``, ``transformer_2``...)."""
+    """The denoisers of ``pipe`` by attribute name: ``{"transformer": ..., "transformer_2": ...}``.
+
+    Args:
+        pipe: a diffusers pipeline (or any object with ``transformer`` / ``unet`` attributes). Components
+            that are None (Wan 2.2's ``transformer_2`` in a one-expert pipeline) are left out.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> import torch.nn as nn
+        >>> list(denoisers(SimpleNamespace(transformer=nn.Linear(2, 2), transformer_2=None, vae=nn.Linear(2, 2))))
+        ['transformer']
+    """
+    if isinstance(pipe, nn.Module):
+        raise TypeError(f"{type(pipe).__name__} is a model, not a pipeline: use SmoothCache(model, ...) directly")
     found = {}
-    for name in DENOISER_ATTRIBUTES:
+    for name in _component_names(pipe):
         module = getattr(pipe, name, None)
         if isinstance(module, nn.Module):
             found[name] = module
     return found
 
 
+def not_a_model(obj: Any) -> str:
+    """The message for a non-module where a denoiser was expected; names the attribute(s) to pass instead."""
+    try:
+        names = list(denoisers(obj))
+    except Exception:  # any odd object: the plain message
+        names = []
+    if not names:
+        return f"expected a torch.nn.Module (the denoiser), got {type(obj).__name__}"
+    attrs = " and ".join(f"pipe.{n}" for n in names)
+    one = "one cache each" if len(names) > 1 else "the model"
+    return (
+        f"expected the denoiser, got the pipeline {type(obj).__name__}: pass {attrs} ({one}), "
+        "or use smoothcache.enable(pipe, ...) to cache every denoiser of the pipeline"
+    )
+
+
+#: Keyword arguments through which a branch call reads and writes a key/value cache: such a call changes state
+#: that a skipped call would not, so the cache always computes it.
+STATEFUL_KWARGS = ("kv_cache", "kv_caches", "layer_cache", "past_key_value", "past_key_values")
+
+
+def is_stateful_call(kwargs: Mapping[str, Any]) -> bool:
+    """True when a branch call carries a key/value cache object (see :data:`STATEFUL_KWARGS`)."""
+    return any(kwargs.get(name) is not None for name in STATEFUL_KWARGS)
+
+
+class NotADenoiserError(TargetError, TypeError):
+    """A pipeline or another object was given where a denoiser module was expected."""
+
+
 def as_denoiser(model: Any) -> nn.Module:
-    """``model`` itself, or the one denoiser of a pipeline; a clear TypeError for anything else."""
+    """``model`` itself, or the one denoiser of a pipeline; :class:`NotADenoiserError` naming what to pass otherwise."""
     if isinstance(model, nn.Module):
         return model
-    found = denoisers(model)
+    try:
+        found = denoisers(model)
+    except Exception:  # any odd object: the plain message below
+        found = {}
     if len(found) == 1:
         return next(iter(found.values()))
-    if found:
-        names = ", ".join(f"pipe.{n}" for n in found)
-        raise TypeError(
-            f"{type(model).__name__} has several denoisers ({names}): pass one of them, or use "
-            "smoothcache.enable(pipe, ...) to cache each"
-        )
-    raise TypeError(f"expected the denoiser (a torch.nn.Module such as pipe.transformer), got {type(model).__name__}")
+    raise NotADenoiserError(not_a_model(model))
