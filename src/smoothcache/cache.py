@@ -73,6 +73,8 @@ class ScheduledCache(BranchPolicy):
         self.cache_dtype = check_dtype(cache_dtype, "cache_dtype")
         self.num_steps = num_steps if num_steps is not None else max(len(r) for r in self.rows if r is not None)
         self._keep = sources_needed(predictor)
+        # outputs are kept only while a 0 step is still ahead: none after a row's last 0 (none for all-ones rows)
+        self._last_zero = [-1 if r is None or 0 not in r else len(r) - 1 - r[::-1].index(0) for r in self.rows]
         self._slots: list[dict[Any, tuple[Any, deque]]] = [{} for _ in self.rows]
         self.counters: list[BranchCounter] = []
         self._warned_shape = False
@@ -127,12 +129,14 @@ class ScheduledCache(BranchPolicy):
                 return out if self.cache_dtype is None else cast_back(out, kept[-1].dtypes)
             self._shape_changed(index)
         out = fn(*args, **kwargs)
+        counter.computed += 1
+        if hooks.step >= self._last_zero[index]:
+            return out
         check_cacheable(out, hooks.branches[index].path)
         if held is None or held[0] != shape:
             held = (shape, deque(maxlen=self._keep))
             self._slots[index][slot] = held
         held[1].append(_Entry(hooks.time, out, self.cache_dtype))
-        counter.computed += 1
         return out
 
     def end_generation(self, steps: int, timesteps: list) -> None:
