@@ -31,14 +31,16 @@ def test_demo_runs_and_reports_a_cache_that_skipped_work(demo):
     assert reused > 0 and computed + reused == 2 * 10 * 6  # 2 keys x 10 steps x 6 blocks, the last generation
     assert result["compute_fraction"]["macs"] < 1 and result["theoretical_speedup"] > 1
     assert abs(result["theoretical_speedup"] * result["compute_fraction"]["macs"] - 1) < 1e-9
-    assert 20 < result["psnr_db"] < 200 and 0 < result["ssim"] < 1  # outputs differ, but little
+    fidelity = result["fidelity"]
+    assert 20 < fidelity["psnr_db"] < 200 and 0 < fidelity["ssim"] < 1  # outputs differ, but little
     assert result["metrics"]["no cache"]["class_consistency"] >= 0.9  # the model draws the requested digits
     schedule = Schedule.load(out / "schedule.json")
     assert schedule.num_steps == 10 and 0 in schedule.entries["attn1"] + schedule.entries["ff"]
+    assert result["model"] == "digits" and result["files"]["samples"].endswith("samples_side_by_side.png")
     for name in ("samples_side_by_side.png", "error_curves.png"):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
     table = format_table(result)
-    for row in ("compute fraction (MACs)", "theoretical speed-up", "measured speed-up", "Digits-FID",
-                "class consistency", "PSNR"):
+    for row in ("compute fraction (MACs)", "theoretical speed-up", "measured speed-up", "FID (real floor",
+                "class consistency", "PSNR vs no cache", "SSIM vs no cache", "greedy scan at alpha=0.3"):
         assert row in table
-    assert f"{result['theoretical_speedup']:.2f}x" in table and f"{result['psnr_db']:.1f} dB" in table
+    assert f"{result['theoretical_speedup']:.2f}x" in table and f"{fidelity['psnr_db']:.1f} dB" in table

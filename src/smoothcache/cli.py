@@ -163,10 +163,12 @@ def _plot(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .zoo.demo import format_table, run_demo
 
+    if args.alpha is not None and args.speedup is not None:
+        raise ValueError("give --alpha (the original's greedy scan) or --speedup (the recommended mode), not both")
     samples = args.samples if args.samples is not None else (100 if args.quick else 300)
-    steps = args.steps if args.steps is not None else 50
     say = None if args.json else (lambda line: print(line, flush=True))
-    result = run_demo(out=args.out, steps=steps, samples=samples, alpha=args.alpha, progress=say)
+    result = run_demo(model=args.model, out=args.out, steps=args.steps, samples=samples, alpha=args.alpha,
+                      speedup=args.speedup, progress=say)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -218,11 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--alpha", type=float, default=None, help="draw this threshold")
     plot.set_defaults(func=_plot)
 
-    demo = sub.add_parser("demo", help="the embedded digits DiT with and without SmoothCache")
-    demo.add_argument("--out", default="demo_output", help="folder for the PNGs (default demo_output)")
-    demo.add_argument("--alpha", type=float, default=None, help="threshold (default: the demo's)")
-    demo.add_argument("--samples", type=int, default=None, help="images per variant (default 300; 100 with --quick)")
-    demo.add_argument("--steps", type=int, default=None, help="DDIM steps (default 50)")
+    from .zoo.demo import DEMO_MODELS, DEMO_SPEEDUP
+
+    demo = sub.add_parser("demo", help="an embedded model with and without SmoothCache")
+    demo.add_argument("--model", choices=list(DEMO_MODELS), default="digits", help="default: digits (images)")
+    demo.add_argument("--out", default="demo_output", help="folder for the outputs (default demo_output)")
+    demo.add_argument("--speedup", type=float, default=None,
+                      help=f"plan the recommended mode for this theoretical speed-up (default {DEMO_SPEEDUP})")
+    demo.add_argument("--alpha", type=float, default=None, help="use the original's greedy scan at this threshold")
+    demo.add_argument("--samples", type=int, default=None, help="samples per variant (default 300; 100 with --quick)")
+    demo.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     demo.add_argument("--quick", action="store_true", help="fewer samples: about a minute")
     demo.add_argument("--json", action="store_true", help="print machine-readable results")
     demo.set_defaults(func=_demo)
