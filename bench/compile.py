@@ -116,7 +116,7 @@ def main() -> None:
                     f"{q['compiled + cache vs compiled']:.2f}x | {q['compiled + cache vs eager']:.2f}x | "
                     f"{r['graphs_after_warmup']} -> {r['graphs_after_timing']} | "
                     f"{r['warmup_seconds']['compiled + cache']:.0f}s |")
-    md = f"""## torch.compile (`bench/compile.py`)
+    md = f"""## torch.compile (`python -m bench.compile`)
 
 Regional compilation (`smoothcache.compile_repeated_blocks`: every block and every cacheable branch compiled
 in place with inductor; smoothcache's wrappers stay out of the graphs, so a compiled block breaks its graph at

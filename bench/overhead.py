@@ -208,7 +208,7 @@ def write_report(results: dict) -> list[str]:
         f"{cost['calls']} wrapped calls per 50-step loop, fastest of {cost.get('rounds', 15)} alternating rounds): "
         f"{cost['us_per_call']:.1f} us per wrapped branch call; on the DiT-S/2 run above that is "
         f"{per_generation * 1e3:.0f} ms of a {base:.1f} s generation ({per_generation / base:.2%}).")
-    md = f"""## Overhead: measured against theoretical speed-up (`bench/overhead.py`)
+    md = f"""## Overhead: measured against theoretical speed-up (`python -m bench.overhead`)
 
 DiT-S/2-size diffusers `DiTTransformer2DModel` with random weights ({layers} layers, hidden 384, 6 heads,
 32x32x4 latent, patch 2 -> 256 tokens), batched CFG with {batch} images (denoiser batch {2 * batch}),

@@ -5,10 +5,11 @@ no cache, fewer steps, FORA, every-N forecast, SmoothCache greedy / optimal plan
 over a speed-up sweep, diffusers' TaylorSeer, FirstBlockCache and MagCache, cache-dit's DBCache with and without
 its TaylorSeer calibrator. Every method generates the same seeds (batches of 100, 10 per class); Digits-FID,
 precision / recall and class consistency from the digits evaluator; PSNR and SSIM against the no-cache samples.
-Measured speed-up: median of interleaved timing rounds (every method once per round, order rotated) in this
-process, against no cache. Results are saved per setting (``quality_<setting>.json``); a later run with other
-``--methods`` merges into the same file (same sample counts required), and ``--report`` rebuilds the
-BENCHMARKS.md section and the Pareto plots from the saved files.
+Measured speed-up: median over interleaved timing rounds in this process (every method once per round, order
+rotated) of its time against the no-cache time interpolated between no-cache runs placed around it. Results are
+saved per setting (``quality_<setting>.json``); a later run with other ``--methods`` merges into the same file
+(same sample counts required), and ``--report`` rebuilds the BENCHMARKS.md section and the Pareto plots from
+the saved files.
 
     python -m bench.quality                                   # everything (hours on 2 cores)
     python -m bench.quality --settings ddim50 --methods no-cache greedy-forecast taylorseer
@@ -27,6 +28,7 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from smoothcache import MacReport, distributed
@@ -46,34 +48,59 @@ def generate(pipe, method: Method, labels: list[int], seed: int) -> torch.Tensor
                     generator=torch.manual_seed(seed), output_type="pt").images
 
 
-def time_methods(pipe, methods: list[Method], samples: int, rounds: int, say) -> dict[str, list[float]]:
-    """Seconds per generation of ``samples`` images, ``rounds`` rounds, every method once per round."""
+def time_methods(pipe, methods: list[Method], samples: int, rounds: int, say=print, every: int = 4,
+                 clock=time.perf_counter) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds per generation of ``samples`` images and speed-ups against no cache, ``rounds`` rounds.
+
+    In each round every method runs once (order rotated between rounds), with the reference (``methods[0]``,
+    no cache) run before the first method, after every ``every`` methods and at the end. A method's speed-up
+    in a round is the reference time interpolated at its position over its own time, so load that drifts
+    during a round (other work on a shared machine) cancels out instead of favouring whoever ran when it was
+    quiet. Returns ``(seconds, speed-ups)`` per method name.
+    """
     labels = [i % 10 for i in range(samples)]
+    reference, others = methods[0], methods[1:]
     times: dict[str, list[float]] = {m.name: [] for m in methods}
-    generate(pipe, methods[0], labels, 0)  # warm-up
+    ratios: dict[str, list[float]] = {m.name: [] for m in methods}
+
+    def run(m: Method) -> float:
+        start = clock()
+        generate(pipe, m, labels, 0)
+        return clock() - start
+
+    run(reference)  # warm-up
     for r in range(rounds):
-        shift = r % len(methods)  # rotate the order so no method always runs first or after the same one
-        for m in methods[shift:] + methods[:shift]:
-            start = time.perf_counter()
-            generate(pipe, m, labels, 0)
-            times[m.name].append(time.perf_counter() - start)
+        shift = r % max(1, len(others))
+        refs, timed = [], []  # (position, seconds), (position, method, seconds)
+        for i, m in enumerate(others[shift:] + others[:shift]):
+            if i % every == 0:
+                refs.append((len(refs) + len(timed), run(reference)))
+            timed.append((len(refs) + len(timed), m, run(m)))
+        refs.append((len(refs) + len(timed), run(reference)))
+        positions, seconds = zip(*refs)
+        times[reference.name] += list(seconds)
+        ratios[reference.name].append(1.0)
+        for position, m, t in timed:
+            times[m.name].append(t)
+            ratios[m.name].append(float(np.interp(position, positions, seconds)) / t)
         say(f"timing round {r + 1}/{rounds} done")
-    return times
+    return times, ratios
 
 
-def evaluate(pipe, methods: list[Method], times: dict, samples: int, evaluator, say) -> dict[str, dict]:
+def evaluate(pipe, methods: list[Method], times: dict, speedups: dict, samples: int, evaluator,
+             say) -> dict[str, dict]:
     """Per method: samples from fixed seeds, metrics, PSNR / SSIM against the first method (no cache)."""
     from smoothcache.zoo.metrics import psnr, ssim
 
     batch = min(BATCH, samples)
     seeds = distributed.shard(list(range(math.ceil(samples / batch))))
     labels = [i % 10 for i in range(batch)]
-    base = statistics.median(times[methods[0].name])
     rows, reference = {}, None
     for m in methods:
         start = time.perf_counter()
         row = {"family": m.family, "kind": m.kind, "steps": m.steps, "theoretical": m.theoretical, **m.info,
-               "measured": base / statistics.median(times[m.name]), "seconds": times[m.name]}
+               "measured": statistics.median(speedups[m.name]), "speedups": speedups[m.name],
+               "seconds": times[m.name]}
         try:
             local = [generate(pipe, m, labels, seed) for seed in seeds]
             images = distributed.gather(torch.cat(local) if local else torch.empty(0, 1, 16, 16))[:samples]
@@ -105,8 +132,8 @@ def run_setting(key: str, args, evaluator, profile50) -> tuple[dict, object]:
     for what, why in skipped.items():
         say(f"left out {what}: {why}")
     say(f"{len(methods)} methods; timing {args.rounds} round(s) of {args.timing_samples} samples")
-    times = time_methods(pipe, methods, args.timing_samples, args.rounds, say)
-    rows = evaluate(pipe, methods, times, args.samples, evaluator, say)
+    times, speedups = time_methods(pipe, methods, args.timing_samples, args.rounds, say)
+    rows = evaluate(pipe, methods, times, speedups, args.samples, evaluator, say)
     result = {"scheduler": scheduler, "steps": steps, "samples": args.samples,
               "timing_samples": args.timing_samples, "methods": rows, "skipped": skipped,
               "runs": [{"machine": machine(), "rounds": args.rounds, "world_size": distributed.world_size(),

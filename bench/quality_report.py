@@ -67,7 +67,7 @@ def _targets(rows: dict) -> tuple[str, list]:
         (po, pv), (pp, ppv) = t["psnr"]["ours"], t["psnr"]["peer"]
         (fo, fv), (fp, fpv) = t["fid"]["ours"], t["fid"]["peer"]
         margin = pv - ppv if math.isfinite(pv) and math.isfinite(ppv) else math.nan
-        met = {True: "yes", False: "**no**", None: "not covered"}[t["met"]]
+        met = {True: "yes", False: "**no**", None: "nobody reaches it"}[t["met"]]
         out.append(f"| {t['speed']:.2f}x | {_f(pv, '.1f', ' dB')} ({po or '-'}) | {_f(ppv, '.1f', ' dB')} "
                    f"({pp or '-'}) | {_f(margin, '+.1f', ' dB')} | {_f(fv)} ({fo or '-'}) | {_f(fpv)} ({fp or '-'}) "
                    f"| {met} |")
@@ -141,9 +141,10 @@ def write_report(results: dict, out: Path, benchmarks: Path) -> None:
 {first['samples']} samples per method (classes 0-9 in turn, one fixed seed per batch of {batch}), Digits-FID against
 the train split's reference statistics (real-vs-real floor: held-out split, FID {first['floor']:.2f}),
 precision/recall (k=3), class consistency, PSNR and SSIM against the no-cache samples of the same seeds.
-Guidance scale = the model's. Measured speed-up: median of interleaved timing rounds of
-{first['timing_samples']}-sample generations in one process per run (every method once per round, order rotated),
-against the same run's no cache; machine:
+Guidance scale = the model's. Measured speed-up: median over interleaved timing rounds of
+{first['timing_samples']}-sample generations in one process (every method once per round, order rotated) of the
+no-cache time, interpolated between no-cache runs placed before, every 4 methods and after, over the method's time
+(so load that drifts during a round cancels out); machine:
 {first['runs'][0]['machine']}. SmoothCache calibrates on 2 generations of classes 0-9 with seeds disjoint from the
 evaluation seeds; its planned schedules aim at theoretical speed-ups (MACs, torch.utils.flop_counter) and are
 placed by their measured ones. "theoretical" for peers is the attn1/ff work they really executed, MAC-weighted;

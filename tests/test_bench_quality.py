@@ -36,31 +36,33 @@ def test_front_drops_dominated_points_and_sorts_by_speed():
     assert front(fids, "fid") == [(1.4, 0.41), (2.0, 0.45), (2.2, 0.60)]
 
 
-def test_interpolate_inside_and_nan_outside():
-    curve = [(1.0, 10.0), (3.0, 30.0)]
-    assert interpolate(curve, 2.0) == pytest.approx(20.0)
-    assert math.isnan(interpolate(curve, 3.5)) and math.isnan(interpolate(curve, 0.5))
-    assert math.isnan(interpolate([], 2.0))
+def test_interpolate_inside_first_value_below_nan_above():
+    curve = [(1.5, 10.0), (3.0, 30.0)]
+    assert interpolate(curve, 2.25) == pytest.approx(20.0)
+    assert interpolate(curve, 1.0) == 10.0  # the 1.5x point stands in for slower speed-ups
+    assert math.isnan(interpolate(curve, 3.5)) and math.isnan(interpolate([], 2.0))
 
 
 def test_compare_points_picks_the_best_peer_and_the_winner():
     points = {p["name"]: p for p in compare_points(ROWS)}
     low, high = points["ours 1.5x"], points["ours 3x"]
-    # 1.5x: only A spans it (55 + (40-55)*0.1/0.6 = 52.5 dB); ours 60 dB wins
+    # 1.5x: A interpolated (55 + (40-55)*0.1/0.6 = 52.5 dB) beats B's slowest point standing in (52 dB)
     assert low["psnr"]["best_peer"] == "A" and low["psnr"]["best"] == pytest.approx(52.5)
-    assert low["psnr"]["win"] is True and math.isnan(low["psnr"]["peers"]["B"])
-    # 3x: only B (52 + (48-52)*0.5/0.7); its FID 0.44 + 0.08*0.5/0.7 < ours 0.50: the peer wins on FID
+    assert low["psnr"]["win"] is True and low["psnr"]["peers"]["B"] == 52.0
+    # 3x: A cannot go that fast; B (52 + (48-52)*0.5/0.7); its FID 0.44 + 0.08*0.5/0.7 < ours 0.50: B wins on FID
+    assert math.isnan(high["psnr"]["peers"]["A"])
     assert high["psnr"]["best_peer"] == "B" and high["psnr"]["win"] is True
     assert high["fid"]["best"] == pytest.approx(0.44 + 0.08 * 0.5 / 0.7)
     assert high["fid"]["win"] is False
 
 
 def test_targets_need_two_db_and_no_worse_fid():
-    found = {t["speed"]: t for t in targets(ROWS, grid=(1.5, 2.0, 3.0, 3.5))}
+    found = {t["speed"]: t for t in targets(ROWS, grid=(1.5, 2.0, 3.0, 3.1, 3.5))}
     assert found[1.5]["met"] is True  # 60 vs 52.5 dB, FID 0.40 vs 0.41...
     assert found[3.0]["met"] is False  # FID worse than B's
-    assert found[3.5]["met"] is None  # nobody spans 3.5x
-    assert found[2.0]["psnr"]["peer"] == ("A", 40.0)
+    assert found[3.1]["met"] is False  # only a peer reaches 3.1x
+    assert found[3.5]["met"] is None  # nobody reaches 3.5x
+    assert found[2.0]["psnr"]["peer"] == ("B", 52.0)  # B's 2.5x point beats A at 2x
 
 
 def test_best_within_tolerance():
@@ -88,6 +90,34 @@ def test_merge_replaces_rows_of_the_same_name_and_refuses_other_sample_counts(tm
     with pytest.raises(SystemExit, match="samples"):
         merge(path, result(200, ["no cache"]), fresh=False)
     assert set(merge(path, result(200, ["no cache"]), fresh=True)["methods"]) == {"no cache"}
+
+
+def test_timing_pairs_each_method_with_nearby_no_cache_runs():
+    """Load that triples during the run does not bias the speed-ups (a fake clock advanced by a fake pipeline)."""
+    from types import SimpleNamespace
+
+    from bench.methods import Method
+    from bench.quality import time_methods
+
+    clock = [0.0]
+
+    class Pipe:
+        calls = 0
+
+        def __call__(self, num_inference_steps, **kwargs):
+            Pipe.calls += 1
+            clock[0] += num_inference_steps * (1.0 + 0.05 * Pipe.calls)  # ever slower machine
+            return SimpleNamespace(images=None)
+
+    methods = [Method("no cache", "no cache", "reference", 50, 1.0)]
+    methods += [Method(f"{k} steps", "fewer steps", "baseline", k, 50 / k) for k in (40, 25, 20, 10, 5)]
+    times, speedups = time_methods(Pipe(), methods, samples=2, rounds=2, say=lambda line: None,
+                                   clock=lambda: clock[0])
+    for m in methods:
+        assert len(speedups[m.name]) == 2
+        assert speedups[m.name] == pytest.approx([m.theoretical] * 2, rel=0.03), m.name
+    naive = sum(times["no cache"]) / len(times["no cache"]) / (sum(times["5 steps"]) / 2)
+    assert abs(naive - 10) > 0.3  # what plain ratios of means would have reported
 
 
 @pytest.fixture(scope="module")
