@@ -31,7 +31,7 @@ from typing import Iterator, Sequence
 from .peers.points import PeerMethod
 from .restore import restored
 
-__all__ = ["CONTEXT", "DB_THRESHOLDS", "FAMILIES", "available", "cachedit_methods"]
+__all__ = ["CONTEXT", "DB_THRESHOLDS", "FAMILIES", "available", "cachedit_methods", "documented_usage"]
 
 FAMILIES = ("DBCache", "DBCache+TaylorSeer")
 
@@ -118,3 +118,23 @@ def cachedit_methods(pipe, num_inference_steps: int = 50, families: Sequence[str
     methods = [_method(pipe, family, t, num_inference_steps) for family in FAMILIES if family in families
                for t in thresholds]
     return {m.name: m for m in methods}
+
+
+def documented_usage(pipe, num_inference_steps: int = 5) -> str | None:
+    """What ``cache_dit.enable_cache(pipe)`` with its defaults does on ``pipe``: the exception, verbatim, or None.
+
+    The pipeline is restored afterwards.
+    """
+    _quiet()
+    import cache_dit
+
+    try:
+        with restored(pipe):
+            cache_dit.enable_cache(pipe)
+            try:
+                pipe(class_labels=[0, 1], num_inference_steps=num_inference_steps, output_type="pt")
+            finally:
+                cache_dit.disable_cache(pipe)
+    except Exception as err:  # noqa: BLE001  (recorded verbatim)
+        return f"{type(err).__name__}: {err}"
+    return None

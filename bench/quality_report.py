@@ -101,7 +101,12 @@ def _peer_notes(results: dict) -> str:
 
         from .peers import unassisted_failures
 
-        found = unassisted_failures(digits_pipeline())
+        pipe = digits_pipeline()
+        found = unassisted_failures(pipe)
+        if any(p.startswith("cache-dit") for p in present):
+            from .cachedit import documented_usage
+
+            found["cache-dit: enable_cache(pipe) with its defaults"] = documented_usage(pipe) or "runs"
         raw = "\n".join(f"- {stage}: `{message.strip().splitlines()[0].replace('`', chr(39))}`"
                         for stage, message in found.items())
     except Exception as err:  # noqa: BLE001  informative only; never lose the report over it

@@ -210,3 +210,11 @@ def test_cachedit_no_nesting_and_restored_after_an_error(pipe, baseline, cachedi
         with m.apply():
             raise RuntimeError("boom")
     assert is_pristine(pipe.transformer) and torch.equal(generate(pipe), baseline)
+
+
+def test_cachedit_documented_usage_probe_restores(pipe, baseline, cachedit_points):
+    from bench.cachedit import documented_usage
+
+    before = state(pipe)
+    documented_usage(pipe)  # its default Fn_compute_blocks=8 exceeds the tiny DiT's 3 blocks
+    assert state(pipe) == before and torch.equal(generate(pipe), baseline)
