@@ -33,7 +33,7 @@ import torch
 
 from smoothcache import MacReport, distributed
 from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
-from smoothcache.zoo.demo import calibrate_digits
+from smoothcache.zoo.demo import calibrate_pipeline
 
 from .common import BENCHMARKS, RESULTS, machine
 from .methods import DEFAULT_GROUPS, GROUPS, SPEEDUPS, Method, Setting, build_methods
@@ -125,7 +125,7 @@ def run_setting(key: str, args, evaluator, profile50) -> tuple[dict, object]:
     say = (lambda line: print(f"[{key}] {line}", flush=True)) if distributed.rank() == 0 else (lambda line: None)
     started = time.perf_counter()
     pipe = digits_pipeline(scheduler=scheduler)
-    profile = calibrate_digits(pipe, steps, runs=2)
+    profile = calibrate_pipeline(pipe, steps, runs=2, guidance_scale=DIGITS_GUIDANCE_SCALE)
     setting = Setting(pipe, steps, DIGITS_GUIDANCE_SCALE, profile, MacReport.from_profile(profile), profile50,
                       args.speedups)
     methods, skipped = build_methods(setting, args.methods)
@@ -190,7 +190,7 @@ def main() -> None:
     profile50 = None
     for key in [] if args.report else args.settings:
         if "resampled" in args.methods and SETTINGS[key] != ("ddim", 50) and profile50 is None:
-            profile50 = calibrate_digits(digits_pipeline(), 50, runs=2)
+            profile50 = calibrate_pipeline(digits_pipeline(), 50, runs=2, guidance_scale=DIGITS_GUIDANCE_SCALE)
         result, profile = run_setting(key, args, evaluator, profile50)
         if key == "ddim50":
             profile50 = profile
