@@ -46,7 +46,7 @@ def test_steps_follow_the_denoiser_not_each_branch(tiny_dit):
         assert cache.step == 3
     stats = cache.stats
     assert stats.by_key() == {"attn1": {"computed": 6, "reused": 6}, "ff": {"computed": 9, "reused": 3}}
-    for counter in stats.branches.values():
+    for counter in stats.counters.values():
         assert counter.calls == 4
     assert stats.computed == 15 and stats.reused == 9
 
@@ -222,7 +222,7 @@ def test_per_block_keys_override_the_bare_key(tiny_dit):
     schedule = {"attn1": [1, 0, 1, 0], "attn1-2": [1, 1, 1, 1]}
     with SmoothCache(tiny_dit, schedule) as cache:
         run_steps(tiny_dit, TS4)
-    per_branch = {c.block: (c.computed, c.reused) for c in cache.stats.branches.values()}
+    per_branch = {c.block: (c.computed, c.reused) for c in cache.stats.counters.values()}
     assert per_branch == {0: (2, 2), 1: (2, 2), 2: (4, 0)}
 
 

@@ -26,7 +26,7 @@ def test_per_block_schedule_uses_block_keys_and_runs(calibrated):
     assert sorted(schedule.entries) == sorted(f"{k}-{b}" for k in ("attn1", "ff") for b in range(3))
     with SmoothCache(pipe.transformer, schedule) as cache:
         pipe(class_labels=[1], num_inference_steps=20, output_type="np")
-    for counter in cache.stats.branches.values():
+    for counter in cache.stats.counters.values():
         assert counter.computed == sum(schedule.for_block(counter.key, counter.block))
 
 
@@ -70,7 +70,7 @@ def test_budget_mode_without_macs_uses_schedule_entries():
     errors = BranchErrors.empty("attn", 0, 1, 5)
     for i, v in enumerate([0.1, 0.2, 0.3, 0.4]):
         errors.add(1, i, v)
-    profile.branches["b.0.attn"] = errors
+    profile.errors["b.0.attn"] = errors
     schedule = Schedule.for_budget(profile, compute_fraction=0.8)
     assert schedule.entries["attn"] == (1, 0, 1, 1, 1) and schedule.metadata["alpha"] == 0.1
     assert schedule.metadata["cost_unit"] == "schedule entries"
@@ -83,7 +83,7 @@ def _linear_profile(steps, k=3, timesteps=None):
     for kk in range(1, k + 1):
         for i in range(steps - kk):
             errors.add(kk, i, 0.01 * kk * (1 + i / steps))
-    profile.branches["b.0.attn"] = errors
+    profile.errors["b.0.attn"] = errors
     return profile
 
 

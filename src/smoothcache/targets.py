@@ -189,3 +189,33 @@ def _highest(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.numel() > 1 and value.dtype != torch.bool:
         return value.detach().amax()
     return value
+
+
+#: Pipeline attributes that hold a denoiser, in the order they are looked up.
+DENOISER_ATTRIBUTES = ("transformer", "transformer_2", "unet", "prior", "decoder")
+
+
+def denoisers(pipe: Any) -> dict[str, nn.Module]:
+    """The denoiser modules of a diffusers pipeline, by attribute name (``transformer``, ``transformer_2``...)."""
+    found = {}
+    for name in DENOISER_ATTRIBUTES:
+        module = getattr(pipe, name, None)
+        if isinstance(module, nn.Module):
+            found[name] = module
+    return found
+
+
+def as_denoiser(model: Any) -> nn.Module:
+    """``model`` itself, or the one denoiser of a pipeline; a clear TypeError for anything else."""
+    if isinstance(model, nn.Module):
+        return model
+    found = denoisers(model)
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if found:
+        names = ", ".join(f"pipe.{n}" for n in found)
+        raise TypeError(
+            f"{type(model).__name__} has several denoisers ({names}): pass one of them, or use "
+            "smoothcache.enable(pipe, ...) to cache each"
+        )
+    raise TypeError(f"expected the denoiser (a torch.nn.Module such as pipe.transformer), got {type(model).__name__}")

@@ -74,16 +74,24 @@ def _grid(uncached: torch.Tensor, cached: torch.Tensor, path: Path, per_class: i
     return path
 
 
-def run_demo(args, progress: Callable[[str], None] | None = None) -> dict:
-    """Run the demo; ``progress`` receives one line per stage (the CLI prints them). Returns the results."""
+def run_demo(out: str | Path = "demo_output", steps: int = 50, samples: int = 300, alpha: float | None = None,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """Run the demo and return its results.
+
+    Args:
+        out: folder for the PNG grid, the error-curve plot and the schedule.
+        steps: DDIM steps.
+        samples: images per variant (10 classes in turn, one seed).
+        alpha: the schedule's threshold (default :data:`DEMO_ALPHA`).
+        progress: receives one line per stage; when given, the pipeline's progress bars are shown too.
+    """
+    from .digits_model import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
     from .metrics import psnr, ssim
     from .plot import plot_profile
-    from .digits_model import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    out_dir = Path(args.out)
-    steps, alpha = args.steps, DEMO_ALPHA if args.alpha is None else args.alpha
-    n = args.samples or 300
+    out_dir = Path(out)
+    alpha = DEMO_ALPHA if alpha is None else alpha
+    n = samples
     say = progress or (lambda line: None)
 
     started = time.perf_counter()
@@ -101,7 +109,8 @@ def run_demo(args, progress: Callable[[str], None] | None = None) -> dict:
         return pipe(class_labels=labels, num_inference_steps=steps, guidance_scale=DIGITS_GUIDANCE_SCALE,
                     generator=torch.manual_seed(0), output_type="pt").images
 
-    say(f"generating {n} digits with and without SmoothCache (alpha={alpha:g}), interleaved ...")
+    say(f"generating {n} digits with and without SmoothCache (alpha={alpha:g}), twice each, interleaved ...")
+    pipe.set_progress_bar_config(disable=progress is None, leave=False)
     times = {"no cache": [], "smoothcache": []}
     images = {}
     cache = SmoothCache(pipe.transformer, schedule)

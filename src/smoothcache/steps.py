@@ -15,15 +15,13 @@ without a timestep need ``calls_per_step=n``: then every ``n`` calls form one st
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable
 
 import torch
-import torch.nn as nn
 
-from .patching import ForwardPatch
-from .targets import find_timestep
+from .validate import check_int
 
-__all__ = ["StepTracker", "wrap_denoiser"]
+__all__ = ["StepTracker"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +39,7 @@ def _scalar(timestep: Any) -> float | None:
 
 
 class StepTracker:
-    """Step, call and generation indices derived from the denoiser's calls.
+    """Step and CFG-call indices derived from the denoiser's calls.
 
     Args:
         calls_per_step: fixed number of denoiser calls per step; None derives it from the timesteps.
@@ -50,26 +48,20 @@ class StepTracker:
     """
 
     def __init__(self, calls_per_step: int | None = None, on_generation_end: Callable[[int, list], None] | None = None):
-        if calls_per_step is not None and (
-            isinstance(calls_per_step, bool) or not isinstance(calls_per_step, int) or calls_per_step < 1
-        ):
-            raise ValueError(f"calls_per_step must be an integer >= 1 or None, got {calls_per_step!r}")
-        self.calls_per_step = calls_per_step
+        self.calls_per_step = None if calls_per_step is None else check_int(calls_per_step, "calls_per_step")
         self.on_generation_end = on_generation_end
-        self.generation = 0
-        self.depth = 0
+        self.depth = 0  # nesting of denoiser calls: branches are followed inside the outermost one only
         self.detached = False  # set when wrappers could not be removed: they then pass calls through
         self._warned_no_timestep = False
         self.reset()
 
     def reset(self) -> None:
         """Forget the current generation: the next denoiser call is step 0 of a new one."""
-        self.step = -1
-        self.call = 0
-        self.calls = 0
-        self.serial = 0
+        self.step = -1  # denoising step of the current generation
+        self.call = 0  # CFG call within the step (separate cond/uncond calls)
+        self.calls = 0  # denoiser calls of the generation after its first
         self.last_timestep: float | None = None
-        self.timesteps: list[float | None] = []
+        self.timesteps: list[float | None] = []  # timestep of each step so far
 
     def finish(self) -> None:
         """End the current generation (if one is running) and reset."""
@@ -91,7 +83,6 @@ class StepTracker:
         if restart:
             if self.step >= 0:
                 self.finish()
-            self.generation += 1
             self.step, self.call, self.calls = 0, 0, 0
             self.timesteps = [t]
         else:
@@ -106,37 +97,10 @@ class StepTracker:
                 self.step = step
                 self.timesteps.append(t)
         self.last_timestep = t
-        self.serial += 1
 
-
-def wrap_denoiser(
-    model: nn.Module,
-    tracker: StepTracker,
-    owner: object,
-    on_call: Callable[[], None] | None = None,
-    around: Callable[[], ContextManager] | None = None,
-) -> ForwardPatch:
-    """Wrap ``model.forward`` so each outermost call advances ``tracker``, then runs ``on_call``, then the
-    model inside the context ``around()`` returns."""
-
-    def make(original: Callable) -> Callable:
-        def forward(*args, **kwargs):
-            if tracker.detached:
-                return original(*args, **kwargs)
-            outermost = tracker.depth == 0
-            if outermost:
-                tracker.advance(find_timestep(args, kwargs))
-                if on_call is not None:
-                    on_call()
-            tracker.depth += 1
-            try:
-                if outermost and around is not None:
-                    with around():
-                        return original(*args, **kwargs)
-                return original(*args, **kwargs)
-            finally:
-                tracker.depth -= 1
-
-        return forward
-
-    return ForwardPatch(model, make, owner)
+    @property
+    def time(self) -> float:
+        """The current step's position in the time variable the denoiser receives (its timestep or sigma);
+        the step index when the denoiser gets no timestep. Forecasts extrapolate in this variable."""
+        t = self.timesteps[self.step] if 0 <= self.step < len(self.timesteps) else None
+        return float(self.step) if t is None else t
