@@ -6,24 +6,23 @@ import math
 import numpy as np
 import pytest
 
+from smoothcache.allocation import _hull_moves, _lagrange, plan, plan_for_budget
 from smoothcache.planner import (
     ErrorTable,
     PlanError,
-    _hull_moves,
-    _lagrange,
     error_curve,
-    plan,
-    plan_for_budget,
     row_error,
 )
 
 
-def oracle_error(row, table, predictor):
-    """The definition, step by step: each skipped step's error from the computed steps before it."""
+def oracle_error(row, table, predictor, power=1.0):
+    """The definition, step by step: each skipped step's error from the computed steps before it; each
+    skip run costs its summed error to ``power``."""
     k_max, d_max = table.lookahead, None if table.linear is None else table.linear.shape[1]
-    total = 0.0
+    total, run = 0.0, 0.0
     for s, on in enumerate(row):
         if on:
+            total, run = total + run ** power, 0.0
             continue
         before = [b for b in range(s) if row[b]]
         b, k = before[-1], s - before[-1]
@@ -41,8 +40,8 @@ def oracle_error(row, table, predictor):
             e = table.quadratic[k - 1, gaps[0] - 1, gaps[1] - 1, b]
         if math.isnan(e):
             return math.inf
-        total += e
-    return total
+        run += e
+    return total + run ** power
 
 
 def all_rows(t):
@@ -50,11 +49,11 @@ def all_rows(t):
         yield (1, *middle, 1) if t > 1 else (1,)
 
 
-def brute_curve(table, predictor):
-    """Least error and the set of optimal rows per count n, over all 2^(T-2) rows."""
+def brute_curve(table, predictor, power=1.0):
+    """Least error per count n, over all 2^(T-2) rows."""
     best = {}
     for row in all_rows(table.num_steps):
-        e, n = oracle_error(row, table, predictor), sum(row)
+        e, n = oracle_error(row, table, predictor, power), sum(row)
         if e < best.get(n, math.inf):
             best[n] = e
     return best
@@ -90,6 +89,33 @@ def test_row_dp_matches_brute_force_for_every_count(seed, t, k, d, predictor):
         assert row.sum() == n and row[0] == 1 and row[-1] == 1
         assert oracle_error(row.tolist(), table, predictor) == pytest.approx(expected[n], rel=1e-12, abs=1e-12)
         assert row_error(row, table, predictor) == pytest.approx(expected[n], rel=1e-12, abs=1e-12)
+
+
+@pytest.mark.parametrize("power", [2.0, 1.5])
+@pytest.mark.parametrize("predictor", ["reuse", "linear", "quadratic"])
+@pytest.mark.parametrize("seed,t,k,d", CASES[:5])
+def test_run_power_dp_matches_brute_force(seed, t, k, d, predictor, power):
+    table = random_table(np.random.default_rng(50 + seed), t, k, d, quadratic=True)
+    curve = error_curve(table, predictor, power)
+    expected = brute_curve(table, predictor, power)
+    assert curve.power == power
+    for n in range(t + 1):
+        if math.isinf(expected.get(n, math.inf)):
+            assert math.isinf(curve.errors[n])
+            continue
+        assert curve.errors[n] == pytest.approx(expected[n], rel=1e-12, abs=1e-12)
+        row = curve.row(n).tolist()
+        assert oracle_error(row, table, predictor, power) == pytest.approx(expected[n], rel=1e-12, abs=1e-12)
+        assert row_error(row, table, predictor, power) == pytest.approx(expected[n], rel=1e-12, abs=1e-12)
+
+
+def test_run_power_prefers_even_runs():
+    # equal errors everywhere: with squared runs two runs of 1 beat one run of 2 at the same count
+    table = ErrorTable(np.full((2, 7), 0.1))
+    assert row_error([1, 0, 1, 0, 1, 1, 1], table, power=2.0) < row_error([1, 0, 0, 1, 1, 1, 1], table, power=2.0)
+    assert row_error([1, 0, 1, 0, 1, 1, 1], table) == pytest.approx(row_error([1, 0, 0, 1, 1, 1, 1], table))
+    with pytest.raises(PlanError, match="power"):
+        error_curve(table, "reuse", power=0.5)
 
 
 def test_row_error_agrees_with_the_definition_on_every_row():
@@ -256,6 +282,10 @@ def test_precomputed_curves_plan_like_their_tables():
         assert plan(curves, macs, budget, "linear") == plan(tables, macs, budget, "linear")
     with pytest.raises(PlanError, match="'reuse' ErrorCurve"):
         plan(curves, macs, 40.0, "reuse")
+    with pytest.raises(PlanError, match="power 2"):
+        plan(curves, macs, 40.0, "linear", power=2.0)
+    squared = {n: error_curve(tab, "linear", 2.0) for n, tab in tables.items()}
+    assert plan(squared, macs, 40.0, "linear", power=2.0) == plan(tables, macs, 40.0, "linear", power=2.0)
 
 
 def test_fraction_and_speedup_budgets():
