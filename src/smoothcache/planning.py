@@ -3,6 +3,18 @@
 Rows are planned per branch type (tables averaged over blocks, as in the paper) or per block. Budgets are
 MAC-weighted when the profile recorded MACs (a skipped ``ff`` saves more than a skipped ``attn1``), else
 every row counts the same. :class:`~smoothcache.schedule.Schedule` wraps the rows returned here.
+
+The optimal planner (``planner="optimal"``) plans *whole steps*: every branch type (of the model, or of one
+block with ``per_block=True``) computes on the same steps, because skipping all branches of a step together
+costs much less than skipping them on different steps (on the digits DiT, every-other-step reuse measures
+50.3 dB PSNR against the uncached samples with both branch types skipped together and 44.5 dB with
+``attn1`` and ``ff`` skipped on alternate steps, at the same compute). Its objective sums, over the skip
+runs, the square of the run's summed error (the branches' mean calibrated error): the steps of one run are
+predicted from the same sources, so their errors add up coherently, while different runs are treated as
+independent. A linear forecast is never allowed to reach as far past its newest source as its two sources
+are apart (a skip run is never longer than the run before it): extrapolating further amplifies the error
+the skipped steps have already put into the trajectory, which the calibration (made on the uncached
+trajectory) cannot see.
 """
 
 from __future__ import annotations
@@ -12,7 +24,9 @@ from typing import Callable
 
 import numpy as np
 
+from .allocation import plan_for_budget as _allocate
 from .errors import ScheduleError
+from .planner import ErrorTable, PlanError
 from .predictors import PREDICTORS
 from .profile import CalibrationProfile
 from .scan import scan, scan_linear
@@ -22,6 +36,8 @@ __all__ = ["PLANNERS", "plan_for_budget", "plan_from_profile"]
 
 #: How :func:`plan_for_budget` chooses rows.
 PLANNERS = ("greedy", "optimal")
+#: The optimal planner's cost of a skip run: (sum of its steps' errors) ** RUN_POWER.
+RUN_POWER = 2.0
 
 Rows = dict[str, list[int]]
 
@@ -134,8 +150,12 @@ def plan_for_budget(
 
     ``planner="greedy"``: the least aggressive greedy scan that meets the budget. The scan only changes where
     alpha crosses a recorded error, so the search bisects the sorted recorded errors for the smallest alpha
-    that meets the budget. ``planner="optimal"``: :func:`smoothcache.planner.plan` minimises the summed
-    calibrated error of ``predictor`` under the budget.
+    that meets the budget. ``planner="optimal"``: whole-step rows (every branch type of the model, or of a
+    block with ``per_block``, on the same steps) chosen by exact dynamic programming
+    (:func:`smoothcache.planner.error_curve`, and :func:`smoothcache.allocation.plan` across blocks) to minimise
+    the sum over skip runs of the squared summed calibrated error of ``predictor``; linear forecasts never
+    reach as far past their newest source as their sources are apart. The metadata then holds the
+    objective's value as ``"planned_error"``.
     """
     target = _target(compute_fraction, speedup)
     check_choice(planner, "planner", PLANNERS, error=ScheduleError)
@@ -175,5 +195,42 @@ def plan_for_budget(
     return rows, {**meta, "alpha": candidates[hi], "achieved": cost(rows)}
 
 
-def _optimal(profile, groups, predictor, k, target) -> tuple[Rows, float]:
-    raise NotImplementedError  # replaced by the planner integration
+def _joint_table(profile: "CalibrationProfile", covered: list[tuple[str, int | None]], predictor: str,
+                 k: int) -> ErrorTable:
+    """The mean of the covered branches' tables; linear forecasts reaching ``k >= d`` are ruled out (NaN)."""
+    reuse = np.mean([profile.curves(key, block, "reuse")[0][:k] for key, block in covered], axis=0)
+    linear = None
+    if predictor == "linear":
+        linear = np.mean([profile.curves(key, block, "linear")[0][:k, : k + 1] for key, block in covered], axis=0)
+        reach, spacing = np.ogrid[1: k + 1, 1: k + 2]
+        linear[reach >= spacing] = np.nan
+    return ErrorTable(reuse, linear)
+
+
+def _optimal(profile: "CalibrationProfile", groups, predictor: str, k: int, target: float) -> tuple[Rows, float]:
+    """Whole-step rows (one per model, or per block) minimising the run-squared error under the budget.
+
+    Returns the rows by schedule key and the planned error (the objective's value).
+    """
+    rows: dict[int | None, list[tuple[str, str]]] = {}  # block (None: every block) -> [(schedule key, branch key)]
+    for name, key, block in groups:
+        rows.setdefault(block, []).append((name, key))
+    macs = profile.macs
+    weight, total = {}, float(macs.get("total", len(groups)))
+    for block, members in rows.items():
+        if "total" in macs:
+            keys = {key for _, key in members}
+            weight[block] = sum(macs[path] for path, b in profile.errors.items()
+                                if path in macs and b.key in keys and (block is None or b.block == block))
+        else:
+            weight[block] = float(len(members))
+    names = {block: "all" if block is None else f"block-{block}" for block in rows}
+    tables = {names[block]: _joint_table(profile, [(key, block) for _, key in members], predictor, k)
+              for block, members in rows.items()}
+    try:
+        plan = _allocate(tables, {names[b]: weight[b] for b in rows}, total, compute_fraction=target,
+                         predictor=predictor, power=RUN_POWER)
+    except PlanError as err:
+        raise ScheduleError(f"optimal planner (lookahead {k}, predictor {predictor!r}): {err}") from None
+    out = {name: plan.rows[names[block]] for block, members in rows.items() for name, _ in members}
+    return {name: out[name] for name, _, _ in groups}, plan.total_error
