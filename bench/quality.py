@@ -49,14 +49,15 @@ def generate(pipe, method: Method, labels: list[int], seed: int) -> torch.Tensor
 
 
 def time_methods(pipe, methods: list[Method], samples: int, rounds: int, say=print, every: int = 4,
-                 clock=time.perf_counter) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """Seconds per generation of ``samples`` images and speed-ups against no cache, ``rounds`` rounds.
+                 clock=time.perf_counter, generate=generate) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds per generation of ``samples`` samples and speed-ups against no cache, ``rounds`` rounds.
 
     In each round every method runs once (order rotated between rounds), with the reference (``methods[0]``,
     no cache) run before the first method, after every ``every`` methods and at the end. A method's speed-up
     in a round is the reference time interpolated at its position over its own time, so load that drifts
     during a round (other work on a shared machine) cancels out instead of favouring whoever ran when it was
-    quiet. Returns ``(seconds, speed-ups)`` per method name.
+    quiet. ``generate(pipe, method, labels, seed)`` makes one generation (default: the digits model's).
+    Returns ``(seconds, speed-ups)`` per method name.
     """
     labels = [i % 10 for i in range(samples)]
     reference, others = methods[0], methods[1:]

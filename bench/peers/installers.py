@@ -90,17 +90,16 @@ def install_faster(config: dict, cfg: bool):
     return install
 
 
-def install_taylor(config: dict):
+def install_taylor(config: dict, identifiers: Sequence[str] = TAYLOR_CACHE_IDENTIFIERS):
+    """TaylorSeer on the modules whose path fully matches one of ``identifiers`` (regular expressions)."""
     def install(transformer, session):
         from diffusers.hooks import TaylorSeerCacheConfig, apply_taylorseer_cache
 
-        names = [n for n, _ in transformer.named_modules()
-                 if any(re.fullmatch(p, n) for p in TAYLOR_CACHE_IDENTIFIERS)]
+        names = [n for n, _ in transformer.named_modules() if any(re.fullmatch(p, n) for p in identifiers)]
         if not names:
-            raise ValueError(f"TaylorSeer: no module of {type(transformer).__name__} matches "
-                             f"{TAYLOR_CACHE_IDENTIFIERS}")
+            raise ValueError(f"TaylorSeer: no module of {type(transformer).__name__} matches {list(identifiers)}")
         apply_taylorseer_cache(transformer, TaylorSeerCacheConfig(
-            **config, taylor_factors_dtype=torch.float32, cache_identifiers=list(TAYLOR_CACHE_IDENTIFIERS)))
+            **config, taylor_factors_dtype=torch.float32, cache_identifiers=list(identifiers)))
     return install
 
 
