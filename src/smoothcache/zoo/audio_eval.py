@@ -155,23 +155,26 @@ def _reduce(values: torch.Tensor, reduction: str) -> float | torch.Tensor:
     return float(values.mean())
 
 
-def log_spectral_distance(a: ArrayLike, b: ArrayLike, eps: float = 1e-8,
+def log_spectral_distance(a: ArrayLike, b: ArrayLike, top_db: float = 80.0,
                           reduction: str = "mean") -> float | torch.Tensor:
     """Log-spectral distance in dB between two batches of clips (0 for identical audio).
 
-    Per clip: ``mean_t sqrt(mean_f (10 log10 (|A|^2 + eps) - 10 log10 (|B|^2 + eps))^2)`` on the STFT
-    (n_fft 256, hop 64); averaged over clips (``reduction="mean"``) or per clip (``"none"``).
+    Per clip: ``mean_t sqrt(mean_f (10 log10 P_a - 10 log10 P_b)^2)`` on the power STFT (n_fft 256,
+    hop 64), with both powers floored ``top_db`` below the reference clip's loudest bin, so inaudible
+    differences in silent bins do not dominate; averaged over clips (``reduction="mean"``) or per clip
+    (``"none"``).  Scaling a clip by 2 (with nothing below the floor) gives 6.02 dB.
 
     Args:
         a: reference clips (e.g. uncached), (N, 1, L) or (N, L).
         b: clips to compare (e.g. cached), same shape.
-        eps: power floor, keeps silent bins finite.
+        top_db: dynamic range kept below the reference's maximum.
         reduction: ``"mean"`` or ``"none"``.
     """
     ta, tb = _pair(a, b)
-    pa = stft_magnitude(ta.float(), N_FFT).double() ** 2
-    pb = stft_magnitude(tb.float(), N_FFT).double() ** 2
-    diff = 10.0 * (torch.log10(pa + eps) - torch.log10(pb + eps))
+    pa = stft_magnitude(ta, N_FFT).pow(2)
+    pb = stft_magnitude(tb, N_FFT).pow(2)
+    floor = (pa.amax(dim=(1, 2), keepdim=True) * 10.0 ** (-top_db / 10.0)).clamp_min(1e-20)
+    diff = 10.0 * (torch.log10(torch.maximum(pa, floor)) - torch.log10(torch.maximum(pb, floor)))
     return _reduce(diff.pow(2).mean(dim=1).sqrt().mean(dim=1), reduction)
 
 

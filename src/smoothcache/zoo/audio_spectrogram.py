@@ -51,7 +51,8 @@ def _as_batch(audio: torch.Tensor) -> torch.Tensor:
 
 def stft_magnitude(audio: torch.Tensor, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH) -> torch.Tensor:
     """|STFT| of (N, L) or (N, 1, L) audio: (N, n_fft // 2 + 1, 1 + L // hop_length), centred Hann frames."""
-    x = _as_batch(audio).float()
+    x = _as_batch(audio)
+    x = x if x.is_floating_point() else x.float()
     window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
     spec = torch.stft(x, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True)
     return spec.abs()

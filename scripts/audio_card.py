@@ -1,0 +1,177 @@
+"""Evaluation and model card of the embedded audio DiT (used by ``scripts/train_audio.py``).
+
+Evaluation: ``--eval-per-class`` x 10 clips (class ``i % 10``, fixed seeds) per configuration with the
+real pipeline, scored by :class:`smoothcache.zoo.audio_eval.AudioEvaluator`: a guidance sweep at 100
+DPM-Solver++(3M) SDE steps, then the steps table at the chosen guidance, the deterministic DPM-Solver++(3M)
+for comparison, and a second seed for the spread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from smoothcache.zoo.audio_eval import AudioEvaluator
+from smoothcache.zoo.audio_model import AUDIO_DIR, audio_pipeline
+from smoothcache.zoo.audio_spectrogram import NUM_SAMPLES, SAMPLE_RATE
+
+REPO = Path(__file__).resolve().parents[1]
+NAMES = {"dpm-sde": "DPM-Solver++(3M) SDE", "dpm": "DPM-Solver++(3M)", "cosine-dpm-sde": "Cosine DPM-Solver++(2M) SDE"}
+
+
+def generate(pipe, labels: list[int], guidance: float, steps: int, seed: int, batch: int) -> torch.Tensor:
+    out = []
+    for b, start in enumerate(range(0, len(labels), batch)):
+        g = torch.Generator().manual_seed(seed + b)
+        out.append(pipe(class_labels=labels[start:start + batch], guidance_scale=guidance,
+                        num_inference_steps=steps, generator=g, output_type="pt").audios.float().cpu())
+    return torch.cat(out)
+
+
+def evaluate(args) -> dict:
+    torch.set_num_threads(args.threads)
+    ev = AudioEvaluator()
+    labels = [i % 10 for i in range(10 * args.eval_per_class)]
+    n = len(labels)
+    held = ev.stats["heldout_labels"]
+    if not np.array_equal(held[:n], np.asarray(labels)):
+        raise ValueError("held-out clips are not ordered by class i % 10; cannot compare like with like")
+    floors = {}
+    for name, key in (("floor", "heldout_features"), ("floor_resynth", "heldout_resynth_features")):
+        feats = torch.from_numpy(ev.stats[key][:n].astype(np.float32))
+        with torch.no_grad():
+            preds = ev.net.head(feats).argmax(1)
+        floors[name] = ev.evaluate_features(feats, preds, labels)
+    results = {"samples": n, **floors, "floor_all_heldout": ev.real_floor(), "runs": []}
+    res_path = args.out / "eval_results.json"
+    previous = {}
+    if res_path.is_file() and not args.fresh:  # reuse rows already computed with the same settings
+        old = json.loads(res_path.read_text())
+        if old.get("samples") == n:
+            previous = {(r["scheduler"], r["steps"], r["guidance"], r["seed"]): r for r in old["runs"]}
+    pipes = {}
+
+    def run(kind: str, steps: int, guidance: float, seed: int | None = None) -> dict:
+        seed = args.eval_seed if seed is None else seed
+        key = (kind, steps, guidance, seed)
+        if key in previous:
+            row = previous[key]
+            print(f"{kind:8s} {steps:3d} steps  g={guidance:<4}  seed {seed}: reused fid {row['fid']:.3f}", flush=True)
+        else:
+            if kind not in pipes:
+                pipes[kind] = audio_pipeline(scheduler=kind, folder=args.out)
+            t0 = time.time()
+            audio = generate(pipes[kind], labels, guidance, steps, seed, args.eval_batch)
+            secs = time.time() - t0
+            row = {"scheduler": kind, "steps": steps, "guidance": guidance, "seed": seed, "seconds": round(secs, 1),
+                   **ev.evaluate(audio, labels), "peak": float(audio.abs().amax(dim=(1, 2)).median())}
+            print(f"{kind:8s} {steps:3d} steps  g={guidance:<4}  seed {seed}  fid {row['fid']:.3f}  "
+                  f"prec {row['precision']:.3f}  rec {row['recall']:.3f}  cc {row['class_consistency']:.3f}  "
+                  f"({secs:.0f}s)", flush=True)
+        results["runs"].append(row)
+        res_path.write_text(json.dumps(results, indent=2) + "\n")  # partial results survive an interruption
+        return row
+
+    print(f"floor ({n} held-out clips): {results['floor']}\nresynthesised floor: {results['floor_resynth']}")
+    sweep = [run("dpm-sde", 100, g) for g in args.sweep]
+    guidance = args.guidance if args.guidance is not None else min(sweep, key=lambda r: r["fid"])["guidance"]
+    print(f"guidance scale for the steps table: {guidance}", flush=True)
+    for steps in args.steps:
+        run("dpm-sde", steps, guidance)
+    for steps in (20, 100):
+        run("dpm", steps, guidance)
+    for steps in (10, 100):  # seed-to-seed spread of the headline numbers
+        run("dpm-sde", steps, guidance, seed=args.eval_seed + 1000)
+    results["guidance"] = guidance
+    res_path.write_text(json.dumps(results, indent=2) + "\n")
+    return results
+
+
+def _row(r: dict, floor_fid: float) -> str:
+    return (f"| {NAMES[r['scheduler']]} | {r['steps']} | {float(r['guidance'])} | **{r['fid']:.2f}** "
+            f"| {r['fid'] / floor_fid:.2f}x | {r['precision']:.3f} | {r['recall']:.3f} "
+            f"| **{r['class_consistency']:.3f}** | {r['seconds']:.0f} s |")
+
+
+def render_card(info: dict, results: dict | None, folder: Path) -> str:
+    feat_cfg = json.loads((REPO / "src/smoothcache/zoo/audio_features/config.json").read_text())
+    size_mb = sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6
+    secs = NUM_SAMPLES / SAMPLE_RATE
+    c, t = info["latent_shape"]
+    text = (REPO / "scripts/audio_card_template.md").read_text()
+    curve = info["loss_curve"]
+    picks = sorted({0, len(curve) // 8, len(curve) // 4, len(curve) // 2, 3 * len(curve) // 4, len(curve) - 1})
+    loss_rows = "\n".join(f"| {curve[i][0]} | {curve[i][2]:.1f} | {curve[i][1]:.4f} |" for i in picks if curve)
+    fields = dict(
+        params=f"{info['params'] / 1e6:.2f}", size_mb=f"{size_mb:.1f}", hidden=info["hidden"], heads=info["heads"],
+        head_dim=info["hidden"] // info["heads"], kv_heads=max(1, info["heads"] // 2), layers=info["layers"],
+        tokens=info["class_tokens"], channels=c, var_kept=f"{info['latent_variance_kept']:.1%}", frames=t, seconds=f"{secs:.2f}", sample_rate=SAMPLE_RATE,
+        num_samples=NUM_SAMPLES, train_clips=info["train_clips"], iterations=info["iterations"],
+        batch=info["batch_size"], epochs=info["epochs"], lr=f"{info['lr']:g}", warmup=info["warmup"],
+        min_lr=f"{info['lr'] * info['min_lr_frac']:.1e}", ema=info["ema"], label_dropout=f"{info['label_dropout']:.0%}",
+        wall_min=f"{info['wall_seconds'] / 60:.1f}", sec_per_it=info["seconds_per_iteration"], machine=info["machine"],
+        stopped=(f" of {info['planned_iterations']} planned (the wall-clock budget ended the run; the cosine decay "
+                 "follows the larger of the iteration and time fractions, so it still completed)"
+                 if info["stopped_early"] else ""),
+        loss_rows=loss_rows, clf_acc=f"{feat_cfg['heldout_accuracy']:.2%}",
+        clf_acc_rs=f"{feat_cfg['heldout_resynth_accuracy']:.2%}", clf_train=feat_cfg["train_clips"],
+    )
+    card = text.format(**fields)
+    if results is None:
+        return card + "\n(not evaluated yet: run `python scripts/train_audio.py --eval-only`)\n"
+    n, g = results["samples"], results["guidance"]
+    fl, fr = results["floor"], results["floor_resynth"]
+    runs = [r for r in results["runs"] if r["seed"] == min(x["seed"] for x in results["runs"])]
+    head = ["| sampler | steps | guidance | FID | / floor | precision | recall | class consistency | time |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    steps_rows = sorted([r for r in runs if r["guidance"] == g], key=lambda r: (r["scheduler"] != "dpm-sde", r["steps"]))
+    by = {(r["scheduler"], r["steps"]): r for r in steps_rows}
+    sweep = [r for r in runs if r["scheduler"] == "dpm-sde" and r["steps"] == 100]
+    other = [r for r in results["runs"] if r["seed"] != runs[0]["seed"]]
+    lines = [
+        f"### Steps at guidance {float(g)} ({n} clips, {n // 10} per word, the same seeds in every row)", "",
+        *head, *[_row(r, fl["fid"]) for r in steps_rows],
+        f"| real held-out voices (floor, {n} clips) | - | - | **{fl['fid']:.2f}** | 1.00x | {fl['precision']:.3f} "
+        f"| {fl['recall']:.3f} | {fl['class_consistency']:.3f} | - |",
+        f"| same, Griffin-Lim resynthesised (vocoder floor) | - | - | **{fr['fid']:.2f}** | {fr['fid'] / fl['fid']:.2f}x "
+        f"| {fr['precision']:.3f} | {fr['recall']:.3f} | {fr['class_consistency']:.3f} | - |", "",
+    ]
+    if ("dpm-sde", 10) in by and ("dpm-sde", 100) in by:
+        a, b = by[("dpm-sde", 10)], by[("dpm-sde", 100)]
+        lines += [f"DPM-Solver++(3M) SDE 10 steps / 100 steps FID ratio: **{a['fid'] / b['fid']:.2f}x** "
+                  f"(class consistency {a['class_consistency']:.3f} vs {b['class_consistency']:.3f}).", ""]
+    if other:
+        spread = ", ".join(f"{r['steps']} steps: FID {r['fid']:.2f} (vs {by[('dpm-sde', r['steps'])]['fid']:.2f}), "
+                           f"class consistency {r['class_consistency']:.3f}" for r in other
+                           if ("dpm-sde", r["steps"]) in by)
+        lines += [f"Seed check (another {n} clips, seed {other[0]['seed']}): {spread}.", ""]
+    best = min(sweep, key=lambda r: r["fid"])
+    lines += [
+        f"### Guidance sweep (DPM-Solver++(3M) SDE, 100 steps, {n} clips)", "", *head,
+        *[_row(r, fl["fid"]) for r in sweep], "",
+        f"Chosen: `AUDIO_GUIDANCE_SCALE = {float(g)}`"
+        + (" (the lowest FID of the sweep)." if g == best["guidance"] else
+           f" (the sweep's lowest FID is at {best['guidance']:g})."),
+        "Guidance <= 1 runs one transformer call per step; above 1 the batch is doubled (null class first).", "",
+        "## Reproduce", "", "```bash",
+        "apt-get install -y espeak-ng                 # the data script only",
+        "python scripts/make_audio_data.py            # /work/data/audio (~1 min)",
+        "python scripts/train_audio_features.py       # the evaluator's classifier (~15-25 min)",
+        "python scripts/train_audio.py                # this folder + card (training <= 65 min, evaluation ~1 h)",
+        "```", "",
+    ]
+    return card + "\n".join(lines) + "\n"
+
+
+def write_card(folder: Path = AUDIO_DIR) -> None:
+    info = json.loads((folder / "train_info.json").read_text())
+    res_path = folder / "eval_results.json"
+    results = json.loads(res_path.read_text()) if res_path.is_file() else None
+    if results is not None and "guidance" not in results:
+        results = None  # an interrupted evaluation
+    (folder / "README.md").write_text(render_card(info, results, folder))
+    print(f"wrote {folder / 'README.md'}")
