@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothcache.zoo.audio_eval import AudioEvaluator
+from smoothcache.zoo.audio_eval import AudioEvaluator, log_spectral_distance, snr
 from smoothcache.zoo.audio_model import AUDIO_DIR, audio_pipeline
 from smoothcache.zoo.audio_spectrogram import NUM_SAMPLES, SAMPLE_RATE
 
@@ -32,13 +32,10 @@ def generate(pipe, labels: list[int], guidance: float, steps: int, seed: int, ba
     return torch.cat(out)
 
 
-def evaluate(args) -> dict:
-    torch.set_num_threads(args.threads)
-    ev = AudioEvaluator()
-    labels = [i % 10 for i in range(10 * args.eval_per_class)]
+def _floors(ev: AudioEvaluator, labels: list[int]) -> dict:
+    """Scores of the first ``len(labels)`` held-out clips, as synthesised and Griffin-Lim resynthesised."""
     n = len(labels)
-    held = ev.stats["heldout_labels"]
-    if not np.array_equal(held[:n], np.asarray(labels)):
+    if not np.array_equal(ev.stats["heldout_labels"][:n], np.asarray(labels)):
         raise ValueError("held-out clips are not ordered by class i % 10; cannot compare like with like")
     floors = {}
     for name, key in (("floor", "heldout_features"), ("floor_resynth", "heldout_resynth_features")):
@@ -46,47 +43,51 @@ def evaluate(args) -> dict:
         with torch.no_grad():
             preds = ev.net.head(feats).argmax(1)
         floors[name] = ev.evaluate_features(feats, preds, labels)
-    results = {"samples": n, **floors, "floor_all_heldout": ev.real_floor(), "runs": []}
+    return floors
+
+
+def evaluate(args) -> dict:
+    """Guidance sweep at 100 steps, then the steps table at the chosen guidance with LSD / SNR vs 100 steps."""
+    torch.set_num_threads(args.threads)
+    ev = AudioEvaluator()
     res_path = args.out / "eval_results.json"
-    previous = {}
-    if res_path.is_file() and not args.fresh:  # reuse rows already computed with the same settings
-        old = json.loads(res_path.read_text())
-        if old.get("samples") == n:
-            previous = {(r["scheduler"], r["steps"], r["guidance"], r["seed"]): r for r in old["runs"]}
-    pipes = {}
+    old = json.loads(res_path.read_text()) if res_path.is_file() and not args.fresh else {}
+    old_sweep = old.get("sweep", old)  # the legacy layout kept the sweep rows at the top level
+    n_sweep = 10 * args.sweep_per_class
+    reuse = {(r["scheduler"], r["steps"], r["guidance"], r["seed"]): r for r in old_sweep.get("runs", [])
+             if old_sweep.get("samples") == n_sweep}
+    pipe = audio_pipeline(folder=args.out)
 
-    def run(kind: str, steps: int, guidance: float, seed: int | None = None) -> dict:
-        seed = args.eval_seed if seed is None else seed
-        key = (kind, steps, guidance, seed)
-        if key in previous:
-            row = previous[key]
-            print(f"{kind:8s} {steps:3d} steps  g={guidance:<4}  seed {seed}: reused fid {row['fid']:.3f}", flush=True)
-        else:
-            if kind not in pipes:
-                pipes[kind] = audio_pipeline(scheduler=kind, folder=args.out)
-            t0 = time.time()
-            audio = generate(pipes[kind], labels, guidance, steps, seed, args.eval_batch)
-            secs = time.time() - t0
-            row = {"scheduler": kind, "steps": steps, "guidance": guidance, "seed": seed, "seconds": round(secs, 1),
-                   **ev.evaluate(audio, labels), "peak": float(audio.abs().amax(dim=(1, 2)).median())}
-            print(f"{kind:8s} {steps:3d} steps  g={guidance:<4}  seed {seed}  fid {row['fid']:.3f}  "
-                  f"prec {row['precision']:.3f}  rec {row['recall']:.3f}  cc {row['class_consistency']:.3f}  "
-                  f"({secs:.0f}s)", flush=True)
-        results["runs"].append(row)
-        res_path.write_text(json.dumps(results, indent=2) + "\n")  # partial results survive an interruption
-        return row
+    def run(labels, steps, guidance, ref=None) -> tuple[dict, torch.Tensor]:
+        t0 = time.time()
+        audio = generate(pipe, labels, guidance, steps, args.eval_seed, args.eval_batch)
+        row = {"scheduler": "dpm-sde", "steps": steps, "guidance": guidance, "seed": args.eval_seed,
+               "seconds": round(time.time() - t0, 1), **ev.evaluate(audio, labels),
+               "peak": float(audio.abs().amax(dim=(1, 2)).median())}
+        if ref is not None:
+            row |= {"lsd_db": log_spectral_distance(ref, audio), "snr_db": snr(ref, audio)}
+        print(f"{steps:3d} steps  g={guidance:<4} fid {row['fid']:.3f}  prec {row['precision']:.3f}  "
+              f"rec {row['recall']:.3f}  cc {row['class_consistency']:.3f}  lsd {row.get('lsd_db', 0):.2f}  "
+              f"snr {row.get('snr_db', 0):.2f}  ({row['seconds']:.0f}s)", flush=True)
+        return row, audio
 
-    print(f"floor ({n} held-out clips): {results['floor']}\nresynthesised floor: {results['floor_resynth']}")
-    sweep = [run("dpm-sde", 100, g) for g in args.sweep]
-    guidance = args.guidance if args.guidance is not None else min(sweep, key=lambda r: r["fid"])["guidance"]
+    labels = [i % 10 for i in range(n_sweep)]
+    sweep = {"samples": n_sweep, **_floors(ev, labels), "runs": []}
+    for g in args.sweep:
+        key = ("dpm-sde", 100, g, args.eval_seed)
+        sweep["runs"].append(reuse[key] if key in reuse else run(labels, 100, g)[0])
+    guidance = args.guidance if args.guidance is not None else min(sweep["runs"], key=lambda r: r["fid"])["guidance"]
     print(f"guidance scale for the steps table: {guidance}", flush=True)
-    for steps in args.steps:
-        run("dpm-sde", steps, guidance)
-    for steps in (20, 100):
-        run("dpm", steps, guidance)
-    for steps in (10, 100):  # seed-to-seed spread of the headline numbers
-        run("dpm-sde", steps, guidance, seed=args.eval_seed + 1000)
-    results["guidance"] = guidance
+
+    labels = [i % 10 for i in range(10 * args.eval_per_class)]
+    results = {"samples": len(labels), "guidance": guidance, "seed": args.eval_seed, **_floors(ev, labels),
+               "floor_all_heldout": ev.real_floor(), "runs": [], "sweep": sweep}
+    steps = sorted(set(args.steps), reverse=True)
+    row, ref = run(labels, steps[0], guidance)
+    results["runs"].append(row)
+    for s in steps[1:]:
+        results["runs"].append(run(labels, s, guidance, ref)[0])
+        res_path.write_text(json.dumps(results, indent=2) + "\n")  # partial results survive an interruption
     res_path.write_text(json.dumps(results, indent=2) + "\n")
     return results
 

@@ -38,7 +38,7 @@ logger = logging.getLogger(__name__)
 #: Folder of the packaged pipeline (``AudioDiTPipeline.save_pretrained`` output).
 AUDIO_DIR = Path(__file__).resolve().parent / "audio"
 #: Classifier-free guidance scale chosen by the sweep in the model card.
-AUDIO_GUIDANCE_SCALE = 1.0
+AUDIO_GUIDANCE_SCALE = 2.0
 #: The spoken words, indexed by class id.
 AUDIO_WORDS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 AUDIO_DEFAULT_STEPS = 100
