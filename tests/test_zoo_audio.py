@@ -96,8 +96,9 @@ def test_generation_shape_range_determinism(pipe):
     assert float(a.abs().max()) <= 1.0 and float(a.abs().max()) > 0.01
     assert torch.equal(a, b)
     assert not torch.equal(a, c)
-    guided = _run(pipe, seed=0, guidance_scale=2.0)  # classifier-free guidance path (null class)
-    assert guided.shape == a.shape and not torch.equal(guided, a)
+    assert AUDIO_GUIDANCE_SCALE > 1  # the default runs the classifier-free guidance path (null class)
+    unguided = _run(pipe, seed=0, guidance_scale=1.0)
+    assert unguided.shape == a.shape and not torch.equal(unguided, a)
     out = pipe(class_labels=[1], num_inference_steps=2, generator=torch.Generator().manual_seed(0),
                output_type="np").audios
     assert isinstance(out, np.ndarray) and out.shape == (1, 1, NUM_SAMPLES)
@@ -171,12 +172,14 @@ def test_model_card_matches_constants():
     results = json.loads((AUDIO_DIR / "eval_results.json").read_text())
     assert results["guidance"] == AUDIO_GUIDANCE_SCALE and results["samples"] >= 200
     rows = {r["steps"]: r for r in results["runs"]}
-    assert rows[10]["fid"] > rows[100]["fid"], "fewer steps must be measurably worse"
+    clearly_worse = all(r["fid"] >= 1.2 * rows[100]["fid"] for s, r in rows.items() if s < 100)
     assert all("lsd_db" in r and "snr_db" in r for s, r in rows.items() if s < 100)  # against the 100-step audio
     sweep = {r["guidance"]: r for r in results["sweep"]["runs"]}
     assert min(sweep, key=lambda g: sweep[g]["fid"]) == AUDIO_GUIDANCE_SCALE
     card = (AUDIO_DIR / "README.md").read_text()
     assert f"AUDIO_GUIDANCE_SCALE = {float(AUDIO_GUIDANCE_SCALE)}" in card and f"{rows[100]['fid']:.2f}" in card
+    assert ("Fewer steps are clearly worse" in card) == clearly_worse  # the card states the steps verdict plainly
+    assert ("Fewer steps are NOT" in card) == (not clearly_worse)
 
 
 # ------------------------------------------------------------------------------------------ loader errors
