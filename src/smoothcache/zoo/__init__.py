@@ -2,6 +2,8 @@
 
 - image: a class-conditional DiT on scikit-learn's handwritten digits (``digits_pipeline()``,
   ``digits_evaluator()``; model card ``zoo/digits/README.md``);
+- audio: a class-conditional Stable-Audio-style DiT on spoken digits synthesised with espeak-ng, sampled with
+  DPM-Solver++(3M) SDE (``audio_pipeline()``, ``audio_evaluator()``; model card ``zoo/audio/README.md``);
 - the demo (:mod:`smoothcache.zoo.demo`), the calibration plots (:mod:`smoothcache.zoo.plot`) and the
   metrics (:mod:`smoothcache.zoo.metrics`).
 
@@ -12,9 +14,11 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["DIGITS_DIR", "DIGITS_GUIDANCE_SCALE", "digits_evaluator", "digits_pipeline"]
+_DIGITS = ["DIGITS_DIR", "DIGITS_GUIDANCE_SCALE", "digits_evaluator", "digits_pipeline"]
+_AUDIO = ["AUDIO_DIR", "AUDIO_GUIDANCE_SCALE", "audio_evaluator", "audio_pipeline"]
+__all__ = _DIGITS + _AUDIO
 
-_EXPORTS = {name: "digits_model" for name in __all__}
+_EXPORTS = {name: "digits_model" for name in _DIGITS} | {name: "audio_model" for name in _AUDIO}
 
 
 def __getattr__(name: str):

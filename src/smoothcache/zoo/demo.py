@@ -3,8 +3,8 @@
 Calibrates on one generation of every class, plans the schedule (the recommended mode by default, or the
 original's greedy scan at a threshold), generates the same seeds both ways (timed interleaved in this process),
 and reports steps, compute fraction, theoretical and measured speed-up, the model's quality metrics both ways
-and the fidelity of the cached samples to the uncached ones; writes them side by side (PNG, WAV or GIF), the
-error-curve plot and the schedule.
+and the fidelity of the cached samples to the uncached ones; writes them side by side (a PNG for the digits,
+a WAV for the audio model), the error-curve plot and the schedule.
 """
 
 from __future__ import annotations
@@ -70,6 +70,10 @@ DEMO_MODELS = {
                         "smoothcache.zoo.digits_model:digits_evaluator", "images", 50, "DDIM",
                         "smoothcache.zoo.demo:image_fidelity", "smoothcache.zoo.demo:write_image_grid",
                         guidance=1.0),  # DIGITS_GUIDANCE_SCALE; DiTPipeline's own default is 4.0
+    "audio": DemoModel("audio", "smoothcache.zoo.audio_model:audio_pipeline",
+                       "smoothcache.zoo.audio_model:audio_evaluator", "audios", 100, "DPM-Solver++(3M) SDE",
+                       "smoothcache.zoo.demo:audio_fidelity", "smoothcache.zoo.demo:write_audio_pairs",
+                       guidance=2.0),  # AUDIO_GUIDANCE_SCALE (classifier-free guidance: two calls per step)
 }
 
 
@@ -127,6 +131,26 @@ def write_image_grid(folder: Path, uncached: torch.Tensor, cached: torch.Tensor,
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def audio_fidelity(uncached: torch.Tensor, cached: torch.Tensor) -> dict[str, float]:
+    """Log-spectral distance and SNR of the cached clips against the uncached ones."""
+    from .audio_eval import log_spectral_distance, snr
+
+    return {"lsd_db": log_spectral_distance(uncached, cached), "snr_db": snr(uncached, cached)}
+
+
+def write_audio_pairs(folder: Path, uncached: torch.Tensor, cached: torch.Tensor, per_class: int = 1) -> Path:
+    """WAV: for the first ``per_class`` samples of each class, the uncached clip, a short pause, the same seed
+    cached, then a longer pause before the next pair."""
+    from .audio_eval import save_wav
+
+    picks = [i for c in range(10) for i in range(c, uncached.shape[0], 10)[:per_class]]
+    pause = torch.zeros_like(uncached[:1])
+    clips = [clip for i in picks for clip in (uncached[i:i + 1], cached[i:i + 1], pause)][:-1]
+    path = folder / "samples_side_by_side.wav"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_wav(path, torch.cat(clips), gap=0.25)
 
 
 def demo_schedule(profile: CalibrationProfile, alpha: float | None = None,

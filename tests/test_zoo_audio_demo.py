@@ -1,0 +1,76 @@
+"""The audio model through the public zoo API and `smoothcache demo --model audio` (tiny sizes, seconds)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import math
+import wave
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("scipy")
+
+import smoothcache.zoo as zoo  # noqa: E402
+from smoothcache.cli import main  # noqa: E402
+from smoothcache.zoo.audio_spectrogram import NUM_SAMPLES, SAMPLE_RATE  # noqa: E402
+from smoothcache.zoo.demo import DEMO_MODELS, FIDELITY, audio_fidelity, format_table, write_audio_pairs  # noqa: E402
+
+
+def test_zoo_exports_the_audio_model():
+    for name in ("audio_pipeline", "audio_evaluator", "AUDIO_DIR", "AUDIO_GUIDANCE_SCALE"):
+        assert name in zoo.__all__ and name in dir(zoo)
+    assert (zoo.AUDIO_DIR / "model_index.json").is_file()
+    pipe = zoo.audio_pipeline()
+    labels = list(range(10))
+    audios = pipe(class_labels=labels, num_inference_steps=3, generator=torch.Generator().manual_seed(0),
+                  output_type="pt").audios
+    assert audios.shape == (10, 1, NUM_SAMPLES) and bool(torch.isfinite(audios).all())
+    assert pipe.sample_rate == SAMPLE_RATE
+    result = zoo.audio_evaluator().evaluate(audios, labels)
+    assert {"fid", "class_consistency", "precision", "recall"} <= set(result)
+    assert math.isfinite(result["fid"]) and result["fid"] > 0 and 0 <= result["class_consistency"] <= 1
+    with pytest.raises(AttributeError):
+        zoo.video_pipeline_that_does_not_exist  # noqa: B018
+
+
+def test_demo_entry_matches_the_model():
+    spec = DEMO_MODELS["audio"]
+    assert spec.output == "audios" and spec.steps == 100 and spec.sampler == "DPM-Solver++(3M) SDE"
+    assert spec.guidance == zoo.AUDIO_GUIDANCE_SCALE
+
+
+def test_audio_fidelity_and_pairs_wav(tmp_path):
+    clean = 0.3 * torch.randn(20, 1, NUM_SAMPLES, generator=torch.Generator().manual_seed(0))
+    fid = audio_fidelity(clean, 0.5 * clean)
+    assert set(fid) == {"lsd_db", "snr_db"} <= set(FIDELITY)
+    assert abs(fid["lsd_db"] - 20 * math.log10(2)) < 0.05 and abs(fid["snr_db"] - 20 * math.log10(2)) < 1e-3
+    path = write_audio_pairs(tmp_path / "out", clean, 0.5 * clean)
+    with wave.open(str(path)) as w:
+        frames, rate = w.getnframes(), w.getframerate()
+    gap = round(0.25 * SAMPLE_RATE)
+    clips = 10 * 3 - 1  # uncached, cached, pause per class; no pause after the last pair
+    assert rate == SAMPLE_RATE and frames == clips * NUM_SAMPLES + (clips - 1) * gap
+
+
+def test_demo_cli_runs_end_to_end(tmp_path):
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        code = main(["demo", "--model", "audio", "--out", str(tmp_path), "--samples", "10", "--steps", "8",
+                     "--json"])
+    assert code == 0
+    result = json.loads(printed.getvalue())
+    assert result["model"] == "audio" and result["steps"] == 8 and result["samples"] == 10
+    reused = sum(v["reused"] for v in result["cache_stats"].values())
+    assert reused > 0 and result["theoretical_speedup"] > 1
+    assert result["fidelity"]["lsd_db"] > 0 and math.isfinite(result["fidelity"]["snr_db"])
+    for label in ("no cache", "smoothcache"):
+        assert {"fid", "class_consistency"} <= set(result["metrics"][label])
+    wav = tmp_path / "samples_side_by_side.wav"
+    assert result["files"]["samples"] == str(wav) and wav.read_bytes()[:4] == b"RIFF"
+    table = format_table(result)
+    for row in ("DPM-Solver++(3M) SDE", "log-spectral distance vs no cache", "SNR vs no cache", "class consistency"):
+        assert row in table
