@@ -31,7 +31,12 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, LatteTransformer3DModel
+from diffusers import (
+    CogVideoXTransformer3DModel,
+    DiffusionPipeline,
+    FlowMatchEulerDiscreteScheduler,
+    LatteTransformer3DModel,
+)
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
 from diffusers.utils import BaseOutput
@@ -45,6 +50,7 @@ __all__ = [
     "MovingDigitsPipeline",
     "MovingDigitsPipelineOutput",
     "VideoClassEmbedding",
+    "denoise",
     "video_pipeline",
 ]
 
@@ -52,6 +58,8 @@ __all__ = [
 VIDEO_DIR = Path(__file__).resolve().parent / "video"
 #: Default number of sampling steps (Open-Sora's rectified-flow default).
 VIDEO_STEPS = 30
+#: What the transformer may predict (see :class:`MovingDigitsPipeline`).
+PREDICTION_TYPES = ("velocity", "sample")
 #: Classifier-free guidance scale chosen in the model card (1.0: no guidance, one transformer pass per step).
 VIDEO_GUIDANCE_SCALE = 1.0
 
@@ -87,33 +95,86 @@ class VideoClassEmbedding(ModelMixin, ConfigMixin):
         return self.table(class_labels).view(-1, self.config.num_tokens, self.config.embed_dim)
 
 
+def _rotary_embedding(transformer: CogVideoXTransformer3DModel, num_frames: int, height: int, width: int,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """CogVideoX's 3-D rotary position embedding for a (frames, height, width) clip, as its pipeline builds it."""
+    cfg = transformer.config
+    if not cfg.use_rotary_positional_embeddings:
+        return None
+    from diffusers.models.embeddings import get_3d_rotary_pos_embed
+    from diffusers.pipelines.cogvideo.pipeline_cogvideox import get_resize_crop_region_for_grid
+
+    grid_h, grid_w = height // cfg.patch_size, width // cfg.patch_size
+    crops = get_resize_crop_region_for_grid((grid_h, grid_w), cfg.sample_width // cfg.patch_size,
+                                            cfg.sample_height // cfg.patch_size)
+    return get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops, grid_size=(grid_h, grid_w),
+                                   temporal_size=num_frames, device=device)
+
+
+def denoise(transformer: LatteTransformer3DModel | CogVideoXTransformer3DModel, sample: torch.Tensor,
+            timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
+    """One velocity prediction for (B, F, C, H, W) clips: the single place that knows each transformer's layout.
+
+    Args:
+        transformer: a Latte (input (B, C, F, H, W)) or CogVideoX (input (B, F, C, H, W), 3-D RoPE) transformer.
+        sample: noisy clips (B, F, C, H, W).
+        timestep: (B,) timesteps, ``1000 x`` the noise level; passed as ``timestep=`` (SmoothCache counts
+            steps from it).
+        context: (B, tokens, dim) class tokens for the transformer's text path.
+    """
+    if isinstance(transformer, CogVideoXTransformer3DModel):
+        _, frames, _, height, width = sample.shape
+        rotary = _rotary_embedding(transformer, frames, height, width, sample.device)
+        return transformer(sample, timestep=timestep, encoder_hidden_states=context, image_rotary_emb=rotary,
+                           return_dict=False)[0]
+    out = transformer(sample.transpose(1, 2), timestep=timestep, encoder_hidden_states=context, return_dict=False)[0]
+    return out.transpose(1, 2)
+
+
+def _clip_shape(transformer) -> tuple[int, int, int]:
+    """(frames, channels, side) of the clips a transformer was built for."""
+    cfg = transformer.config
+    if isinstance(transformer, CogVideoXTransformer3DModel):
+        return cfg.sample_frames, cfg.in_channels, cfg.sample_height
+    return cfg.video_length, cfg.in_channels, cfg.sample_size
+
+
 @dataclass
 class MovingDigitsPipelineOutput(BaseOutput):
     """Output of :class:`MovingDigitsPipeline`.
 
     Args:
         frames: ``output_type="pt"``: (B, F, C, H, W) tensor in [0, 1]; ``"np"``: (B, F, H, W, C) array;
-            ``"pil"``: B lists of F PIL images; ``"latent"``: the raw (B, C, F, H, W) sample in [-1, 1].
+            ``"pil"``: B lists of F PIL images; ``"latent"``: the raw (B, F, C, H, W) sample in [-1, 1].
     """
 
     frames: torch.Tensor | np.ndarray | list
 
 
 class MovingDigitsPipeline(DiffusionPipeline):
-    """Class-conditional video generation with a Latte transformer and rectified flow.
+    """Class-conditional video generation with a video transformer and rectified flow.
 
     Args:
-        transformer: the denoiser, predicting the flow velocity ``noise - x0`` of (B, C, F, H, W) clips.
+        transformer: the denoiser (``LatteTransformer3DModel`` or ``CogVideoXTransformer3DModel``), predicting the
+            flow velocity ``noise - x0`` of the clips.
         class_embedder: class id -> cross-attention tokens.
         scheduler: a ``FlowMatchEulerDiscreteScheduler``.
+        prediction_type: what the transformer predicts: ``"velocity"`` (the flow ``noise - x0``) or
+            ``"sample"`` (the clean clip ``x0``, turned into the velocity ``(x_t - x0) / sigma`` for the
+            scheduler; x-prediction suits pixel-space transformers with large patches). Saved in
+            ``model_index.json``.
     """
 
     model_cpu_offload_seq = "class_embedder->transformer"
 
-    def __init__(self, transformer: LatteTransformer3DModel, class_embedder: VideoClassEmbedding,
-                 scheduler: FlowMatchEulerDiscreteScheduler):
+    def __init__(self, transformer: LatteTransformer3DModel | CogVideoXTransformer3DModel,
+                 class_embedder: VideoClassEmbedding,
+                 scheduler: FlowMatchEulerDiscreteScheduler, prediction_type: str = "velocity"):
         super().__init__()
+        if prediction_type not in PREDICTION_TYPES:
+            raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
         self.register_modules(transformer=transformer, class_embedder=class_embedder, scheduler=scheduler)
+        self.register_to_config(prediction_type=prediction_type)
 
     def _labels(self, class_labels: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
         labels = torch.as_tensor(class_labels, dtype=torch.int64).reshape(-1)
@@ -142,8 +203,8 @@ class MovingDigitsPipeline(DiffusionPipeline):
             num_inference_steps: Euler steps of the rectified flow.
             guidance_scale: classifier-free guidance; > 1 also runs the null class (doubling the batch).
             generator: torch generator(s) for the initial noise.
-            latents: optional initial noise (B, C, F, H, W).
-            output_type: ``"pt"``, ``"np"``, ``"pil"`` or ``"latent"``.
+            latents: optional initial noise (B, F, C, H, W).
+            output_type: ``"pt"``, ``"np"``, ``"pil"`` or ``"latent"`` (the final sample, range [-1, 1]).
             return_dict: return a :class:`MovingDigitsPipelineOutput` instead of a tuple.
         """
         if output_type not in ("pt", "np", "pil", "latent"):
@@ -152,8 +213,8 @@ class MovingDigitsPipeline(DiffusionPipeline):
             raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         labels = self._labels(class_labels)
         device, dtype = self._execution_device, self.transformer.dtype
-        cfg = self.transformer.config
-        shape = (labels.numel(), cfg.in_channels, cfg.video_length, cfg.sample_size, cfg.sample_size)
+        frames, channels, side = _clip_shape(self.transformer)
+        shape = (labels.numel(), frames, channels, side, side)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=device, dtype=dtype)
         elif tuple(latents.shape) != shape:
@@ -171,10 +232,10 @@ class MovingDigitsPipeline(DiffusionPipeline):
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         for t in self.progress_bar(self.scheduler.timesteps):
             model_input = torch.cat([latents, latents]) if guided else latents
-            velocity = self.transformer(
-                model_input, timestep=t.expand(model_input.shape[0]), encoder_hidden_states=context,
-                return_dict=False,
-            )[0]
+            velocity = denoise(self.transformer, model_input, t.expand(model_input.shape[0]), context)
+            if self.config.prediction_type == "sample":  # x0 -> flow velocity; sigma >= 1 / 1000 here
+                sigma = t / self.scheduler.config.num_train_timesteps
+                velocity = (model_input - velocity) / sigma
             if guided:
                 cond, uncond = velocity.chunk(2)
                 velocity = uncond + guidance_scale * (cond - uncond)
@@ -183,7 +244,7 @@ class MovingDigitsPipeline(DiffusionPipeline):
         if output_type == "latent":
             frames = latents
         else:
-            frames = (latents.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)  # (B, F, C, H, W)
+            frames = (latents.float() / 2 + 0.5).clamp(0, 1)  # (B, F, C, H, W)
             if output_type == "np":
                 frames = frames.permute(0, 1, 3, 4, 2).cpu().numpy()
             elif output_type == "pil":
@@ -197,10 +258,11 @@ class MovingDigitsPipeline(DiffusionPipeline):
         return MovingDigitsPipelineOutput(frames=frames)
 
 
-_COMPONENTS = {
-    "transformer": ("diffusers", "LatteTransformer3DModel", "diffusion_pytorch_model.safetensors"),
-    "class_embedder": (__name__, "VideoClassEmbedding", "diffusion_pytorch_model.safetensors"),
-    "scheduler": ("diffusers", "FlowMatchEulerDiscreteScheduler", None),
+_COMPONENTS = {  # component -> (library, accepted class names, weights file)
+    "transformer": ("diffusers", ("CogVideoXTransformer3DModel", "LatteTransformer3DModel"),
+                    "diffusion_pytorch_model.safetensors"),
+    "class_embedder": (__name__, ("VideoClassEmbedding",), "diffusion_pytorch_model.safetensors"),
+    "scheduler": ("diffusers", ("FlowMatchEulerDiscreteScheduler",), None),
 }
 
 
@@ -218,10 +280,11 @@ def _check_folder(folder: Path) -> None:
     if not isinstance(index, dict) or index.get("_class_name") != MovingDigitsPipeline.__name__:
         found = index.get("_class_name") if isinstance(index, dict) else type(index).__name__
         raise ValueError(f"{index_path} describes {found!r}, not a {MovingDigitsPipeline.__name__}")
-    for name, (library, class_name, weights) in _COMPONENTS.items():
-        if index.get(name) != [library, class_name]:
-            raise ValueError(f"{index_path}: component {name!r} must be [{library!r}, {class_name!r}], "
-                             f"got {index.get(name)!r}")
+    for name, (library, class_names, weights) in _COMPONENTS.items():
+        entry = index.get(name)
+        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == library and entry[1] in class_names):
+            raise ValueError(f"{index_path}: component {name!r} must be [{library!r}, one of {list(class_names)}], "
+                             f"got {entry!r}")
         sub = folder / name
         config = "scheduler_config.json" if weights is None else "config.json"
         for needed in filter(None, (config, weights)):
