@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(VENV)/bin/smoothcache demo
 
 bench: $(STAMP)
-	$(PY) bench/overhead.py
+	$(PY) -m bench.overhead
 
 clean:
 	rm -rf $(VENV) demo_output .pytest_cache

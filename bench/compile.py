@@ -1,11 +1,11 @@
 """torch.compile benchmark: compiled + cached vs compiled vs eager + cached vs eager, as ratios in one process.
 
-Models: the DiT-S/2-size random-weight diffusers DiT of ``bench/overhead.py`` (batched CFG, 50 DDIM steps,
+Models: the DiT-S/2-size random-weight diffusers DiT of ``bench.overhead`` (batched CFG, 50 DDIM steps,
 the reference 50-N-2-fora schedule on attn1 + ff) and the embedded digits DiT (its calibrated schedule at
 the demo's alpha). Compilation is regional (``smoothcache.compile_repeated_blocks``, inductor); warm-up
 generations are excluded from the timings and counted separately; after warm-up every recompile raises.
 
-    python bench/compile.py [--repeats 3]
+    python -m bench.compile [--repeats 5] [--skip-digits]
 """
 
 from __future__ import annotations
@@ -15,22 +15,23 @@ import contextlib
 import copy
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch._dynamo as dynamo
 from torch._dynamo.utils import counters
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from overhead import REFERENCE, build_pipeline, to_diffusers_keys  # noqa: E402
-from report import machine, write_section  # noqa: E402
+from smoothcache import Schedule, SmoothCache, compile_repeated_blocks
 
-from smoothcache import Schedule, SmoothCache, compile_repeated_blocks  # noqa: E402
+from .common import machine, write_section
+from .models import dit_s2_pipeline
+from .overhead import reference_schedule
+
+#: Threshold of the digits schedule (the greedy scan, as in earlier runs of this benchmark).
+DIGITS_ALPHA = 0.08
 
 
-def _variants(pipe, schedule, generate):
+def _variants(pipe, schedule):
     """Four pipelines sharing weights: eager / compiled transformer, each with and without the cache."""
     compiled = copy.copy(pipe)
     compiled_transformer = copy.deepcopy(pipe.transformer)
@@ -45,9 +46,11 @@ def _variants(pipe, schedule, generate):
 
 
 def measure(name, pipe, schedule, generate, repeats):
+    """Warm up, then time the four variants interleaved; recompiles after warm-up raise."""
     dynamo.reset()
     counters.clear()
-    variants = _variants(pipe, schedule, generate)
+    variants = _variants(pipe, schedule)
+
     def timed(p, s) -> float:
         start = time.perf_counter()
         with (SmoothCache(p.transformer, s) if s is not None else contextlib.nullcontext()):
@@ -83,28 +86,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-digits", action="store_true")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 on a shared machine: idle threads spin against other work)")
     args = parser.parse_args()
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     results = {"machine": machine(), "repeats": args.repeats, "models": {}}
 
-    pipe = build_pipeline(12)
-    schedule = to_diffusers_keys(Schedule.load(REFERENCE / "50-N-2-fora.json"), 12)
+    pipe = dit_s2_pipeline(12)
+    schedule = reference_schedule("50-N-2-fora", pipe.transformer)
     gen = lambda p: p(class_labels=[0, 1], num_inference_steps=50, generator=torch.manual_seed(0), output_type="np")
     results["models"]["DiT-S/2 (random weights), batch 2 + CFG, DDIM 50, 50-N-2-fora"] = measure(
         "dit-s2", pipe, schedule, gen, args.repeats)
 
     if not args.skip_digits:
-        from smoothcache.zoo.demo import DEMO_ALPHA, calibrate_digits
+        from smoothcache.zoo.demo import calibrate_pipeline
         from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_pipeline
 
         digits = digits_pipeline()
-        profile = calibrate_digits(digits, steps=50)
-        digit_schedule = Schedule.from_profile(profile, DEMO_ALPHA)
+        profile = calibrate_pipeline(digits, 50, guidance_scale=DIGITS_GUIDANCE_SCALE)
+        digit_schedule = Schedule.from_profile(profile, DIGITS_ALPHA)
         labels = [i % 10 for i in range(100)]
         gen = lambda p: p(class_labels=labels, num_inference_steps=50, guidance_scale=DIGITS_GUIDANCE_SCALE,
                           generator=torch.manual_seed(0), output_type="np")
         cfg = "CFG" if DIGITS_GUIDANCE_SCALE > 1 else "no CFG (guidance 1.0)"
-        results["models"][f"digits DiT, 100 images, {cfg}, DDIM 50, alpha {DEMO_ALPHA}"] = measure(
+        results["models"][f"digits DiT, 100 images, {cfg}, DDIM 50, alpha {DIGITS_ALPHA}"] = measure(
             "digits", digits, digit_schedule, gen, args.repeats)
 
     rows = []
@@ -114,7 +119,7 @@ def main() -> None:
                     f"{q['compiled + cache vs compiled']:.2f}x | {q['compiled + cache vs eager']:.2f}x | "
                     f"{r['graphs_after_warmup']} -> {r['graphs_after_timing']} | "
                     f"{r['warmup_seconds']['compiled + cache']:.0f}s |")
-    md = f"""## torch.compile (`bench/compile.py`)
+    md = f"""## torch.compile (`python -m bench.compile`)
 
 Regional compilation (`smoothcache.compile_repeated_blocks`: every block and every cacheable branch compiled
 in place with inductor; smoothcache's wrappers stay out of the graphs, so a compiled block breaks its graph at

@@ -2,59 +2,37 @@
 
 Setup (issue 2): a DiT-S/2-size diffusers DiT with random weights (12 layers, hidden 384, 6 heads,
 32x32x4 latent, patch 2), classifier-free guidance (batched), 50 DDIM steps, the original implementation's
-published 50-step schedules applied to attn1 + ff. Variants run interleaved in one process, with repeats;
-speed-ups are ratios of median times. Where the original package (``pip install dit-smoothcache``) is
-installed, the same schedules run through its SmoothCacheHelper side by side (its per-call prints go to /dev/null).
+published 50-step schedules (shipped in ``smoothcache.references``) applied to attn1 + ff. Variants run
+interleaved in one process, with repeats; speed-ups are ratios of median times. Where the original package
+(``pip install dit-smoothcache``) is installed, the same schedules run through its SmoothCacheHelper side by
+side (its per-call prints go to /dev/null).
 
-    python bench/overhead.py [--repeats 3] [--batch 2] [--quick]
+    python -m bench.overhead [--repeats 5] [--batch 2] [--quick] [--report]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, ROOT, machine, write_section  # noqa: E402
+from smoothcache import Schedule, SmoothCache, count_macs, find_branches
+from smoothcache.references import load_reference
 
-from smoothcache import Schedule, SmoothCache, count_macs, find_branches  # noqa: E402
+from .common import RESULTS, machine, write_section
+from .models import dit_s2_pipeline
 
-REFERENCE = Path(os.environ.get("SMOOTHCACHE_REFERENCE_SCHEDULES", ROOT.parent / "shared" / "reference_schedules"))
 NAMES = ["50-N-2-fora", "50-N-3-threshold-0.08", "50-N-3-threshold-0.18", "50-N-2-l2c", "diffuser_schedule"]
 
 
-def build_pipeline(layers: int, seed: int = 0):
-    from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(seed)
-    transformer = DiTTransformer2DModel(num_attention_heads=6, attention_head_dim=64, in_channels=4,
-                                        out_channels=8, num_layers=layers, sample_size=32, patch_size=2).eval()
-    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",)).eval()
-    pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
-
-
-def to_diffusers_keys(schedule: Schedule, layers: int) -> Schedule:
-    """Reference keys name facebookresearch/DiT branches (attn, mlp); diffusers calls them attn1, ff."""
-    rename = {"attn": "attn1", "mlp": "ff"}
-    out = {}
-    for key, row in schedule.entries.items():
-        branch, _, block = key.partition("-")
-        if block and int(block) >= layers:
-            continue
-        out[rename.get(branch, branch) + (f"-{block}" if block else "")] = list(row)
-    return Schedule(out)
+def reference_schedule(name: str, model: torch.nn.Module) -> Schedule:
+    """A shipped schedule with its keys mapped to ``model``'s branches (``50-N-2-l2c`` keeps the blocks it has)."""
+    return load_reference(name, model, drop_missing_blocks=True)
 
 
 def branch_time_shares(pipe, generate) -> tuple[float, dict]:
@@ -140,16 +118,18 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=12)
     parser.add_argument("--quick", action="store_true", help="1 repeat, 2 schedules: a smoke run, not written")
     parser.add_argument("--report", action="store_true", help="rewrite the section from bench/results/overhead.json")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (1 on a shared machine: idle threads spin against other work)")
     args = parser.parse_args()
     if args.report:
         write_report(json.loads((RESULTS / "overhead.json").read_text()))
         return
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
 
-    pipe = build_pipeline(args.layers)
+    pipe = dit_s2_pipeline(args.layers)
     labels = list(range(args.batch))
     names = NAMES[:2] if args.quick else NAMES
-    schedules = {n: to_diffusers_keys(Schedule.load(REFERENCE / f"{n}.json"), args.layers) for n in names}
+    schedules = {n: reference_schedule(n, pipe.transformer) for n in names}
 
     model = pipe.transformer
     x = torch.randn(2 * args.batch, 4, 32, 32)
@@ -228,7 +208,7 @@ def write_report(results: dict) -> list[str]:
         f"{cost['calls']} wrapped calls per 50-step loop, fastest of {cost.get('rounds', 15)} alternating rounds): "
         f"{cost['us_per_call']:.1f} us per wrapped branch call; on the DiT-S/2 run above that is "
         f"{per_generation * 1e3:.0f} ms of a {base:.1f} s generation ({per_generation / base:.2%}).")
-    md = f"""## Overhead: measured against theoretical speed-up (`bench/overhead.py`)
+    md = f"""## Overhead: measured against theoretical speed-up (`python -m bench.overhead`)
 
 DiT-S/2-size diffusers `DiTTransformer2DModel` with random weights ({layers} layers, hidden 384, 6 heads,
 32x32x4 latent, patch 2 -> 256 tokens), batched CFG with {batch} images (denoiser batch {2 * batch}),

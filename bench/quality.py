@@ -1,230 +1,213 @@
-"""Quality benchmark on the embedded digits DiT: measured speed-up against Digits-FID, per method.
+"""Quality benchmark on the embedded digits DiT: measured speed-up against Digits-FID, PSNR and SSIM, per method.
 
-Settings: DDIM 50 (also 30 and 70) and DPM-Solver++ 20, at the model's guidance scale. Methods: no cache;
-fewer solver steps (the compute-matched baseline); FORA (fixed interval N = 2, 3); SmoothCache over an
-alpha sweep (alphas picked by budget mode to spread the compute fraction), per-type and per-block; for
-DDIM 30/70 also a schedule resampled from the 50-step calibration; diffusers' built-in caches where they run
-on DiT (bench/peers.py). Every method: metrics on >= 1,000 samples (100 per class, fixed seeds) and a
-measured speed-up from interleaved timing rounds in this process. Writes the BENCHMARKS.md section, a JSON
-file and a Pareto plot (measured speed-up against Digits-FID).
+Settings: DDIM 50, 30 and 70 steps and DPM-Solver++ 20, at the model's guidance scale. Methods (bench/methods.py):
+no cache, fewer steps, FORA, every-N forecast, SmoothCache greedy / optimal planner with reuse / linear forecast
+over a speed-up sweep, diffusers' TaylorSeer, FirstBlockCache and MagCache, cache-dit's DBCache with and without
+its TaylorSeer calibrator. Every method generates the same seeds (batches of 100, 10 per class); Digits-FID,
+precision / recall and class consistency from the digits evaluator; PSNR and SSIM against the no-cache samples.
+Measured speed-up: median over interleaved timing rounds in this process (every method once per round, order
+rotated) of its time against the no-cache time interpolated between no-cache runs placed around it. Results are
+saved per setting (``quality_<setting>.json``); a later run with other ``--methods`` merges into the same file
+(same sample counts required), and ``--report`` rebuilds the BENCHMARKS.md section and the Pareto plots from
+the saved files.
 
-    python bench/quality.py [--samples 1000] [--rounds 3] [--timing-samples 100] [--settings ddim50 ...]
-    python bench/quality.py --report   # BENCHMARKS.md + plot from bench/results/quality_<setting>.json
-    torchrun --standalone --nproc_per_node=2 bench/quality.py   # samples generated data-parallel
+    python -m bench.quality                                   # everything (hours on 2 cores)
+    python -m bench.quality --settings ddim50 --methods no-cache greedy-forecast taylorseer
+    python -m bench.quality --samples 100 --rounds 1 --out /tmp/smoke    # a smoke run outside bench/results
+    python -m bench.quality --report                          # tables and plots from bench/results
+    torchrun --standalone --nproc_per_node=2 -m bench.quality # samples generated data-parallel
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import math
 import os
 import statistics
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
+import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from report import RESULTS, machine  # noqa: E402
+from smoothcache import MacReport, distributed
+from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
+from smoothcache.zoo.demo import calibrate_pipeline
 
-from smoothcache import MacReport, Schedule, SmoothCache, distributed  # noqa: E402
-from smoothcache.zoo.demo import calibrate_digits  # noqa: E402
-from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline  # noqa: E402
+from .common import BENCHMARKS, RESULTS, machine
+from .methods import DEFAULT_GROUPS, GROUPS, SPEEDUPS, Method, Setting, build_methods
 
 SETTINGS = {"ddim50": ("ddim", 50), "ddim30": ("ddim", 30), "ddim70": ("ddim", 70), "dpm20": ("dpm", 20)}
-FRACTIONS = (0.85, 0.75, 0.65, 0.6, 0.55, 0.5, 0.45, 0.4)  # compute fractions the alpha sweep aims at
-PER_BLOCK_FRACTIONS = (0.75, 0.6, 0.5, 0.4)  # per-block schedules, compared with per-type at equal compute
-BATCH = 100  # samples per seeded generation batch (10 per class)
+BATCH = 100  # samples per seeded generation (10 per class)
 
 
-@dataclass
-class Method:
-    """One way to generate: its family (for plotting), how many steps, and a context that applies it."""
-
-    name: str
-    family: str
-    steps: int
-    theoretical: float
-    context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext
-    info: dict = field(default_factory=dict)
-
-
-def cached(pipe, schedule: Schedule) -> Callable:
-    return lambda: SmoothCache(pipe.transformer, schedule)
-
-
-def build_methods(pipe, steps: int, profile, profile50, report: MacReport, with_peers: bool) -> list[Method]:
-    methods = [Method("no cache", "no cache", steps, 1.0)]
-    for fraction in (0.8, 0.66, 0.5, 0.4, 0.33):
-        k = max(2, round(steps * fraction))
-        if k < steps:
-            methods.append(Method(f"{k} steps", "fewer steps", k, steps / k))
-    for n in (2, 3):
-        s = Schedule.fixed_interval(steps, n, ["attn1", "ff"])
-        methods.append(Method(f"FORA N={n}", "FORA", steps, report.speedup(s), cached(pipe, s)))
-    for per_block in (False, True):
-        family = "SmoothCache per-block" if per_block else "SmoothCache"
-        for fraction in PER_BLOCK_FRACTIONS if per_block else FRACTIONS:
-            s = Schedule.for_budget(profile, compute_fraction=fraction, per_block=per_block)
-            alpha = s.metadata["alpha"]
-            methods.append(Method(f"{family} a={alpha:.3f}", family, steps, report.speedup(s), cached(pipe, s),
-                                  {"alpha": alpha, "target_fraction": fraction,
-                                   "achieved_fraction": s.metadata["achieved"]}))
-    if profile50 is not None and profile50.num_steps != steps:
-        resampled = profile50.resample(steps)
-        for fraction in PER_BLOCK_FRACTIONS:
-            s = Schedule.for_budget(resampled, compute_fraction=fraction)
-            methods.append(Method(f"SmoothCache resampled 50->{steps} a={s.metadata['alpha']:.3f}",
-                                  "SmoothCache resampled", steps, report.speedup(s), cached(pipe, s),
-                                  {"alpha": s.metadata["alpha"], "target_fraction": fraction}))
-    if with_peers:
-        from peers import measure_compute, peer_methods
-
-        attn, ff = report.by_key()["attn1"], report.by_key()["ff"]
-        for name, peer in peer_methods(pipe, steps, DIGITS_GUIDANCE_SCALE, list(range(10))).items():
-            # theoretical: the attn1 / ff rows the peer really executed over a generation, weighted by MACs
-            count = measure_compute(pipe, peer, class_labels=list(range(10)), num_inference_steps=steps,
-                                    guidance_scale=DIGITS_GUIDANCE_SCALE)
-            saved = attn * (1 - count.attn_fraction) + ff * (1 - count.ff_fraction)
-            methods.append(Method(name, "diffusers " + peer.family, steps, report.total / (report.total - saved),
-                                  peer.apply, {"config": str(peer.config)}))
-    return methods
-
-
-def generate(pipe, method: Method, labels: list[int], seed: int):
+def generate(pipe, method: Method, labels: list[int], seed: int) -> torch.Tensor:
     with method.context():
         return pipe(class_labels=labels, num_inference_steps=method.steps, guidance_scale=DIGITS_GUIDANCE_SCALE,
                     generator=torch.manual_seed(seed), output_type="pt").images
 
 
-def evaluate_setting(key: str, args, evaluator, profile50) -> dict:
-    scheduler, steps = SETTINGS[key]
-    pipe = digits_pipeline(scheduler=scheduler)
-    profile = calibrate_digits(pipe, steps, runs=2)
-    report = MacReport.from_profile(profile)
-    methods = build_methods(pipe, steps, profile, profile50, report, not args.no_peers)
-    say = print if distributed.rank() == 0 else (lambda *a, **k: None)
+def time_methods(pipe, methods: list[Method], samples: int, rounds: int, say=print, every: int = 4,
+                 clock=time.perf_counter) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Seconds per generation of ``samples`` images and speed-ups against no cache, ``rounds`` rounds.
 
-    # timing: rounds of every method on the same batch, interleaved
+    In each round every method runs once (order rotated between rounds), with the reference (``methods[0]``,
+    no cache) run before the first method, after every ``every`` methods and at the end. A method's speed-up
+    in a round is the reference time interpolated at its position over its own time, so load that drifts
+    during a round (other work on a shared machine) cancels out instead of favouring whoever ran when it was
+    quiet. Returns ``(seconds, speed-ups)`` per method name.
+    """
+    labels = [i % 10 for i in range(samples)]
+    reference, others = methods[0], methods[1:]
     times: dict[str, list[float]] = {m.name: [] for m in methods}
-    labels = [i % 10 for i in range(args.timing_samples)]
-    generate(pipe, methods[0], labels, 0)  # warm-up
-    for r in range(args.rounds):
-        for m in methods:
-            start = time.perf_counter()
-            generate(pipe, m, labels, 0)
-            times[m.name].append(time.perf_counter() - start)
-        say(f"[{key}] timing round {r + 1}/{args.rounds} done", flush=True)
-    base = statistics.median(times["no cache"])
+    ratios: dict[str, list[float]] = {m.name: [] for m in methods}
 
-    # quality: >= 1,000 samples per method, batches of 100 with fixed seeds, data-parallel over ranks
-    batches = distributed.shard(list(range(args.samples // BATCH)))
-    rows = {}
-    reference = None
+    def run(m: Method) -> float:
+        start = clock()
+        generate(pipe, m, labels, 0)
+        return clock() - start
+
+    run(reference)  # warm-up
+    for r in range(rounds):
+        shift = r % max(1, len(others))
+        refs, timed = [], []  # (position, seconds), (position, method, seconds)
+        for i, m in enumerate(others[shift:] + others[:shift]):
+            if i % every == 0:
+                refs.append((len(refs) + len(timed), run(reference)))
+            timed.append((len(refs) + len(timed), m, run(m)))
+        refs.append((len(refs) + len(timed), run(reference)))
+        positions, seconds = zip(*refs)
+        times[reference.name] += list(seconds)
+        ratios[reference.name].append(1.0)
+        for position, m, t in timed:
+            times[m.name].append(t)
+            ratios[m.name].append(float(np.interp(position, positions, seconds)) / t)
+        say(f"timing round {r + 1}/{rounds} done")
+    return times, ratios
+
+
+def evaluate(pipe, methods: list[Method], times: dict, speedups: dict, samples: int, evaluator,
+             say) -> dict[str, dict]:
+    """Per method: samples from fixed seeds, metrics, PSNR / SSIM against the first method (no cache)."""
+    from smoothcache.zoo.metrics import psnr, ssim
+
+    batch = min(BATCH, samples)
+    seeds = distributed.shard(list(range(math.ceil(samples / batch))))
+    labels = [i % 10 for i in range(batch)]
+    rows, reference = {}, None
     for m in methods:
         start = time.perf_counter()
+        row = {"family": m.family, "kind": m.kind, "steps": m.steps, "theoretical": m.theoretical, **m.info,
+               "measured": statistics.median(speedups[m.name]), "speedups": speedups[m.name],
+               "seconds": times[m.name]}
         try:
-            local = [generate(pipe, m, [i % 10 for i in range(BATCH)], seed) for seed in batches]
-            images = distributed.gather(torch.cat(local) if local else torch.empty(0, 1, 16, 16))
-            error = None
-        except Exception as err:  # a peer that fails here is recorded verbatim, not hidden
-            images, error = None, f"{type(err).__name__}: {err}"
-        row = {"family": m.family, "steps": m.steps, "theoretical": m.theoretical, **m.info,
-               "measured": base / statistics.median(times[m.name]), "seconds": times[m.name]}
-        if images is not None:
-            labels_all = [i % 10 for i in range(images.shape[0])]
-            row.update(evaluator.evaluate(images, labels_all))
+            local = [generate(pipe, m, labels, seed) for seed in seeds]
+            images = distributed.gather(torch.cat(local) if local else torch.empty(0, 1, 16, 16))[:samples]
+        except Exception as err:  # noqa: BLE001  a method that fails is recorded verbatim, not hidden
+            row["error"] = f"{type(err).__name__}: {err}"
+        else:
+            row.update(evaluator.evaluate(images, [i % 10 for i in range(images.shape[0])]))
             if reference is None:
                 reference = images
             else:
-                from smoothcache.zoo.metrics import psnr, ssim
-
-                row["psnr_vs_no_cache"], row["ssim_vs_no_cache"] = psnr(images, reference), ssim(images, reference)
-        else:
-            row["error"] = error
+                row["psnr"], row["ssim"] = psnr(images, reference), ssim(images, reference)
         rows[m.name] = row
-        say(f"[{key}] {m.name:<44} measured {row['measured']:.2f}x  "
-            + (f"FID {row['fid']:.2f}  cc {row['class_consistency']:.3f}" if "fid" in row else row["error"])
-            + f"  ({time.perf_counter() - start:.0f}s)", flush=True)
-    return {"scheduler": scheduler, "steps": steps, "profile": profile, "methods": rows}
+        quality = (f"FID {row['fid']:.3f}" + (f"  PSNR {row['psnr']:.1f} dB" if "psnr" in row else "")
+                   if "fid" in row else row["error"])
+        say(f"{m.name:<52} {row['measured']:.2f}x  {quality}  ({time.perf_counter() - start:.0f}s)")
+    return rows
 
 
-def pareto_plot(results: dict, path: Path) -> Path:
-    import matplotlib
+def run_setting(key: str, args, evaluator, profile50) -> tuple[dict, object]:
+    """Calibrate, build, time and evaluate one setting; returns its results and its calibration profile."""
+    scheduler, steps = SETTINGS[key]
+    say = (lambda line: print(f"[{key}] {line}", flush=True)) if distributed.rank() == 0 else (lambda line: None)
+    started = time.perf_counter()
+    pipe = digits_pipeline(scheduler=scheduler)
+    profile = calibrate_pipeline(pipe, steps, runs=2, guidance_scale=DIGITS_GUIDANCE_SCALE)
+    setting = Setting(pipe, steps, DIGITS_GUIDANCE_SCALE, profile, MacReport.from_profile(profile), profile50,
+                      args.speedups)
+    methods, skipped = build_methods(setting, args.methods)
+    for what, why in skipped.items():
+        say(f"left out {what}: {why}")
+    say(f"{len(methods)} methods; timing {args.rounds} round(s) of {args.timing_samples} samples")
+    times, speedups = time_methods(pipe, methods, args.timing_samples, args.rounds, say)
+    rows = evaluate(pipe, methods, times, speedups, args.samples, evaluator, say)
+    result = {"scheduler": scheduler, "steps": steps, "samples": args.samples,
+              "timing_samples": args.timing_samples, "methods": rows, "skipped": skipped,
+              "runs": [{"machine": machine(), "rounds": args.rounds, "world_size": distributed.world_size(),
+                        "groups": list(args.methods), "seconds": time.perf_counter() - started,
+                        "date": time.strftime("%Y-%m-%d %H:%M")}]}
+    say(f"done in {(time.perf_counter() - started) / 60:.1f} min")
+    return result, profile
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    keys = list(results)
-    fig, axes = plt.subplots(1, len(keys), figsize=(5.2 * len(keys), 4.2), squeeze=False)
-    styles = {"no cache": ("k", "*"), "fewer steps": ("tab:gray", "s"), "FORA": ("tab:orange", "^"),
-              "SmoothCache": ("tab:blue", "o"), "SmoothCache per-block": ("tab:cyan", "D"),
-              "SmoothCache resampled": ("tab:purple", "v")}
-    for ax, key in zip(axes[0], keys):
-        rows = results[key]["methods"]
-        families = dict.fromkeys(r["family"] for r in rows.values())
-        for fam in families:
-            pts = sorted((r["measured"], r["fid"]) for r in rows.values() if r["family"] == fam and "fid" in r)
-            if not pts:
-                continue
-            color, marker = styles.get(fam, (None, "x"))
-            line = "-" if fam in ("fewer steps", "SmoothCache", "SmoothCache per-block") else ""
-            ax.plot(*zip(*pts), marker=marker, linestyle=line, color=color, label=fam, markersize=6)
-        ax.set_title(f"{results[key]['scheduler'].upper()} {results[key]['steps']} steps")
-        ax.set_xlabel("measured speed-up (x)")
-        ax.set_ylabel("Digits-FID (lower is better)")
-        ax.grid(alpha=0.3)
-    legend = {}
-    for ax in axes[0]:  # one legend for all panels: a family may appear in some settings only
-        for handle, label in zip(*ax.get_legend_handles_labels()):
-            legend.setdefault(label, handle)
-    fig.legend(legend.values(), legend.keys(), fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return path
+def merge(path: Path, new: dict, fresh: bool) -> dict:
+    """``new`` merged into the saved results at ``path``: its rows replace rows of the same name."""
+    if fresh or not path.exists():
+        for row in new["methods"].values():
+            row["run"] = 0
+        return new
+    old = json.loads(path.read_text())
+    for k in ("scheduler", "steps", "samples", "timing_samples"):
+        if old.get(k) != new[k]:
+            raise SystemExit(f"{path} holds a run with {k}={old.get(k)!r}, this run has {new[k]!r}: "
+                             "use the same sample counts, another --out, or --fresh to start over")
+    run = len(old["runs"])
+    for name, row in new["methods"].items():
+        old["methods"][name] = {**row, "run": run}
+    old["skipped"] = {k: v for k, v in {**old.get("skipped", {}), **new["skipped"]}.items()
+                      if k not in old["methods"]}
+    old["runs"].append(new["runs"][0])
+    return old
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--timing-samples", type=int, default=100)
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
-    parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--report", action="store_true",
-                        help="no generation: write BENCHMARKS.md and the plot from the saved per-setting results")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_GROUPS), choices=list(GROUPS),
+                        metavar="GROUP", help=f"method groups (default: {' '.join(DEFAULT_GROUPS)}); "
+                                              f"all: {' '.join(GROUPS)}")
+    parser.add_argument("--samples", type=int, default=1000, help="samples per method for the metrics")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--timing-samples", type=int, default=100, help="samples per timed generation")
+    parser.add_argument("--speedups", type=float, nargs="+", default=list(SPEEDUPS),
+                        help="theoretical speed-ups the planned schedules aim at")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads per process (1 on a shared machine: idle threads spin against other work)")
+    parser.add_argument("--out", type=Path, default=RESULTS,
+                        help="results folder (default bench/results; elsewhere the report goes to OUT/BENCHMARKS.md)")
+    parser.add_argument("--fresh", action="store_true", help="replace a setting's saved results instead of merging")
+    parser.add_argument("--report", action="store_true", help="no generation: rebuild the report from OUT")
     args = parser.parse_args()
+    args.methods = list(dict.fromkeys(["no-cache", *args.methods]))
+    benchmarks = BENCHMARKS if args.out.resolve() == RESULTS.resolve() else args.out / "BENCHMARKS.md"
     distributed.init()
-    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // distributed.world_size())))
+    torch.set_num_threads(max(1, min(args.threads, (os.cpu_count() or 1) // distributed.world_size())))
 
     evaluator = None if args.report else digits_evaluator()
-    floor = None if args.report else evaluator.real_floor()["fid"]
     profile50 = None
     for key in [] if args.report else args.settings:
-        if key != "ddim50" and profile50 is None and SETTINGS[key][0] == "ddim":
-            profile50 = calibrate_digits(digits_pipeline(), 50, runs=2)
-        result = evaluate_setting(key, args, evaluator, profile50)
+        if "resampled" in args.methods and SETTINGS[key] != ("ddim", 50) and profile50 is None:
+            profile50 = calibrate_pipeline(digits_pipeline(), 50, runs=2, guidance_scale=DIGITS_GUIDANCE_SCALE)
+        result, profile = run_setting(key, args, evaluator, profile50)
         if key == "ddim50":
-            profile50 = result.pop("profile")
-        result.pop("profile", None)
-        if distributed.rank() == 0:  # saved per setting, so settings can run as separate processes
-            run = {"samples": args.samples, "rounds": args.rounds, "timing_samples": args.timing_samples,
-                   "machine": machine(), "floor": floor, "peers": not args.no_peers}
-            RESULTS.mkdir(parents=True, exist_ok=True)
-            (RESULTS / f"quality_{key}.json").write_text(json.dumps({**result, **run}, indent=2) + "\n")
+            profile50 = profile
+        if distributed.rank() == 0:
+            result["floor"] = evaluator.real_floor()["fid"]
+            path = args.out / f"quality_{key}.json"
+            merged = merge(path, result, args.fresh)
+            args.out.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(merged, indent=2) + "\n")
     if distributed.rank() == 0:
-        from quality_report import write_report
+        from .quality_report import write_report
 
-        results = {k: json.loads((RESULTS / f"quality_{k}.json").read_text())
-                   for k in SETTINGS if (RESULTS / f"quality_{k}.json").exists()}
-        plot = pareto_plot(results, RESULTS / "pareto.png")
-        write_report(results, plot)
+        results = {k: json.loads((args.out / f"quality_{k}.json").read_text())
+                   for k in SETTINGS if (args.out / f"quality_{k}.json").exists()}
+        if results:
+            write_report(results, args.out, benchmarks)
+            print(f"report: {benchmarks}, plots: {args.out / 'pareto.png'}")
     distributed.finish()
 
 

@@ -388,6 +388,11 @@ def render_card(info: dict, results: dict | None, folder: Path) -> str:
         "Times: wall clock of the whole pipeline call on 2 CPU cores, batches of 500 class labels, guidance",
         "doubles the transformer batch.",
         "",
+        "Why Digits-FID figures differ between this card, `make demo` and BENCHMARKS.md: the Fréchet distance",
+        "is biased upwards on small sample sets and moves with the seeds, so the same DDIM 50 sampler scores",
+        "about 0.30 here (1000 samples, batches of 500), 0.44 in the quality benchmark (1000 samples in batches",
+        "of 100 with other seeds) and about 0.75 in `make demo` (300 samples). Compare figures within one table only.",
+        "",
         "Memorisation check: the median pixel-space (L2, range [-1, 1]) distance from a sample to its nearest",
         f"train image is {by[('ddim', 50)]['nn_train_dist']:.2f} for DDIM 50 steps, against "
         f"{floor['nn_train_dist']:.2f} for the real held-out images"

@@ -115,16 +115,16 @@ def test_no_host_sync_per_branch_call(tiny_dit):
         run_steps(tiny_dit, timesteps)
     # one read of the timestep per denoiser call; the 3 blocks x 2 branches x 6 steps never sync
     assert counter.syncs == len(timesteps)
-    assert all(isinstance(e[-1], torch.Tensor) for e in cal._errors)
     cal.disable()
     assert cal.profile.runs == 1
 
 
-def test_calibration_keeps_only_k_previous_outputs(tiny_dit):
-    with Calibrator(tiny_dit, ["attn1"], lookahead=2, measure_macs=False) as cal:
-        run_steps(tiny_dit, (999, 899, 799, 699, 599))
-        assert all(len(h) == 2 for history in cal._history for h in history.values())
-    assert cal.profile.branches["transformer_blocks.0.attn1"].count.sum() == 4 + 3
+@pytest.mark.parametrize("predictors, held", [(["reuse"], 2), (["reuse", "linear"], 5)])
+def test_calibration_keeps_only_the_outputs_its_predictors_need(tiny_dit, predictors, held):
+    with Calibrator(tiny_dit, ["attn1"], lookahead=2, measure_macs=False, predictors=predictors) as cal:
+        run_steps(tiny_dit, (999, 899, 799, 699, 599, 499, 399))
+        assert cal.recorder.held_outputs == held  # K for reuse; 2K + 1 for a linear forecast's widest window
+    assert cal.profile.errors["transformer_blocks.0.attn1"].tables["reuse"].count.sum() == 6 + 5
 
 
 def test_nan_in_calibration_outputs_is_a_clear_error():
@@ -222,7 +222,7 @@ def test_macs_of_a_linear_branch_are_exact():
     net = Net()
     branches = find_branches(net, ["ff"], [LinBlock])
     report = count_macs(net, branches, torch.ones(1, 3, 4), torch.tensor(1.0))
-    assert report.branches == {"blocks.0.ff": 96.0, "blocks.1.ff": 96.0}
+    assert report.branch_macs == {"blocks.0.ff": 96.0, "blocks.1.ff": 96.0}
     assert report.total == 4 * 96.0
     assert report.by_key() == {"ff": 192.0}
     assert report.speedup(Schedule({"ff": [1, 0]})) == pytest.approx(2 * 384 / (384 + 192))
@@ -247,7 +247,7 @@ def test_calibrator_measures_the_same_macs_as_count_macs(tiny_dit):
     assert by_key["attn1"] > 0 and by_key["ff"] > by_key["attn1"] * 0.5
     # attention scores are counted too (CPU flash attention has no stock formula)
     attn_linear = 4 * 2 * 16 * 16 * 16  # q, k, v, out projections on 2 x 16 tokens x 16 channels
-    assert report.branches["transformer_blocks.0.attn1"] > attn_linear
+    assert report.branch_macs["transformer_blocks.0.attn1"] > attn_linear
 
 
 def test_plot_writes_a_png(tiny_dit, tmp_path):

@@ -53,3 +53,45 @@ def test_console_entry_point_help():
     assert result.returncode == 0
     for command in ("calibrate", "schedule", "plot", "demo"):
         assert command in result.stdout
+
+
+def test_the_shipped_model_calibrates_by_name_and_by_folder(tmp_path, capsys):
+    from smoothcache.zoo import DIGITS_DIR
+
+    for model in ("digits", str(DIGITS_DIR)):
+        out = tmp_path / "digits.safetensors"
+        assert main(["calibrate", model, "--steps", "6", "--classes", "3", "--out", str(out)]) == 0
+        profile = CalibrationProfile.load(out)
+        assert profile.num_steps == 6 and profile.keys == ["attn1", "ff"] and profile.model == "DiTTransformer2DModel"
+    assert "predictors ['reuse', 'linear']" in capsys.readouterr().out
+
+
+def test_calibrate_errors_name_the_problem(tmp_path, capsys):
+    assert main(["calibrate", str(tmp_path / "no_such_dir"), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "no pipeline folder at" in capsys.readouterr().err
+    assert main(["calibrate", str(tmp_path), "--out", str(tmp_path / "x.safetensors")]) == 2
+    assert "has no model_index.json" in capsys.readouterr().err
+    assert main(["calibrate", "digits", "--classes", "5000", "--steps", "4", "--out", str(tmp_path / "x.st")]) == 2
+    assert "class id(s) [5000] are not classes of this model (valid: 0..9)" in capsys.readouterr().err
+
+
+def test_schedule_for_a_budget_another_step_count_and_a_forecast(pipe_folder, tmp_path, capsys):
+    profile_path = tmp_path / "profile.safetensors"
+    assert main(["calibrate", str(pipe_folder), "--steps", "12", "--classes", "1", "--out", str(profile_path)]) == 0
+    profile = CalibrationProfile.load(profile_path)
+    capsys.readouterr()
+
+    out = tmp_path / "s.json"
+    assert main(["schedule", str(profile_path), "--speedup", "1.5", "--out", str(out)]) == 0
+    assert Schedule.load(out) == Schedule.for_budget(profile, speedup=1.5)
+    assert main(["schedule", str(profile_path), "--compute-fraction", "0.7", "--steps", "8",
+                 "--predictor", "linear", "--out", str(out)]) == 0
+    written = Schedule.load(out)
+    assert written.num_steps == 8 and written.predictor == "linear"
+    assert written == Schedule.for_budget(profile, compute_fraction=0.7, num_steps=8, predictor="linear")
+    assert "predictor linear" in capsys.readouterr().out
+
+    assert main(["schedule", str(profile_path), "--out", str(out)]) == 2
+    assert "give exactly one of --alpha, --speedup or --compute-fraction" in capsys.readouterr().err
+    assert main(["schedule", str(profile_path), "--alpha", "0.1", "--planner", "optimal", "--out", str(out)]) == 2
+    assert "--planner optimal plans for a budget" in capsys.readouterr().err

@@ -46,11 +46,14 @@ def test_distributed_calibration_equals_single_process_on_the_union(ddp_run):
     single = cal.profile
     reduced = CalibrationProfile.load(ddp_run / "ddp.safetensors")
     assert reduced.runs == single.runs == 5
-    assert sorted(reduced.branches) == sorted(single.branches)
-    for name, b in single.branches.items():
-        r = reduced.branches[name]
-        for attr in ("total", "total_sq", "count"):
-            assert np.allclose(getattr(r, attr), getattr(b, attr), rtol=1e-12, atol=1e-15), (name, attr)
+    assert sorted(reduced.errors) == sorted(single.errors)
+    for name, b in single.errors.items():
+        r = reduced.errors[name]
+        assert r.tables.keys() == b.tables.keys() == {"reuse", "linear"}
+        for predictor, sums in b.tables.items():
+            for attr in ("total", "total_sq", "count"):
+                assert np.allclose(getattr(r.tables[predictor], attr), getattr(sums, attr), rtol=1e-12, atol=1e-15), \
+                    (name, predictor, attr)
     assert np.allclose(reduced.timesteps, single.timesteps)
     assert reduced.macs == single.macs
     assert Schedule.from_profile(reduced, 0.3) == Schedule.from_profile(single, 0.3)

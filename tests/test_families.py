@@ -117,7 +117,7 @@ def test_flux_single_stream_keys_do_not_collide_with_double_stream():
     # a schedule for the double-stream "attn" leaves the single-stream attention alone
     with SmoothCache(pipe.transformer, {"attn": [1, 0, 1]}) as cache:
         FAMILIES["flux"].run(pipe, 3)
-    assert {c.path.split(".")[0] for c in cache.stats.branches.values()} == {"transformer_blocks"}
+    assert {c.path.split(".")[0] for c in cache.stats.counters.values()} == {"transformer_blocks"}
 
 
 def test_latte_spatial_and_temporal_blocks_are_numbered_apart():
@@ -133,7 +133,7 @@ def test_latte_spatial_and_temporal_blocks_are_numbered_apart():
     schedule = {"attn1": [1, 1, 1], "attn1-2": [1, 0, 1], "attn1-3": [1, 0, 1]}  # skip temporal attention only
     with SmoothCache(pipe.transformer, schedule) as cache:
         fam.run(pipe, 3)
-    per_path = {p: (c.computed, c.reused) for p, c in cache.stats.branches.items()}
+    per_path = {p: (c.computed, c.reused) for p, c in cache.stats.counters.items()}
     assert per_path == {
         "transformer_blocks.0.attn1": (3, 0), "transformer_blocks.1.attn1": (3, 0),
         "temporal_transformer_blocks.0.attn1": (2, 1), "temporal_transformer_blocks.1.attn1": (2, 1),
@@ -182,7 +182,7 @@ def test_zeros_of_the_schedule_really_skip_the_branch(family):
         ones, zeros = sum(row), len(row) - sum(row)
         assert counter.runs[b.path] == [ones] * family.calls_per_step, b.path  # per CFG call of each step
         assert counter.inner[b.path] in (None, ones * family.calls_per_step), b.path
-        c = stats.branches[b.path]
+        c = stats.counters[b.path]
         assert (c.computed, c.reused) == (ones * family.calls_per_step, zeros * family.calls_per_step), b.path
     expected = {
         k: {"computed": sum(schedule.entries[k]) * family.calls_per_step * n,
@@ -211,7 +211,7 @@ def test_calibrate_schedule_apply_end_to_end(family):
     assert np.all(np.diff(profile.timesteps) < 0)  # one recorded timestep per step, decreasing
 
     schedule = Schedule.from_profile(profile, _alpha_that_skips(profile))
-    assert schedule.num_steps == steps and set(schedule.branches) == set(family.keys)
+    assert schedule.num_steps == steps and set(schedule.branch_keys) == set(family.keys)
     zeros = {k: row.count(0) for k, row in schedule.entries.items()}
     assert sum(zeros.values()) > 0, schedule
 
@@ -277,7 +277,7 @@ def test_stdit_needs_its_block_classes_and_runs_with_them():
     with SmoothCache(sampler.transformer, {"attn": [1, 0, 1, 0, 1, 1]}, block_classes=["TemporalBlock"],
                      components=["attn"]) as cache:
         fam.run(sampler, STEPS)
-    assert {p.split(".")[0] for p in cache.stats.branches} == {"temporal_blocks"}
+    assert {p.split(".")[0] for p in cache.stats.counters} == {"temporal_blocks"}
     assert cache.stats.by_key() == {"attn": {"computed": 2 * 4, "reused": 2 * 2}}
 
 
@@ -291,3 +291,25 @@ def test_stdit_branches_are_the_spatial_and_temporal_attn_and_mlp():
         ("temporal_blocks.0.attn", "attn", 2), ("temporal_blocks.0.mlp", "mlp", 2),
         ("temporal_blocks.1.attn", "attn", 3), ("temporal_blocks.1.mlp", "mlp", 3),
     ]
+
+
+# ----------------------------------------------------------------------------------------- forecasts
+def test_forecast_schedules_on_every_family(family):
+    """The linear forecast: all-ones is still bit-identical, skips are counted per CFG call like reuse, and the
+    forecast really differs from reuse where it extrapolates (PATTERNS skip after two computed steps)."""
+    pipe = family.build()
+    base = family.run(pipe, STEPS, seed=3)
+    with SmoothCache(pipe.transformer, Schedule.full(STEPS, family.keys, predictor="linear"), **family.cache_kwargs):
+        assert np.array_equal(family.run(pipe, STEPS, seed=3), base)
+    outs = {}
+    for predictor in ("reuse", "linear"):
+        schedule = Schedule(mixed_schedule(family).entries, predictor=predictor)
+        with SmoothCache(pipe.transformer, schedule, **family.cache_kwargs) as cache:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", SmoothCacheWarning)
+                outs[predictor] = family.run(pipe, STEPS, seed=3)
+        stats = cache.stats.by_key()
+        assert stats == {k: {"computed": sum(schedule.entries[k]) * family.calls_per_step * n,
+                             "reused": (STEPS - sum(schedule.entries[k])) * family.calls_per_step * n}
+                         for k, n in family.blocks.items()}
+    assert np.isfinite(outs["linear"]).all() and not np.array_equal(outs["linear"], outs["reuse"])

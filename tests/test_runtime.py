@@ -46,7 +46,7 @@ def test_steps_follow_the_denoiser_not_each_branch(tiny_dit):
         assert cache.step == 3
     stats = cache.stats
     assert stats.by_key() == {"attn1": {"computed": 6, "reused": 6}, "ff": {"computed": 9, "reused": 3}}
-    for counter in stats.branches.values():
+    for counter in stats.counters.values():
         assert counter.calls == 4
     assert stats.computed == 15 and stats.reused == 9
 
@@ -222,7 +222,7 @@ def test_per_block_keys_override_the_bare_key(tiny_dit):
     schedule = {"attn1": [1, 0, 1, 0], "attn1-2": [1, 1, 1, 1]}
     with SmoothCache(tiny_dit, schedule) as cache:
         run_steps(tiny_dit, TS4)
-    per_branch = {c.block: (c.computed, c.reused) for c in cache.stats.branches.values()}
+    per_branch = {c.block: (c.computed, c.reused) for c in cache.stats.counters.values()}
     assert per_branch == {0: (2, 2), 1: (2, 2), 2: (4, 0)}
 
 
@@ -299,3 +299,17 @@ def test_stats_report_cache_bytes(tiny_dit):
         text = str(cache.stats)
         assert "attn1" in text and "50.0%" in text
     assert cache.stats.cache_bytes == 0
+
+
+def test_rising_timesteps_are_steps_of_one_generation(tiny_dit):
+    """Z-Image, Lumina 2, Mochi and OmniGen count time up from the noise (0 -> 1): a rise is the next step,
+    and a fall back to the start begins the next generation."""
+    rising = (0.0, 0.25, 0.5, 0.75)
+    with SmoothCache(tiny_dit, {"attn1": [1, 0, 1, 0]}) as cache:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SmoothCacheWarning)
+            first = run_steps(tiny_dit, rising)
+            assert cache.step == 3
+            second = run_steps(tiny_dit, rising)  # 0.75 -> 0.0 is against the direction: a new generation
+    assert cache.step == -1 and torch.equal(first, second)
+    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 3 * 2, "reused": 2 * 3 * 2}

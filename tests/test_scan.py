@@ -85,7 +85,7 @@ def _profile(blocks):
         for kk, row in enumerate(rows, start=1):
             for i, v in enumerate(row):
                 errors.add(kk, i, v)
-        profile.branches[f"blocks.{block}.attn"] = errors
+        profile.errors[f"blocks.{block}.attn"] = errors
     return profile
 
 
@@ -122,7 +122,7 @@ def test_pooled_spread_over_runs():
     errors = BranchErrors.empty("ff", 0, 1, 3)
     for v in (0.1, 0.3):
         errors.add(1, 0, v)
-    profile.branches["b.0.ff"] = errors
+    profile.errors["b.0.ff"] = errors
     mean, std = profile.curves("ff")
     assert mean[0, 0] == pytest.approx(0.2) and std[0, 0] == pytest.approx(0.1)
     assert np.isnan(mean[0, 1]) and np.isnan(mean[0, 2])

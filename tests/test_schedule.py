@@ -19,10 +19,10 @@ def test_every_reference_schedule_loads_and_round_trips(reference_dir, tmp_path)
 
 def test_reference_files_have_the_documented_shape(reference_dir):
     l2c = Schedule.load(reference_dir / "50-N-2-l2c.json")
-    assert l2c.num_steps == 50 and l2c.branches == ["attn", "mlp"]
+    assert l2c.num_steps == 50 and l2c.branch_keys == ["attn", "mlp"]
     assert l2c.block_indices("attn") == list(range(28))
     diffuser = Schedule.load(reference_dir / "diffuser_schedule.json")
-    assert diffuser.branches == ["attn1"] and sum(diffuser.entries["attn1"]) == 24
+    assert diffuser.branch_keys == ["attn1"] and sum(diffuser.entries["attn1"]) == 24
 
 
 @pytest.mark.parametrize("steps", [30, 50, 70])

@@ -26,7 +26,7 @@ def test_per_block_schedule_uses_block_keys_and_runs(calibrated):
     assert sorted(schedule.entries) == sorted(f"{k}-{b}" for k in ("attn1", "ff") for b in range(3))
     with SmoothCache(pipe.transformer, schedule) as cache:
         pipe(class_labels=[1], num_inference_steps=20, output_type="np")
-    for counter in cache.stats.branches.values():
+    for counter in cache.stats.counters.values():
         assert counter.computed == sum(schedule.for_block(counter.key, counter.block))
 
 
@@ -70,7 +70,7 @@ def test_budget_mode_without_macs_uses_schedule_entries():
     errors = BranchErrors.empty("attn", 0, 1, 5)
     for i, v in enumerate([0.1, 0.2, 0.3, 0.4]):
         errors.add(1, i, v)
-    profile.branches["b.0.attn"] = errors
+    profile.errors["b.0.attn"] = errors
     schedule = Schedule.for_budget(profile, compute_fraction=0.8)
     assert schedule.entries["attn"] == (1, 0, 1, 1, 1) and schedule.metadata["alpha"] == 0.1
     assert schedule.metadata["cost_unit"] == "schedule entries"
@@ -83,7 +83,7 @@ def _linear_profile(steps, k=3, timesteps=None):
     for kk in range(1, k + 1):
         for i in range(steps - kk):
             errors.add(kk, i, 0.01 * kk * (1 + i / steps))
-    profile.branches["b.0.attn"] = errors
+    profile.errors["b.0.attn"] = errors
     return profile
 
 
@@ -189,3 +189,29 @@ def test_cache_dtype_keeps_outputs_in_lower_precision(tiny_dit, dtype):
     assert low.stats.by_key() == full.stats.by_key()
     with pytest.raises(ValueError, match="cache_dtype must be a floating torch.dtype"):
         SmoothCache(tiny_dit, schedule, cache_dtype=torch.int8)
+
+
+def test_one_line_mode_with_a_forecast():
+    pipe = make_tiny_pipe()
+    kwargs = dict(class_labels=[3], num_inference_steps=20, output_type="np")
+    with SmoothCache(pipe.transformer, alpha=0.3, predictor="linear") as cache:
+        pipe(generator=torch.manual_seed(4), **kwargs)
+        pipe(generator=torch.manual_seed(4), **kwargs)
+    assert cache.schedule.predictor == "linear" and cache.profile.predictors == ["reuse", "linear"]
+    assert cache.schedule == Schedule.from_profile(cache.profile, 0.3, predictor="linear")
+    assert cache.stats.predictor == "linear" and cache.stats.reused > 0
+    with pytest.raises(ScheduleError, match="unknown predictor 'quadratic'"):
+        SmoothCache(pipe.transformer, alpha=0.3, predictor="quadratic")
+
+
+def test_forecast_schedules_from_resampled_calibrations(calibrated):
+    pipe, profile = calibrated
+    for steps in (10, 30):
+        schedule = Schedule.from_profile(profile, 0.3, num_steps=steps, predictor="linear")
+        assert schedule.num_steps == steps and schedule.predictor == "linear"
+        assert schedule == Schedule.from_profile(profile.resample(steps), 0.3, predictor="linear")
+        resampled = profile.resample(steps).curves("ff", predictor="linear")[0]
+        assert resampled.shape == (3, 4, steps) and np.isfinite(resampled[0, 0, 1:steps - 1]).all()
+        with SmoothCache(pipe.transformer, schedule) as cache:
+            pipe(class_labels=[1], num_inference_steps=steps, output_type="np")
+        assert cache.stats.computed + cache.stats.reused == 2 * 3 * steps

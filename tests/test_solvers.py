@@ -123,19 +123,23 @@ def test_steps_follow_the_scheduler(case):
     with SmoothCache(pipe.transformer, Schedule.full(STEPS, fam.keys), **kwargs):
         assert np.array_equal(fam.run(pipe, STEPS, seed=1), base)
 
-    schedule = Schedule.fixed_interval(STEPS, 2, fam.keys)  # 1010101: 4 computed, 3 reused
-    with SmoothCache(pipe.transformer, schedule, **kwargs) as cache:
-        seen, handle = _record_steps(pipe.transformer, cache)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", SmoothCacheWarning)
-                out = fam.run(pipe, STEPS, seed=1)
-        finally:
-            handle.remove()
-    c = fam.calls_per_step
-    assert seen == [i // c for i in range(STEPS * c)]
-    assert cache.stats.by_key() == {k: {"computed": 4 * c * n, "reused": 3 * c * n} for k, n in fam.blocks.items()}
-    assert np.isfinite(out).all() and not np.array_equal(out, base)
+    outs = {}
+    for predictor in ("reuse", "linear"):  # the forecast extrapolates in this scheduler's own timesteps
+        schedule = Schedule.fixed_interval(STEPS, 2, fam.keys, predictor=predictor)  # 1010101: 4 computed, 3 not
+        with SmoothCache(pipe.transformer, schedule, **kwargs) as cache:
+            seen, handle = _record_steps(pipe.transformer, cache)
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", SmoothCacheWarning)
+                    outs[predictor] = out = fam.run(pipe, STEPS, seed=1)
+            finally:
+                handle.remove()
+        c = fam.calls_per_step
+        assert seen == [i // c for i in range(STEPS * c)]
+        assert cache.stats.by_key() == {k: {"computed": 4 * c * n, "reused": 3 * c * n}
+                                        for k, n in fam.blocks.items()}
+        assert np.isfinite(out).all() and not np.array_equal(out, base)
+    assert not np.array_equal(outs["linear"], outs["reuse"])
 
     short = Schedule.fixed_interval(STEPS - 1, 2, fam.keys)
     with SmoothCache(pipe.transformer, short, **kwargs):

@@ -8,8 +8,9 @@
 ...     images = pipe(class_labels=[207, 360], num_inference_steps=50).images
 """
 
-from .cache import SmoothCache, SmoothCacheWarning
-from .calibration import CalibrationError, Calibrator
+from .cache import ScheduledCache, SmoothCache, SmoothCacheWarning
+from .calibration import Calibrator, ErrorRecorder
+from .errors import CalibrationError, ProfileError, ScheduleError
 from .compat import (
     CalibrationHelper,
     DiffuserCacheHelper,
@@ -19,18 +20,24 @@ from .compat import (
 )
 from . import distributed
 from .compile import compile_repeated_blocks
-from .flops import MacReport, count_macs
-from .profile import CalibrationProfile, ProfileError
+from .flops import MacMeter, MacReport, count_macs
+from .hooks import BranchHooks, BranchPolicy
+from .pipeline import denoisers, disable, enable, summary
+from .predictors import PREDICTORS
+from .profile import CalibrationProfile
+from .references import load_reference, map_keys, reference_names
 from .scan import scan
-from .schedule import Schedule, ScheduleError
+from .schedule import Schedule
 from .stats import CacheStats
-from .targets import TARGETS, BlockFamily, Branch, TargetError, find_branches
+from .targets import TARGETS, BlockFamily, Branch, NotADenoiserError, TargetError, find_branches
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BlockFamily",
     "Branch",
+    "BranchHooks",
+    "BranchPolicy",
     "CacheStats",
     "CalibrationError",
     "CalibrationHelper",
@@ -39,10 +46,15 @@ __all__ = [
     "DiTCacheHelper",
     "DiffuserCacheHelper",
     "DiffuserCalibrationHelper",
+    "ErrorRecorder",
+    "MacMeter",
     "MacReport",
+    "NotADenoiserError",
+    "PREDICTORS",
     "ProfileError",
     "Schedule",
     "ScheduleError",
+    "ScheduledCache",
     "SmoothCache",
     "SmoothCacheHelper",
     "SmoothCacheWarning",
@@ -50,7 +62,14 @@ __all__ = [
     "TargetError",
     "compile_repeated_blocks",
     "count_macs",
+    "denoisers",
+    "disable",
     "distributed",
+    "enable",
     "find_branches",
+    "load_reference",
+    "map_keys",
+    "reference_names",
     "scan",
+    "summary",
 ]

@@ -1,4 +1,4 @@
-"""The ``smoothcache`` command line: calibrate a DiT pipeline, turn profiles into schedules, plot, demo."""
+"""The ``smoothcache`` command line: calibrate a pipeline, turn profiles into schedules, plot, demo."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ __all__ = ["main"]
 logger = logging.getLogger("smoothcache")
 
 SCHEDULERS = ("keep", "ddim", "dpm", "dpm-sde")
+#: Short names of the models that ship with smoothcache (``smoothcache.zoo``).
+ZOO_MODELS = ("digits",)
 
 
 def dtype_kwargs(dtype) -> dict:
@@ -25,15 +27,32 @@ def dtype_kwargs(dtype) -> dict:
     return {"dtype": dtype}
 
 
-def load_dit_pipeline(model: str, device: str = "cpu", dtype: str = "float32", scheduler: str = "keep"):
-    """``DiTPipeline.from_pretrained`` from a hub id or a local ``save_pretrained`` folder."""
+def _looks_like_path(model: str) -> bool:
+    return model.startswith((".", "/", "~")) or model.endswith("/") or model.count("/") > 1 or "\\" in model
+
+
+def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", scheduler: str = "keep"):
+    """A class-conditional DiT pipeline: a shipped model by short name (``digits``), a local
+    ``save_pretrained`` folder, or a hub id (``facebook/DiT-XL-2-256``)."""
     import torch
 
     try:
         from diffusers import DDIMScheduler, DiTPipeline, DPMSolverMultistepScheduler
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise SystemExit("this command needs diffusers: pip install 'smoothcache-dit[diffusers]'") from err
-    pipe = DiTPipeline.from_pretrained(model, **dtype_kwargs(getattr(torch, dtype)))
+    from . import zoo
+
+    folder = Path(model).expanduser()
+    if model in ZOO_MODELS or (folder.is_dir() and folder.resolve() == zoo.DIGITS_DIR):
+        pipe = zoo.digits_pipeline(torch_dtype=getattr(torch, dtype))
+    elif folder.is_dir():
+        if not (folder / "model_index.json").is_file():
+            raise FileNotFoundError(f"{folder} is not a diffusers pipeline folder (it has no model_index.json)")
+        pipe = DiTPipeline.from_pretrained(str(folder), local_files_only=True, **dtype_kwargs(getattr(torch, dtype)))
+    elif _looks_like_path(model) or folder.exists():
+        raise FileNotFoundError(f"no pipeline folder at {model} (shipped models: {', '.join(ZOO_MODELS)})")
+    else:
+        pipe = DiTPipeline.from_pretrained(model, **dtype_kwargs(getattr(torch, dtype)))
     if scheduler == "ddim":
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     elif scheduler in ("dpm", "dpm-sde"):
@@ -43,24 +62,36 @@ def load_dit_pipeline(model: str, device: str = "cpu", dtype: str = "float32", s
     return pipe.to(device)
 
 
+def _check_classes(pipe, classes: Sequence[int]) -> None:
+    """Class ids the pipeline knows: its labels (``id2label``), else the transformer's class table."""
+    labels = getattr(pipe, "labels", None)
+    valid = sorted(set(labels.values())) if labels else None
+    if valid is None:
+        n = getattr(pipe.transformer.config, "num_embeds_ada_norm", None)
+        valid = list(range(n)) if n else None
+    bad = [c for c in classes if valid is not None and c not in valid]
+    if bad:
+        span = f"{valid[0]}..{valid[-1]}" if valid == list(range(valid[0], valid[-1] + 1)) else str(valid)
+        raise ValueError(f"class id(s) {bad} are not classes of this model (valid: {span})")
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
 
-    from .calibration import Calibrator
-    from .zoo.plot import plot_profile
-
     from . import distributed
+    from .calibration import Calibrator
 
     distributed.init()  # under torchrun: each rank calibrates its share of the runs
     device = f"cuda:{torch.cuda.current_device()}" if distributed.is_distributed() and args.device == "cuda" \
         else args.device
-    pipe = load_dit_pipeline(args.model, device, args.dtype, args.scheduler)
-    labels = args.classes
+    pipe = load_pipeline(args.model, device, args.dtype, args.scheduler)
+    _check_classes(pipe, args.classes)
+    guidance = args.guidance if args.guidance is not None else _default_guidance(args.model)
     runs = distributed.shard(range(args.runs))
     with Calibrator(pipe.transformer, args.components, args.lookahead) as cal:
         for run in tqdm(runs, desc="calibrating", unit="run", disable=distributed.rank() != 0):
-            pipe(class_labels=labels, num_inference_steps=args.steps, guidance_scale=args.guidance,
+            pipe(class_labels=args.classes, num_inference_steps=args.steps, guidance_scale=guidance,
                  generator=torch.Generator("cpu").manual_seed(args.seed + run), output_type="np")
     profile = distributed.all_reduce_profile(cal.profile if runs else None)
     is_writer = distributed.rank() == 0
@@ -68,29 +99,51 @@ def _calibrate(args: argparse.Namespace) -> int:
     if not is_writer:
         return 0
     out = profile.save(args.out)
-    print(f"profile: {out} ({profile.runs} runs x {len(labels)} classes, {profile.num_steps} steps, "
-          f"branches {profile.keys}, K={profile.lookahead})")
+    print(f"profile: {out} ({profile.runs} runs x {len(args.classes)} classes, {profile.num_steps} steps, "
+          f"branches {profile.keys}, K={profile.lookahead}, predictors {profile.predictors})")
     if args.plot:
+        from .zoo.plot import plot_profile
+
         print(f"error curves: {plot_profile(profile, args.plot)}")
     return 0
+
+
+def _default_guidance(model: str) -> float:
+    if model in ZOO_MODELS:
+        from .zoo import DIGITS_GUIDANCE_SCALE
+
+        return DIGITS_GUIDANCE_SCALE
+    return 4.0
 
 
 def _schedule(args: argparse.Namespace) -> int:
     from .flops import MacReport
     from .profile import CalibrationProfile
-    from .scan import schedule_from_profile
+    from .schedule import Schedule
 
     profile = CalibrationProfile.load(args.profile)
-    schedule = schedule_from_profile(profile, args.alpha, lookahead=args.lookahead, per_block=args.per_block)
+    given = [name for name in ("alpha", "speedup", "compute_fraction") if getattr(args, name) is not None]
+    if len(given) != 1:
+        raise ValueError("give exactly one of --alpha, --speedup or --compute-fraction")
+    if args.alpha is not None:
+        if args.planner == "optimal":
+            raise ValueError("--planner optimal plans for a budget: give --speedup or --compute-fraction")
+        schedule = Schedule.from_profile(profile, args.alpha, lookahead=args.lookahead, per_block=args.per_block,
+                                         num_steps=args.steps, predictor=args.predictor)
+    else:
+        schedule = Schedule.for_budget(profile, speedup=args.speedup, compute_fraction=args.compute_fraction,
+                                       lookahead=args.lookahead, per_block=args.per_block, num_steps=args.steps,
+                                       predictor=args.predictor, planner=args.planner)
     path = schedule.save(args.out)
+    how = f"alpha={args.alpha:g}" if args.alpha is not None else f"{args.planner} plan for {given[0]}"
+    print(f"schedule: {path} ({schedule.num_steps} steps, {how}, predictor {schedule.predictor})")
     fractions = schedule.compute_fraction()
-    print(f"schedule: {path} ({schedule.num_steps} steps, alpha={args.alpha:g})")
-    for key, fraction in fractions.items():
-        if not args.per_block:
-            print(f"  {key:<14} computes {fraction:6.1%} of steps")
     if args.per_block:
         mean = sum(fractions.values()) / len(fractions)
         print(f"  {len(fractions)} per-block keys, mean compute fraction {mean:.1%}")
+    else:
+        for key, fraction in fractions.items():
+            print(f"  {key:<14} computes {fraction:6.1%} of steps")
     if "total" in profile.macs:
         report = MacReport.from_profile(profile)
         print(f"  compute fraction (MACs): {report.compute_fraction(schedule):.1%}; "
@@ -99,8 +152,8 @@ def _schedule(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .zoo.plot import plot_profile
     from .profile import CalibrationProfile
+    from .zoo.plot import plot_profile
 
     profile = CalibrationProfile.load(args.profile)
     print(f"error curves: {plot_profile(profile, args.out, alpha=args.alpha)}")
@@ -110,36 +163,53 @@ def _plot(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .zoo.demo import format_table, run_demo
 
-    result = run_demo(args, progress=None if args.json else (lambda line: print(line, flush=True)))
+    if args.alpha is not None and args.speedup is not None:
+        raise ValueError("give --alpha (the original's greedy scan) or --speedup (the recommended mode), not both")
+    samples = args.samples if args.samples is not None else (100 if args.quick else 300)
+    say = None if args.json else (lambda line: print(line, flush=True))
+    result = run_demo(model=args.model, out=args.out, steps=args.steps, samples=samples, alpha=args.alpha,
+                      speedup=args.speedup, progress=say)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .planning import PLANNERS
+    from .predictors import PREDICTORS
+
     parser = argparse.ArgumentParser(prog="smoothcache", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    cal = sub.add_parser("calibrate", help="record error curves of a diffusers DiT pipeline")
-    cal.add_argument("model", help="hub id (facebook/DiT-XL-2-256) or a local save_pretrained folder")
+    cal = sub.add_parser("calibrate", help="record error tables of a class-conditional DiT pipeline")
+    cal.add_argument("model", help="a shipped model (digits), a local save_pretrained folder, or a hub id "
+                                   "(facebook/DiT-XL-2-256)")
     cal.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     cal.add_argument("--classes", type=int, nargs="+", default=[207, 360, 387], help="class ids of each run")
     cal.add_argument("--runs", type=int, default=1, help="pipeline runs (seeds seed, seed+1, ...)")
     cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance scale")
+    cal.add_argument("--guidance", type=float, default=None,
+                     help="classifier-free guidance scale (default: the shipped model's, else 4.0)")
     cal.add_argument("--scheduler", choices=SCHEDULERS, default="keep", help="sampler (default: the pipeline's)")
     cal.add_argument("--components", nargs="+", default=None, help="branches to record (default: all)")
-    cal.add_argument("--lookahead", type=int, default=3, help="K, the largest reuse distance (default 3)")
+    cal.add_argument("--lookahead", type=int, default=3, help="K, the largest prediction distance (default 3)")
     cal.add_argument("--device", default="cpu")
     cal.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     cal.add_argument("--out", required=True, help="profile file to write (.safetensors)")
     cal.add_argument("--plot", default=None, help="also write the error-curve PNG here")
     cal.set_defaults(func=_calibrate)
 
-    sch = sub.add_parser("schedule", help="profile + alpha -> schedule JSON")
+    sch = sub.add_parser("schedule", help="profile -> schedule JSON, at a threshold or for a budget")
     sch.add_argument("profile", help="calibration profile (.safetensors)")
-    sch.add_argument("--alpha", type=float, required=True, help="error threshold (larger = more reuse)")
-    sch.add_argument("--lookahead", type=int, default=None, help="largest reuse distance (default: profile's K)")
+    budget = sch.add_argument_group("one of")
+    budget.add_argument("--alpha", type=float, default=None, help="greedy scan at this error threshold")
+    budget.add_argument("--speedup", type=float, default=None, help="theoretical speed-up to reach (e.g. 2.0)")
+    budget.add_argument("--compute-fraction", type=float, default=None, help="share of the compute to keep")
+    sch.add_argument("--predictor", choices=PREDICTORS, default="reuse",
+                     help="what skipped steps return (default reuse, as the original)")
+    sch.add_argument("--planner", choices=PLANNERS, default="greedy", help="how a budget is met (default greedy)")
+    sch.add_argument("--steps", type=int, default=None, help="schedule length (default: the calibration's)")
+    sch.add_argument("--lookahead", type=int, default=None, help="largest prediction distance (default: profile's K)")
     sch.add_argument("--per-block", action="store_true", help="one schedule per block ('attn1-3' keys)")
     sch.add_argument("--out", required=True, help="schedule JSON to write")
     sch.set_defaults(func=_schedule)
@@ -150,11 +220,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--alpha", type=float, default=None, help="draw this threshold")
     plot.set_defaults(func=_plot)
 
-    demo = sub.add_parser("demo", help="the embedded digits DiT with and without SmoothCache")
-    demo.add_argument("--out", default="demo_output", help="folder for the PNGs (default demo_output)")
-    demo.add_argument("--alpha", type=float, default=None, help="threshold (default: the demo's)")
-    demo.add_argument("--samples", type=int, default=None, help="images per variant")
-    demo.add_argument("--steps", type=int, default=50)
+    from .zoo.demo import DEMO_MODELS, DEMO_SPEEDUP
+
+    demo = sub.add_parser("demo", help="an embedded model with and without SmoothCache")
+    demo.add_argument("--model", choices=list(DEMO_MODELS), default="digits", help="default: digits (images)")
+    demo.add_argument("--out", default="demo_output", help="folder for the outputs (default demo_output)")
+    demo.add_argument("--speedup", type=float, default=None,
+                      help=f"plan the recommended mode for this theoretical speed-up (default {DEMO_SPEEDUP})")
+    demo.add_argument("--alpha", type=float, default=None, help="use the original's greedy scan at this threshold")
+    demo.add_argument("--samples", type=int, default=None, help="samples per variant (default 300; 100 with --quick)")
+    demo.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
+    demo.add_argument("--quick", action="store_true", help="fewer samples: about a minute")
     demo.add_argument("--json", action="store_true", help="print machine-readable results")
     demo.set_defaults(func=_demo)
     return parser
@@ -166,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
     try:
         return args.func(args)
-    except (ValueError, OSError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError, TypeError) as err:
         print(f"smoothcache {args.command}: error: {err}", file=sys.stderr)
         return 2
 

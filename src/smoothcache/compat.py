@@ -18,9 +18,9 @@ import torch.nn as nn
 
 from .cache import SmoothCache, SmoothCacheWarning
 from .calibration import Calibrator
+from .planning import plan_from_profile
 from .profile import CalibrationProfile
-from .scan import schedule_from_profile
-from .schedule import Schedule
+from .schedule import Schedule, ScheduleError
 
 __all__ = [
     "SmoothCacheHelper",
@@ -61,6 +61,12 @@ class SmoothCacheHelper:
         self.block_classes = _as_list(block_classes)
         self.components_to_wrap = list(components_to_wrap)
         self.schedule = Schedule.coerce(schedule)
+        if self.schedule.predictor != "reuse":
+            raise ScheduleError(
+                f"this schedule forecasts skipped steps with the {self.schedule.predictor!r} predictor; the original "
+                "implementation's helpers only reuse cached outputs: apply it with smoothcache.SmoothCache(model, "
+                "schedule)"
+            )
         self._cache = SmoothCache(
             model, self.schedule, components=self.components_to_wrap, block_classes=self.block_classes
         )
@@ -128,7 +134,8 @@ class CalibrationHelper:
         self.schedule_length = schedule_length
         self.log_file = log_file
         self._calibrator = Calibrator(
-            model, self.components_to_wrap, calibration_lookahead, block_classes=self.block_classes
+            model, self.components_to_wrap, calibration_lookahead, block_classes=self.block_classes,
+            predictors=["reuse"],
         )
         self.profile: Optional[CalibrationProfile] = None
         self.schedule: Optional[Schedule] = None
@@ -150,7 +157,8 @@ class CalibrationHelper:
                 SmoothCacheWarning,
                 stacklevel=2,
             )
-        self.schedule = schedule_from_profile(self.profile, self.calibration_threshold, pad_to=self.schedule_length)
+        rows, metadata = plan_from_profile(self.profile, self.calibration_threshold, pad_to=self.schedule_length)
+        self.schedule = Schedule(rows, metadata)
         self.schedule.save(self.log_file)
         logger.info("wrote schedule to %s: %s", self.log_file, self.schedule)
         return self.schedule

@@ -48,7 +48,7 @@ def compile_repeated_blocks(
         raise ValueError("fullgraph=True cannot be used: smoothcache's cache decisions are graph breaks")
     branches = find_branches(model, components, block_classes)
     modules = dict(model.named_modules())
-    block_paths = dict.fromkeys(b.path.rsplit(".", 1)[0] for b in branches)
+    block_paths = dict.fromkeys(b.block_path or b.path.rsplit(".", 1)[0] for b in branches)
     for path in block_paths:
         modules[path].compile(**compile_kwargs)
     for branch in branches:

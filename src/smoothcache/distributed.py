@@ -16,7 +16,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from .profile import BranchErrors, CalibrationProfile, ProfileError
+from .predictors import table_shape
+from .profile import BranchErrors, CalibrationProfile, ErrorSums, ProfileError
 
 __all__ = ["init", "finish", "is_distributed", "rank", "world_size", "shard", "all_reduce_profile", "gather"]
 
@@ -74,48 +75,55 @@ def shard(items: Sequence[T]) -> list[T]:
 def all_reduce_profile(profile: CalibrationProfile | None) -> CalibrationProfile:
     """Sum the error statistics of every rank's calibration; every rank gets the combined profile.
 
-    All ranks must have calibrated the same model with the same lookahead and step count. A rank without
-    a completed run passes None (its share was empty).
+    All ranks must have calibrated the same model with the same lookahead, step count and predictors. A
+    rank without a completed run passes None (its share was empty).
     """
     if not is_distributed():
         if profile is None:
             raise ProfileError("no calibration profile to reduce")
         return profile
-    layout = None if profile is None else (profile.lookahead, profile.num_steps, sorted(profile.branches))
+    layout = None if profile is None else (profile.lookahead, profile.num_steps, sorted(profile.errors),
+                                           profile.predictors)
     layouts: list = [None] * world_size()
     dist.all_gather_object(layouts, layout)
     known = [x for x in layouts if x is not None]
     if not known:
         raise ProfileError("no rank completed a calibration run")
     if any(x != known[0] for x in known):
-        raise ProfileError(f"ranks calibrated different layouts (lookahead, steps, branches): {layouts}")
-    lookahead, num_steps, names = known[0]
+        raise ProfileError(f"ranks calibrated different layouts (lookahead, steps, branches, predictors): {layouts}")
+    lookahead, num_steps, names, predictors = known[0]
     source = layouts.index(known[0])
     meta = [None if profile is None else (profile.macs, profile.model,
-                                          {n: (b.key, b.block) for n, b in profile.branches.items()})]
+                                          {n: (b.key, b.block) for n, b in profile.errors.items()})]
     dist.broadcast_object_list(meta, src=source)
     macs, model, keys = meta[0]
 
-    device = _device()
-    shape = (lookahead, num_steps)
+    shapes = [table_shape(p, lookahead, num_steps) for p in predictors]
     parts = []
     for name in names:
-        b = profile.branches[name] if profile is not None else None
-        for attr in ("total", "total_sq", "count"):
-            parts.append(np.zeros(shape) if b is None else getattr(b, attr))
+        for predictor, shape in zip(predictors, shapes):
+            sums = profile.errors[name].tables[predictor] if profile is not None else ErrorSums.zeros(shape)
+            parts += [sums.total, sums.total_sq, sums.count]
     runs = 0 if profile is None else profile.runs
     ts = np.zeros(num_steps) if profile is None or profile.timesteps is None else np.nan_to_num(profile.timesteps)
-    flat = torch.from_numpy(np.concatenate([p.ravel() for p in parts] + [ts * runs, [runs]])).to(device)
+    flat = torch.from_numpy(np.concatenate([p.ravel() for p in parts] + [ts * runs, [runs]])).to(_device())
     dist.all_reduce(flat)  # float64 sums
     flat = flat.cpu().numpy()
 
     out = CalibrationProfile(lookahead, num_steps, runs=int(round(flat[-1])), macs=dict(macs), model=model)
-    size = lookahead * num_steps
-    for i, name in enumerate(names):
-        chunk = [flat[(3 * i + j) * size:(3 * i + j + 1) * size].reshape(shape) for j in range(3)]
-        out.branches[name] = BranchErrors(keys[name][0], keys[name][1], *chunk)
-    offset = 3 * len(names) * size
-    out.timesteps = flat[offset:offset + num_steps] / max(out.runs, 1)
+    offset = 0
+
+    def take(shape: tuple[int, ...]) -> np.ndarray:
+        nonlocal offset
+        size = int(np.prod(shape))
+        chunk = flat[offset:offset + size].reshape(shape)
+        offset += size
+        return chunk
+
+    for name in names:
+        tables = {p: ErrorSums(take(shape), take(shape), take(shape)) for p, shape in zip(predictors, shapes)}
+        out.errors[name] = BranchErrors(keys[name][0], keys[name][1], tables)
+    out.timesteps = take((num_steps,)) / max(out.runs, 1)
     return out
 
 

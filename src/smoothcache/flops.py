@@ -7,18 +7,22 @@ stock counter does not know, so its formula is supplied here. One MAC = two FLOP
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .patching import ForwardPatch, restore_all
-from .schedule import Schedule
+from .hooks import BranchHooks, BranchPolicy
 from .targets import Branch
 
-__all__ = ["MacReport", "count_macs", "flop_counter"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .profile import CalibrationProfile
+    from .schedule import Schedule
+
+__all__ = ["MacMeter", "MacReport", "count_macs", "flop_counter"]
 
 aten = torch.ops.aten
 
@@ -53,28 +57,34 @@ class MacReport:
 
     Args:
         total: MACs of the whole denoiser call.
-        branches: module path -> MACs of that branch in the call.
+        branch_macs: module path -> MACs of that branch module in the call.
         keys: module path -> (branch key, block index), to look the branch up in a schedule.
     """
 
     total: float
-    branches: dict[str, float] = field(default_factory=dict)
+    branch_macs: dict[str, float] = field(default_factory=dict)
     keys: dict[str, tuple[str, int]] = field(default_factory=dict)
+
+    def __repr__(self) -> str:
+        share = sum(self.branch_macs.values()) / self.total if self.total else 0.0
+        per_key = ", ".join(f"{k} {v / 1e6:.1f}M" for k, v in self.by_key().items())
+        return (f"MacReport({self.total / 1e6:.1f}M MACs per call; {len(self.branch_macs)} branch modules, "
+                f"{share:.1%} of the call: {per_key})")
 
     def by_key(self) -> dict[str, float]:
         """MACs per branch key, summed over blocks."""
         out: dict[str, float] = {}
-        for path, macs in self.branches.items():
+        for path, macs in self.branch_macs.items():
             key = self.keys[path][0]
             out[key] = out.get(key, 0.0) + macs
         return out
 
-    def step_costs(self, schedule: Schedule) -> list[float]:
+    def step_costs(self, schedule: "Schedule") -> list[float]:
         """MACs of each step's denoiser call under ``schedule`` (branches without an entry always compute)."""
         costs = []
         for step in range(schedule.num_steps):
             saved = 0.0
-            for path, macs in self.branches.items():
+            for path, macs in self.branch_macs.items():
                 key, block = self.keys[path]
                 row = schedule.for_block(key, block)
                 if row is not None and row[step] == 0:
@@ -82,38 +92,63 @@ class MacReport:
             costs.append(self.total - saved)
         return costs
 
-    def compute_fraction(self, schedule: Schedule) -> float:
+    def compute_fraction(self, schedule: "Schedule") -> float:
         """Share of the uncached MACs that the schedule still computes."""
         return sum(self.step_costs(schedule)) / (self.total * schedule.num_steps)
 
-    def speedup(self, schedule: Schedule) -> float:
+    def speedup(self, schedule: "Schedule") -> float:
         """Theoretical speed-up: uncached MACs over cached MACs for a whole generation."""
         return 1.0 / self.compute_fraction(schedule)
 
     @classmethod
-    def from_profile(cls, profile) -> "MacReport":
+    def from_profile(cls, profile: "CalibrationProfile") -> "MacReport":
         """The MACs a :class:`~smoothcache.profile.CalibrationProfile` recorded during calibration."""
         if "total" not in profile.macs:
             raise ValueError("this calibration profile has no MAC counts (calibrated with measure_macs=False)")
-        branches = {p: profile.macs[p] for p in profile.branches if p in profile.macs}
-        keys = {p: (b.key, b.block) for p, b in profile.branches.items()}
-        return cls(profile.macs["total"], branches, keys)
+        branch_macs = {p: profile.macs[p] for p in profile.errors if p in profile.macs}
+        keys = {p: (b.key, b.block) for p, b in profile.errors.items()}
+        return cls(profile.macs["total"], branch_macs, keys)
 
     def as_dict(self) -> dict[str, float]:
-        return {"total": self.total, **self.branches}
+        """``{"total": ..., <module path>: ...}``, the form profiles store."""
+        return {"total": self.total, **self.branch_macs}
 
 
-class BranchMacMeter:
-    """Attributes the MACs counted by a running FlopCounterMode to the branches they ran in."""
+class MacMeter(BranchPolicy):
+    """Counts the MACs of the first denoiser call it sees, in total and per branch (then passes calls through).
 
-    def __init__(self, counter: FlopCounterMode):
-        self.counter = counter
-        self.branches: dict[str, float] = {}
+    Chain it before another policy (``[MacMeter(), ErrorRecorder(...)]``) to measure while that one runs.
+    """
 
-    def run(self, path: str, fn, *args, **kwargs):
-        before = self.counter.get_total_flops()
+    def __init__(self):
+        self.report: MacReport | None = None
+        self._counter: FlopCounterMode | None = None
+        self._per_branch: list[float] = []
+
+    def begin_call(self):
+        return self._measure() if self.report is None and self._counter is None else None
+
+    @contextlib.contextmanager
+    def _measure(self) -> Iterator[None]:
+        branches = self.hooks.branches
+        self._per_branch = [0.0] * len(branches)
+        with flop_counter() as counter:
+            self._counter = counter
+            try:
+                yield
+            finally:
+                self._counter = None
+        self.report = MacReport(counter.get_total_flops() / 2,
+                                {b.path: m for b, m in zip(branches, self._per_branch)},
+                                {b.path: (b.key, b.block) for b in branches})
+
+    def branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        counter = self._counter
+        if counter is None:
+            return fn(*args, **kwargs)
+        before = counter.get_total_flops()
         out = fn(*args, **kwargs)
-        self.branches[path] = self.branches.get(path, 0.0) + (self.counter.get_total_flops() - before) / 2
+        self._per_branch[index] += (counter.get_total_flops() - before) / 2
         return out
 
 
@@ -131,24 +166,7 @@ def count_macs(model: nn.Module, branches: list[Branch], *args: Any, **kwargs: A
         >>> sorted(report.by_key())
         ['attn1', 'ff']
     """
-    patches: list[ForwardPatch] = []
-    with flop_counter() as counter, torch.no_grad():
-        meter = BranchMacMeter(counter)
-        try:
-            for b in branches:
-                patches.append(ForwardPatch(
-                    b.module, lambda original, p=b.path: (lambda *a, **k: meter.run(p, original, *a, **k)), meter
-                ))
-            model(*args, **kwargs)
-        finally:
-            restore_all(patches)
-    total = counter.get_total_flops() / 2
-    return MacReport(total, {b.path: meter.branches.get(b.path, 0.0) for b in branches},
-                     {b.path: (b.key, b.block) for b in branches})
-
-
-def as_report(macs: Mapping[str, float] | MacReport, keys: Mapping[str, tuple[str, int]]) -> MacReport:
-    """Coerce a ``{"total": ..., path: ...}`` mapping to a :class:`MacReport`."""
-    if isinstance(macs, MacReport):
-        return macs
-    return MacReport(float(macs["total"]), {p: float(v) for p, v in macs.items() if p != "total"}, dict(keys))
+    meter = MacMeter()
+    with BranchHooks(model, branches, [meter], owner=meter), torch.no_grad():
+        model(*args, **kwargs)
+    return meter.report

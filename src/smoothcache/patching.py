@@ -13,13 +13,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-__all__ = ["ForwardPatch", "owner_of", "restore_all", "restore_or_detach"]
+__all__ = ["ForwardPatch", "owner_of", "restore_all"]
 
 _OWNERS: "weakref.WeakKeyDictionary[Callable, object]" = weakref.WeakKeyDictionary()
 
 
 def owner_of(module: nn.Module) -> object | None:
-    """The SmoothCache or Calibrator whose wrapper is ``module.forward`` or wrapped inside it, if any.
+    """The owner (SmoothCache, Calibrator...) whose wrapper is ``module.forward`` or wrapped inside it, if any.
 
     Wrappers added on top by other libraries are followed through their ``__wrapped__`` attribute.
     """
@@ -49,10 +49,6 @@ class ForwardPatch:
         self.wrapper = torch.compiler.disable(make_wrapper(self.original))
         _OWNERS[self.wrapper] = owner
         module.forward = self.wrapper
-
-    @property
-    def active(self) -> bool:
-        return self.module.__dict__.get("forward") is self.wrapper
 
     def restore(self) -> None:
         """Put back the previous ``forward``.
@@ -109,12 +105,3 @@ def restore_all(patches: list[ForwardPatch]) -> None:
     patches.clear()
     if first_error is not None:
         raise first_error
-
-
-def restore_or_detach(patches: list[ForwardPatch], tracker) -> None:
-    """:func:`restore_all`; if a wrapper cannot be removed, detach ``tracker`` so every wrapper passes through."""
-    try:
-        restore_all(patches)
-    except Exception:
-        tracker.detached = True
-        raise

@@ -3,6 +3,10 @@
 The file format is the one the original SmoothCache implementation publishes: a JSON object mapping a
 branch name to a list with one 0/1 entry per denoising step (1 = compute, 0 = reuse the cached output).
 A key with a block index (``"attn-3"``) overrides the bare key (``"attn"``) for that block.
+
+A schedule also names the predictor that serves its 0 steps (:mod:`smoothcache.predictors`). Reuse
+schedules are written exactly in the original's format, so the original implementation loads them; a
+forecast schedule adds ``"predictor": "linear"``, which only smoothcache's :class:`SmoothCache` applies.
 """
 
 from __future__ import annotations
@@ -12,16 +16,17 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
+from .errors import ScheduleError
+from .planning import plan_for_budget, plan_from_profile
+from .predictors import PREDICTORS
+from .validate import check_choice, check_int
+
 if TYPE_CHECKING:  # pragma: no cover
     from .profile import CalibrationProfile
 
 __all__ = ["Schedule", "ScheduleError", "parse_key"]
 
 _KEY = re.compile(r"^(?P<branch>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>\d+))?$")
-
-
-class ScheduleError(ValueError):
-    """A schedule is malformed or does not fit the model or the generation it is used with."""
 
 
 def parse_key(key: str) -> tuple[str, int | None]:
@@ -61,13 +66,25 @@ class Schedule:
         entries: mapping from key (``"attn1"`` or ``"attn1-3"``) to a list of 0/1, one per denoising step.
             All lists must have the same length and start with 1.
         metadata: free-form information kept with the schedule (alpha, source, ...); not saved to JSON.
+        predictor: what a 0 step returns: ``"reuse"`` (the last computed output, as in the paper) or
+            ``"linear"`` (extrapolated from the last two computed outputs). A mapping may also carry it
+            under the key ``"predictor"``, as forecast schedule files do.
     """
 
-    def __init__(self, entries: Mapping[str, Sequence[int]], metadata: Mapping[str, object] | None = None):
+    def __init__(self, entries: Mapping[str, Sequence[int]], metadata: Mapping[str, object] | None = None,
+                 predictor: str | None = None):
         if isinstance(entries, Schedule):
+            predictor = predictor or entries.predictor
             entries = entries.entries
         if not isinstance(entries, Mapping):
             raise ScheduleError(f"a schedule must be a mapping of branch name to 0/1 list, got {type(entries).__name__}")
+        if "predictor" in entries:
+            entries = dict(entries)
+            named = entries.pop("predictor")
+            if predictor is not None and predictor != named:
+                raise ScheduleError(f"the schedule names predictor {named!r} but predictor={predictor!r} was given")
+            predictor = named
+        self.predictor = check_choice(predictor or "reuse", "predictor", PREDICTORS, error=ScheduleError)
         if len(entries) == 0:
             raise ScheduleError("the schedule is empty: it names no branch")
         parsed: dict[str, tuple[int, ...]] = {}
@@ -88,7 +105,7 @@ class Schedule:
         return len(next(iter(self.entries.values())))
 
     @property
-    def branches(self) -> list[str]:
+    def branch_keys(self) -> list[str]:
         """Branch names the schedule mentions (block indices stripped), in first-seen order."""
         seen: dict[str, None] = {}
         for key in self.entries:
@@ -117,17 +134,21 @@ class Schedule:
         return {k: sum(v) / len(v) for k, v in self.entries.items()}
 
     # ------------------------------------------------------------ conversions
-    def to_dict(self) -> dict[str, list[int]]:
-        """The reference JSON format as a plain dict."""
-        return {k: list(v) for k, v in self.entries.items()}
+    def to_dict(self) -> dict[str, object]:
+        """The JSON content as a plain dict: the reference format, plus ``"predictor"`` for forecasts."""
+        out: dict[str, object] = {k: list(v) for k, v in self.entries.items()}
+        if self.predictor != "reuse":
+            out["predictor"] = self.predictor
+        return out
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Schedule) and self.entries == other.entries
+        return isinstance(other, Schedule) and self.entries == other.entries and self.predictor == other.predictor
 
     def __repr__(self) -> str:
         fractions = ", ".join(f"{k}={f:.2f}" for k, f in list(self.compute_fraction().items())[:6])
         more = ", ..." if len(self.entries) > 6 else ""
-        return f"Schedule(steps={self.num_steps}, compute fraction: {fractions}{more})"
+        predictor = "" if self.predictor == "reuse" else f", predictor={self.predictor}"
+        return f"Schedule(steps={self.num_steps}{predictor}, compute fraction: {fractions}{more})"
 
     @classmethod
     def load(cls, path: str | Path) -> "Schedule":
@@ -154,6 +175,8 @@ class Schedule:
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
         lines = [f"    {json.dumps(k)}: {json.dumps(list(v), separators=(',', ':'))}" for k, v in self.entries.items()]
+        if self.predictor != "reuse":
+            lines.append(f'    "predictor": {json.dumps(self.predictor)}')
         path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
         return path
 
@@ -168,58 +191,65 @@ class Schedule:
 
     # ------------------------------------------------------------- generators
     @classmethod
-    def full(cls, num_steps: int, branches: Iterable[str]) -> "Schedule":
+    def full(cls, num_steps: int, branches: Iterable[str], predictor: str = "reuse") -> "Schedule":
         """All-ones schedule: every branch computes every step (output identical to no caching)."""
-        _check_steps(num_steps)
-        return cls({b: [1] * num_steps for b in branches}, metadata={"kind": "full"})
+        check_int(num_steps, "num_steps", error=ScheduleError)
+        return cls({b: [1] * num_steps for b in branches}, metadata={"kind": "full"}, predictor=predictor)
 
     @classmethod
-    def fixed_interval(cls, num_steps: int, interval: int, branches: Iterable[str]) -> "Schedule":
+    def fixed_interval(cls, num_steps: int, interval: int, branches: Iterable[str],
+                       predictor: str = "reuse") -> "Schedule":
         """FORA-style schedule: compute every ``interval``-th step, always computing the last step."""
-        _check_steps(num_steps)
-        if isinstance(interval, bool) or not isinstance(interval, int) or interval < 1:
-            raise ScheduleError(f"interval must be an integer >= 1, got {interval!r}")
+        check_int(num_steps, "num_steps", error=ScheduleError)
+        check_int(interval, "interval", error=ScheduleError)
         row = [1 if i % interval == 0 else 0 for i in range(num_steps)]
         row[-1] = 1
-        return cls({b: row for b in branches}, metadata={"kind": "fixed_interval", "interval": interval})
+        return cls({b: row for b in branches}, metadata={"kind": "fixed_interval", "interval": interval},
+                   predictor=predictor)
 
     @classmethod
     def from_profile(
         cls,
-        profile: "CalibrationProfile",
+        profile: "CalibrationProfile | str | Path",
         alpha: float,
         lookahead: int | None = None,
         per_block: bool = False,
         num_steps: int | None = None,
+        predictor: str = "reuse",
     ) -> "Schedule":
-        """Error-guided schedule from calibration curves and threshold ``alpha`` (see :mod:`smoothcache.scan`).
+        """Error-guided schedule from calibration tables and threshold ``alpha``: the greedy n-row scan
+        (:mod:`smoothcache.scan`), which for ``predictor="reuse"`` gives the original implementation's schedules.
 
         ``per_block`` gives every block its own list (``"attn1-3"`` keys); ``num_steps`` other than the
-        calibration's resamples the curves to that step count.
+        calibration's resamples the tables to that step count; ``predictor="linear"`` scans the forecast's
+        own errors and returns a forecast schedule.
         """
-        from .scan import schedule_from_profile
-
-        return schedule_from_profile(profile, alpha, lookahead=lookahead, per_block=per_block, num_steps=num_steps)
+        entries, metadata = plan_from_profile(profile, alpha, lookahead=lookahead, per_block=per_block,
+                                              num_steps=num_steps, predictor=predictor)
+        return cls(entries, metadata, predictor=predictor)
 
     @classmethod
     def for_budget(
         cls,
-        profile: "CalibrationProfile",
+        profile: "CalibrationProfile | str | Path",
         *,
         compute_fraction: float | None = None,
         speedup: float | None = None,
         lookahead: int | None = None,
         per_block: bool = False,
+        num_steps: int | None = None,
+        predictor: str = "reuse",
+        planner: str = "greedy",
     ) -> "Schedule":
-        """The least aggressive error-guided schedule that keeps at most ``compute_fraction`` of the
-        compute, or reaches a theoretical ``speedup`` (alpha found by bisection)."""
-        from .scan import schedule_for_budget
+        """A schedule that keeps at most ``compute_fraction`` of the compute (MAC-weighted when the profile
+        recorded MACs), or reaches a theoretical ``speedup``.
 
-        return schedule_for_budget(profile, compute_fraction=compute_fraction, speedup=speedup,
-                                   lookahead=lookahead, per_block=per_block)
-
-
-def _check_steps(num_steps: int) -> None:
-    if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ScheduleError(f"num_steps must be an integer >= 1, got {num_steps!r}")
-
+        ``planner="greedy"``: the least aggressive greedy scan that meets the budget (alpha by bisection).
+        ``planner="optimal"``: each row's compute steps chosen to minimise the total calibrated error of
+        ``predictor`` under the budget (dynamic programming per row, a Lagrange multiplier across rows;
+        :mod:`smoothcache.planner`).
+        """
+        entries, metadata = plan_for_budget(profile, compute_fraction=compute_fraction, speedup=speedup,
+                                            lookahead=lookahead, per_block=per_block, num_steps=num_steps,
+                                            predictor=predictor, planner=planner)
+        return cls(entries, metadata, predictor=predictor)

@@ -1,11 +1,16 @@
-"""Where to hook: the one table of DiT block families and the residual branches SmoothCache wraps.
+"""Where to hook: the table of DiT block families, and :func:`find_branches`, which adds structural discovery.
 
-All model-specific knowledge lives here. Blocks are matched by class name through the MRO (so the user's
-own ``models`` module or diffusers never has to be imported), optionally with a module prefix and a set of
-attributes that must be present (a structural check for name-only matches such as ``DiTBlock``).
+The table holds what structure cannot tell: the original DiT, Flux-style single-stream blocks whose MLP is the
+``proj_mlp`` projection, and the keys of families whose schedules already exist (``attn1``/``ff`` for DiT,
+Wan's ``ffn``...). Blocks are matched by class name through the MRO (so the user's own ``models`` module or
+diffusers never has to be imported), optionally with a module prefix and attributes that must be present.
+Every other block of a diffusers model is found by :mod:`smoothcache.discovery` (``_repeated_blocks``, block
+lists, attention and feed-forward modules); user-given ``block_classes=`` replace both.
 """
 
 from __future__ import annotations
+
+import re
 
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
@@ -13,7 +18,12 @@ from typing import Any, Iterable, Mapping, Sequence
 import torch
 import torch.nn as nn
 
-__all__ = ["BlockFamily", "Branch", "TargetError", "TARGETS", "find_branches", "find_timestep"]
+from .discovery import discover
+
+__all__ = [
+    "BlockFamily", "Branch", "NotADenoiserError", "TargetError", "TARGETS", "as_denoiser", "denoisers",
+    "find_branches", "find_timestep", "is_stateful_call", "not_a_model",
+]
 
 
 class TargetError(ValueError):
@@ -26,7 +36,8 @@ class BlockFamily:
 
     Args:
         name: short label shown in messages and stats.
-        class_names: block class names, matched against every class in the block's MRO.
+        class_names: block class names, matched against every class in the block's MRO; empty: any class
+            (from ``module_prefix``) that has every attribute of ``requires``, a purely structural row.
         branches: schedule key -> attribute name of the branch module inside the block. The key is what
             schedules and profiles call the branch (``"attn1"``); it differs from the attribute only where
             two families of one model share attribute names (Flux single blocks).
@@ -41,6 +52,10 @@ class BlockFamily:
     requires: tuple[str, ...] = ()
 
     def matches(self, module: nn.Module) -> bool:
+        if not self.class_names:
+            return type(module).__module__.startswith(self.module_prefix) and all(
+                isinstance(getattr(module, attr, None), nn.Module) for attr in self.requires
+            )
         for cls in type(module).__mro__:
             if cls.__name__ in self.class_names and cls.__module__.startswith(self.module_prefix):
                 return all(hasattr(module, attr) for attr in self.requires)
@@ -73,18 +88,29 @@ TARGETS: tuple[BlockFamily, ...] = (
     # experts (transformer, transformer_2): one SmoothCache each, each counting steps from its own first call.
     BlockFamily("cogvideox", ("CogVideoXBlock",), _same("attn1", "ff"), "diffusers"),
     BlockFamily("wan", ("WanTransformerBlock",), _same("attn1", "attn2", "ffn"), "diffusers"),
+    # Any other Flux-style single-stream block (HunyuanVideo, HunyuanImage, Chroma, Bria, LongCat, Ovis...):
+    # [attn; act(proj_mlp)] -> proj_out, so the MLP branch is proj_mlp, keyed like Flux's.
+    BlockFamily(
+        "flux-like-single", (), {"single_attn": "attn", "single_mlp": "proj_mlp"}, "diffusers",
+        requires=("attn", "proj_mlp", "act_mlp", "proj_out"),
+    ),
 )
 
 
 @dataclass
 class Branch:
-    """One wrapped residual branch: ``module`` is ``block.<attr>`` of the ``block``-th block of its family."""
+    """One wrapped residual branch: ``module`` is ``block.<attr>`` of the ``block``-th block of its family.
+
+    ``block_path`` is the path of that block (a discovered branch may sit deeper than ``block.<attr>``, as in
+    HiDream's ``double_stream_blocks.0.block.attn1``).
+    """
 
     path: str
     key: str
     block: int
     family: str
     module: nn.Module = field(repr=False)
+    block_path: str = ""
 
 
 def _as_family(block_classes: Sequence[type | str] | type | str, components: Iterable[str]) -> BlockFamily:
@@ -108,16 +134,28 @@ def find_branches(
     components: Iterable[str] | None = None,
     block_classes: Sequence[type | str] | type | str | None = None,
 ) -> list[Branch]:
-    """Every cacheable branch in ``model``, in module order.
+    """Every cacheable branch in ``model``, block by block in module order.
+
+    Table families first (:data:`TARGETS`), then the blocks :func:`smoothcache.discovery.discover` finds
+    structurally in what the table left. Branches discovery finds but must not cache (state, non-tensor output,
+    in-place use) are left out with a logged warning, and named in the error if ``components`` asks for them.
 
     Args:
-        model: the denoiser (e.g. ``pipe.transformer``).
-        components: branch keys to keep (``["attn1", "ff"]``); None keeps every branch the family knows.
+        model: the denoiser (e.g. ``pipe.transformer``); a pipeline is refused with the attribute to pass.
+        components: branch keys to keep (``["attn1", "ff"]``); None keeps every branch found.
         block_classes: user-given block classes (or class names); then ``components`` names the branch
-            attributes and the table is not used.
+            attributes, and neither the table nor discovery is used.
+
+    Example:
+        >>> from diffusers import DiTTransformer2DModel
+        >>> from smoothcache import find_branches
+        >>> model = DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4,
+        ...                               out_channels=4, num_layers=2, sample_size=8)
+        >>> [(b.path, b.key) for b in find_branches(model, ["attn1"])]
+        [('transformer_blocks.0.attn1', 'attn1'), ('transformer_blocks.1.attn1', 'attn1')]
     """
     if not isinstance(model, nn.Module):
-        raise TargetError(f"expected a torch.nn.Module, got {type(model).__name__}")
+        raise NotADenoiserError(not_a_model(model))
     wanted = None if components is None else list(dict.fromkeys(components))
     if wanted is not None and not wanted:
         raise TargetError("components is empty: name at least one branch to wrap")
@@ -128,10 +166,10 @@ def find_branches(
     else:
         families = TARGETS
 
-    branches: list[Branch] = []
+    order = {path: i for i, (path, _) in enumerate(model.named_modules())}
+    found: list[tuple[int, int, Branch]] = []  # (block position, position in block, branch)
     counters: dict[str, int] = {}
     claimed: list[str] = []
-    available: dict[str, None] = {}
     for path, module in model.named_modules():
         if any(path.startswith(prefix + ".") for prefix in claimed):
             continue
@@ -141,30 +179,48 @@ def find_branches(
         claimed.append(path)
         index = counters.get(family.name, 0)
         counters[family.name] = index + 1
-        for key, attr in family.branches.items():
+        for j, (key, attr) in enumerate(family.branches.items()):
             sub = getattr(module, attr, None)
-            if not isinstance(sub, nn.Module):
-                continue
-            available.setdefault(key, None)
-            if wanted is None or key in wanted:
-                branches.append(Branch(f"{path}.{attr}" if path else attr, key, index, family.name, sub))
+            if isinstance(sub, nn.Module):
+                branch = Branch(f"{path}.{attr}" if path else attr, key, index, family.name, sub, path)
+                found.append((order[path], j, branch))
 
-    if not claimed:
+    skipped = []
+    blocks = len(claimed)
+    if block_classes is None:
+        generic = discover(model, claimed, reserved={b.key for _, _, b in found})
+        skipped = generic.skipped
+        blocks += len(generic.blocks)
+        for j, d in enumerate(generic.branches):
+            found.append((order[d.block_path], j, Branch(d.path, d.key, d.block, d.family, d.module, d.block_path)))
+    found.sort(key=lambda item: item[:2])
+    available = list(dict.fromkeys(b.key for _, _, b in found))
+    branches = [b for _, _, b in found if wanted is None or b.key in wanted]
+
+    if not blocks:
         known = ", ".join(sorted({n for f in families for n in f.class_names}))
+        hint = "" if block_classes is not None else " or blocks holding diffusers attention modules"
         raise TargetError(
-            f"no transformer blocks found in {type(model).__name__}: smoothcache looks for {known}. "
+            f"no transformer blocks found in {type(model).__name__}: smoothcache looks for {known}{hint}. "
             "Pass block_classes=[YourBlock] and components=['attn', 'mlp'] for other models."
         )
     if wanted is not None:
-        found = {b.key for b in branches}
-        missing = [c for c in wanted if c not in found]
+        missing = [c for c in wanted if c not in available]
+        refused = {r.key: r for r in skipped if r.key in missing}
+        if refused:
+            raise TargetError(
+                "cannot cache "
+                + "; ".join(str(r) for r in refused.values())
+                + (f"; its other branches are: {available}" if available else "")
+            )
         if missing:
             raise TargetError(
                 f"component(s) {missing} match no branch of {type(model).__name__}; "
-                f"its blocks have: {list(available)}"
+                f"its blocks have: {available}"
             )
     if not branches:
-        raise TargetError(f"the blocks of {type(model).__name__} have no cacheable branch modules")
+        why = f" (left out: {'; '.join(map(str, skipped[:3]))})" if skipped else ""
+        raise TargetError(f"the blocks of {type(model).__name__} have no cacheable branch modules{why}")
     return branches
 
 
@@ -189,3 +245,85 @@ def _highest(value: Any) -> Any:
     if isinstance(value, torch.Tensor) and value.numel() > 1 and value.dtype != torch.bool:
         return value.detach().amax()
     return value
+
+
+DENOISER_NAME = re.compile(r"^(transformer|unet|denoiser)(_\d+)?$")
+_KIND_ORDER = ("transformer", "denoiser", "unet")
+
+
+def _component_names(pipe: Any) -> list[str]:
+    components = getattr(pipe, "components", None)
+    names = list(components) if isinstance(components, Mapping) else list(getattr(pipe, "__dict__", {}))
+    names = [n for n in names if DENOISER_NAME.match(n)]
+
+    def rank(name: str) -> tuple[int, int]:
+        kind, _, number = name.partition("_")
+        return _KIND_ORDER.index(kind), int(number or 1)
+
+    return sorted(names, key=rank)
+
+
+def denoisers(pipe: Any) -> dict[str, nn.Module]:
+    """The denoisers of ``pipe`` by attribute name: ``{"transformer": ..., "transformer_2": ...}``.
+
+    Args:
+        pipe: a diffusers pipeline (or any object with ``transformer`` / ``unet`` attributes). Components
+            that are None (Wan 2.2's ``transformer_2`` in a one-expert pipeline) are left out.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> import torch.nn as nn
+        >>> list(denoisers(SimpleNamespace(transformer=nn.Linear(2, 2), transformer_2=None, vae=nn.Linear(2, 2))))
+        ['transformer']
+    """
+    if isinstance(pipe, nn.Module):
+        raise TypeError(f"{type(pipe).__name__} is a model, not a pipeline: use SmoothCache(model, ...) directly")
+    found = {}
+    for name in _component_names(pipe):
+        module = getattr(pipe, name, None)
+        if isinstance(module, nn.Module):
+            found[name] = module
+    return found
+
+
+def not_a_model(obj: Any) -> str:
+    """The message for a non-module where a denoiser was expected; names the attribute(s) to pass instead."""
+    try:
+        names = list(denoisers(obj))
+    except Exception:  # any odd object: the plain message
+        names = []
+    if not names:
+        return f"expected a torch.nn.Module (the denoiser), got {type(obj).__name__}"
+    attrs = " and ".join(f"pipe.{n}" for n in names)
+    one = "one cache each" if len(names) > 1 else "the model"
+    return (
+        f"expected the denoiser, got the pipeline {type(obj).__name__}: pass {attrs} ({one}), "
+        "or use smoothcache.enable(pipe, ...) to cache every denoiser of the pipeline"
+    )
+
+
+#: Keyword arguments through which a branch call reads and writes a key/value cache: such a call changes state
+#: that a skipped call would not, so the cache always computes it.
+STATEFUL_KWARGS = ("kv_cache", "kv_caches", "layer_cache", "past_key_value", "past_key_values")
+
+
+def is_stateful_call(kwargs: Mapping[str, Any]) -> bool:
+    """True when a branch call carries a key/value cache object (see :data:`STATEFUL_KWARGS`)."""
+    return any(kwargs.get(name) is not None for name in STATEFUL_KWARGS)
+
+
+class NotADenoiserError(TargetError, TypeError):
+    """A pipeline or another object was given where a denoiser module was expected."""
+
+
+def as_denoiser(model: Any) -> nn.Module:
+    """``model`` itself, or the one denoiser of a pipeline; :class:`NotADenoiserError` naming what to pass otherwise."""
+    if isinstance(model, nn.Module):
+        return model
+    try:
+        found = denoisers(model)
+    except Exception:  # any odd object: the plain message below
+        found = {}
+    if len(found) == 1:
+        return next(iter(found.values()))
+    raise NotADenoiserError(not_a_model(model))

@@ -1,52 +1,106 @@
-"""``smoothcache demo``: the embedded digits DiT with and without SmoothCache, on the same seeds.
+"""``smoothcache demo``: an embedded model with and without SmoothCache, on the same seeds.
 
-Calibrates on a few classes, builds the schedule at the demo's alpha, generates the same seeds both ways
-(timed interleaved in this process), and reports steps, compute fraction, theoretical and measured
-speed-up, Digits-FID and class consistency both ways, and PSNR/SSIM between the two; writes a side-by-side
-PNG grid and the error-curve plot.
+Calibrates on one generation of every class, plans the schedule (the recommended mode by default, or the
+original's greedy scan at a threshold), generates the same seeds both ways (timed interleaved in this process),
+and reports steps, compute fraction, theoretical and measured speed-up, the model's quality metrics both ways
+and the fidelity of the cached samples to the uncached ones; writes them side by side (PNG, WAV or GIF), the
+error-curve plot and the schedule.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import statistics
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 
-from ..calibration import Calibrator
 from ..cache import SmoothCache
+from ..calibration import Calibrator
 from ..flops import MacReport
 from ..profile import CalibrationProfile
 from ..schedule import Schedule
 
-__all__ = ["DEMO_ALPHA", "calibrate_digits", "run_demo"]
+__all__ = ["DEMO_MODELS", "DEMO_SPEEDUP", "DemoModel", "calibrate_pipeline", "format_table", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-#: Threshold of the demo's schedule (chosen from the quality benchmark in BENCHMARKS.md).
-DEMO_ALPHA = 0.08
-#: Classes and seed of the calibration generation (disjoint from the evaluation seeds).
-CALIBRATION_CLASSES = list(range(10))
+#: Theoretical speed-up the demo's default schedule is planned for (the recommended mode, see README).
+DEMO_SPEEDUP = 2.0
+#: Seed of the calibration generations (disjoint from the evaluation seeds, which start at 0).
 CALIBRATION_SEED = 10_000
 
 
-def calibrate_digits(pipe, steps: int = 50, classes=CALIBRATION_CLASSES, runs: int = 1, lookahead: int = 3,
-                     guidance_scale: float | None = None) -> CalibrationProfile:
-    """Calibrate the digits pipeline: ``runs`` generations of ``classes`` at ``steps`` steps."""
-    from .digits_model import DIGITS_GUIDANCE_SCALE
+def _load(path: str) -> Callable:
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
 
-    scale = DIGITS_GUIDANCE_SCALE if guidance_scale is None else guidance_scale
+
+@dataclass(frozen=True)
+class DemoModel:
+    """What the demo needs to know about one embedded model.
+
+    Args:
+        name: the ``--model`` name.
+        pipeline, evaluator: ``"module:function"`` loaders (imported when used).
+        output: attribute of the pipeline output holding the samples (``images``, ``audios``, ``frames``).
+        steps: default number of steps; sampler: its description for the table.
+        fidelity: ``"module:function"`` of ``f(uncached, cached) -> {metric: value}`` (keys of :data:`FIDELITY`).
+        write: ``"module:function"`` of ``f(folder, uncached, cached) -> path`` writing them side by side.
+        guidance: the guidance scale to call the pipeline with (None: the pipeline's default).
+    """
+
+    name: str
+    pipeline: str
+    evaluator: str
+    output: str
+    steps: int
+    sampler: str
+    fidelity: str
+    write: str
+    guidance: float | None = None
+
+
+DEMO_MODELS = {
+    "digits": DemoModel("digits", "smoothcache.zoo.digits_model:digits_pipeline",
+                        "smoothcache.zoo.digits_model:digits_evaluator", "images", 50, "DDIM",
+                        "smoothcache.zoo.demo:image_fidelity", "smoothcache.zoo.demo:write_image_grid",
+                        guidance=1.0),  # DIGITS_GUIDANCE_SCALE; DiTPipeline's own default is 4.0
+}
+
+
+def calibrate_pipeline(pipe, steps: int, classes: Sequence[int] = tuple(range(10)), runs: int = 1,
+                       lookahead: int = 3, guidance_scale: float | None = None) -> CalibrationProfile:
+    """Calibrate an embedded pipeline: ``runs`` generations of ``classes`` at ``steps`` steps (seeds 10000+)."""
+    extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
     with Calibrator(pipe.transformer, lookahead=lookahead) as cal:
         for run in range(runs):
-            pipe(class_labels=list(classes), num_inference_steps=steps, guidance_scale=scale,
-                 generator=torch.manual_seed(CALIBRATION_SEED + run), output_type="pt")
+            pipe(class_labels=list(classes), num_inference_steps=steps, generator=torch.manual_seed(CALIBRATION_SEED + run),
+                 output_type="pt", **extra)
     return cal.profile
 
 
-def _grid(uncached: torch.Tensor, cached: torch.Tensor, path: Path, per_class: int = 3) -> Path:
+#: How the table shows each fidelity metric of the cached samples against the uncached ones.
+FIDELITY = {
+    "psnr_db": ("PSNR vs no cache", "{:.1f} dB"),
+    "ssim": ("SSIM vs no cache", "{:.4f}"),
+    "lsd_db": ("log-spectral distance vs no cache", "{:.2f} dB"),
+    "snr_db": ("SNR vs no cache", "{:.1f} dB"),
+}
+
+
+def image_fidelity(uncached: torch.Tensor, cached: torch.Tensor) -> dict[str, float]:
+    """PSNR and SSIM of the cached images against the uncached ones."""
+    from .metrics import psnr, ssim
+
+    return {"psnr_db": psnr(uncached, cached), "ssim": ssim(uncached, cached)}
+
+
+def write_image_grid(folder: Path, uncached: torch.Tensor, cached: torch.Tensor, per_class: int = 3) -> Path:
     """PNG: for each class, ``per_class`` uncached samples (left) beside the same seeds cached (right)."""
     import matplotlib
 
@@ -68,72 +122,102 @@ def _grid(uncached: torch.Tensor, cached: torch.Tensor, path: Path, per_class: i
     axes[0][per_class // 2].set_title("no cache", fontsize=9)
     axes[0][per_class + 1 + per_class // 2].set_title("SmoothCache", fontsize=9)
     fig.tight_layout()
+    path = folder / "samples_side_by_side.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
 
 
-def run_demo(args, progress: Callable[[str], None] | None = None) -> dict:
-    """Run the demo; ``progress`` receives one line per stage (the CLI prints them). Returns the results."""
-    from .metrics import psnr, ssim
+def demo_schedule(profile: CalibrationProfile, alpha: float | None = None,
+                  speedup: float | None = None) -> Schedule:
+    """The demo's schedule: the original's greedy scan at ``alpha`` if given, else the recommended mode
+    (linear forecast, optimal plan) for a theoretical ``speedup`` (default :data:`DEMO_SPEEDUP`)."""
+    if alpha is not None:
+        return Schedule.from_profile(profile, alpha)
+    return Schedule.for_budget(profile, speedup=speedup or DEMO_SPEEDUP, predictor="linear", planner="optimal")
+
+
+def run_demo(model: str = "digits", out: str | Path = "demo_output", steps: int | None = None, samples: int = 300,
+             alpha: float | None = None, speedup: float | None = None,
+             progress: Callable[[str], None] | None = None) -> dict:
+    """Run the demo and return its results.
+
+    Args:
+        model: one of :data:`DEMO_MODELS`.
+        out: folder for the side-by-side samples, the error-curve plot and the schedule.
+        steps: sampler steps (default: the model's).
+        samples: samples per variant (the 10 classes in turn, seed 0).
+        alpha, speedup: the schedule (see :func:`demo_schedule`).
+        progress: receives one line per stage; when given, the pipeline's progress bars are shown too.
+    """
+    if model not in DEMO_MODELS:
+        raise ValueError(f"unknown demo model {model!r}; choose one of {', '.join(DEMO_MODELS)}")
+    spec = DEMO_MODELS[model]
     from .plot import plot_profile
-    from .digits_model import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
 
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    out_dir = Path(args.out)
-    steps, alpha = args.steps, DEMO_ALPHA if args.alpha is None else args.alpha
-    n = args.samples or 300
+    out_dir = Path(out)
+    steps = steps or spec.steps
     say = progress or (lambda line: None)
-
     started = time.perf_counter()
-    pipe = digits_pipeline()
-    evaluator = digits_evaluator()
-    say(f"loaded the embedded digits DiT ({sum(p.numel() for p in pipe.transformer.parameters()) / 1e6:.2f}M "
-        f"parameters); calibrating on classes 0-9, {steps} DDIM steps ...")
-    profile = calibrate_digits(pipe, steps)
-    schedule = Schedule.from_profile(profile, alpha)
+    pipe = _load(spec.pipeline)()
+    evaluator = _load(spec.evaluator)()
+    params = sum(p.numel() for p in pipe.transformer.parameters()) / 1e6
+    say(f"loaded the embedded {model} model ({params:.2f}M parameters); calibrating on classes 0-9, "
+        f"{steps} {spec.sampler} steps ...")
+    profile = calibrate_pipeline(pipe, steps, guidance_scale=spec.guidance)
+    schedule = demo_schedule(profile, alpha, speedup)
     macs = MacReport.from_profile(profile)
+    labels = [i % 10 for i in range(samples)]
 
-    labels = [i % 10 for i in range(n)]
+    extra = {} if spec.guidance is None else {"guidance_scale": spec.guidance}
 
     def generate():
-        return pipe(class_labels=labels, num_inference_steps=steps, guidance_scale=DIGITS_GUIDANCE_SCALE,
-                    generator=torch.manual_seed(0), output_type="pt").images
+        result = pipe(class_labels=labels, num_inference_steps=steps, generator=torch.manual_seed(0), output_type="pt",
+                      **extra)
+        return getattr(result, spec.output)
 
-    say(f"generating {n} digits with and without SmoothCache (alpha={alpha:g}), interleaved ...")
-    times = {"no cache": [], "smoothcache": []}
-    images = {}
+    say(f"generating {samples} samples with and without SmoothCache ({_describe(schedule)}), twice each, "
+        "interleaved ...")
+    pipe.set_progress_bar_config(disable=progress is None, leave=False)
+    times: dict[str, list[float]] = {"no cache": [], "smoothcache": []}
+    outputs = {}
     cache = SmoothCache(pipe.transformer, schedule)
     for _ in range(2):
         for label in times:
             start = time.perf_counter()
             if label == "smoothcache":
                 with cache:
-                    out = generate()
+                    sample = generate()
             else:
-                out = generate()
+                sample = generate()
             times[label].append(time.perf_counter() - start)
-            images.setdefault(label, out)
+            outputs.setdefault(label, sample)
 
-    metrics = {label: evaluator.evaluate(images[label], labels) for label in images}
-    measured = statistics.median(times["no cache"]) / statistics.median(times["smoothcache"])
+    uncached, cached = outputs["no cache"], outputs["smoothcache"]
+    metrics = {label: evaluator.evaluate(outputs[label], labels) for label in outputs}
     result = {
-        "steps": steps, "alpha": alpha, "samples": n, "guidance_scale": DIGITS_GUIDANCE_SCALE,
+        "model": model, "steps": steps, "sampler": spec.sampler, "samples": samples, "schedule": _describe(schedule),
         "compute_fraction": {"macs": macs.compute_fraction(schedule), **schedule.compute_fraction()},
-        "theoretical_speedup": macs.speedup(schedule), "measured_speedup": measured,
-        "seconds": times, "metrics": metrics,
-        "psnr_db": psnr(images["no cache"], images["smoothcache"]),
-        "ssim": ssim(images["no cache"], images["smoothcache"]),
+        "theoretical_speedup": macs.speedup(schedule),
+        "measured_speedup": statistics.median(times["no cache"]) / statistics.median(times["smoothcache"]),
+        "seconds": times, "metrics": metrics, "fidelity": _load(spec.fidelity)(uncached, cached),
         "cache_stats": cache.stats.by_key(), "real_floor_fid": evaluator.real_floor()["fid"],
-    }
-    result["files"] = {
-        "grid": str(_grid(images["no cache"], images["smoothcache"], out_dir / "samples_side_by_side.png")),
-        "error_curves": str(plot_profile(profile, out_dir / "error_curves.png", alpha=alpha)),
-        "schedule": str(schedule.save(out_dir / "schedule.json")),
+        "files": {
+            "samples": str(_load(spec.write)(out_dir, uncached, cached)),
+            "error_curves": str(plot_profile(profile, out_dir / "error_curves.png", alpha=alpha)),
+            "schedule": str(schedule.save(out_dir / "schedule.json")),
+        },
     }
     result["total_seconds"] = time.perf_counter() - started
     return result
+
+
+def _describe(schedule: Schedule) -> str:
+    meta = schedule.metadata
+    if meta.get("planner") == "optimal":
+        return f"{schedule.predictor} forecast, optimal plan for {1 / meta['budget']:.2f}x"
+    return f"{schedule.predictor}, greedy scan at alpha={meta.get('alpha', 0):g}"
 
 
 def format_table(result: dict) -> str:
@@ -142,20 +226,22 @@ def format_table(result: dict) -> str:
     steps, fraction = result["steps"], result["compute_fraction"]
     per_key = ", ".join(f"{k} {v:.0%}" for k, v in fraction.items() if k != "macs")
     rows = [
-        ("denoising steps (DDIM)", f"{steps}", f"{steps}"),
+        (f"denoising steps ({result['sampler']})", f"{steps}", f"{steps}"),
         ("compute fraction (MACs)", "100%", f"{fraction['macs']:.1%}  ({per_key})"),
         ("theoretical speed-up", "1.00x", f"{result['theoretical_speedup']:.2f}x"),
         ("measured speed-up", "1.00x", f"{result['measured_speedup']:.2f}x"),
-        (f"Digits-FID (floor {result['real_floor_fid']:.2f})", f"{m0['fid']:.2f}", f"{m1['fid']:.2f}"),
+        (f"FID (real floor {result['real_floor_fid']:.2f})", f"{m0['fid']:.2f}", f"{m1['fid']:.2f}"),
         ("class consistency", f"{m0['class_consistency']:.1%}", f"{m1['class_consistency']:.1%}"),
-        ("precision / recall", f"{m0['precision']:.2f} / {m0['recall']:.2f}",
-         f"{m1['precision']:.2f} / {m1['recall']:.2f}"),
-        ("PSNR / SSIM vs no cache", "-", f"{result['psnr_db']:.1f} dB / {result['ssim']:.3f}"),
     ]
+    for key in ("precision", "recall", "motion_consistency"):
+        if key in m0:
+            rows.append((key.replace("_", " "), f"{m0[key]:.3f}", f"{m1[key]:.3f}"))
+    rows += [(FIDELITY[k][0], "-", FIDELITY[k][1].format(v)) for k, v in result["fidelity"].items()]
     width = max(len(r[0]) for r in rows)
-    lines = [f"\n{'':<{width}}  {'no cache':>14}  SmoothCache (alpha={result['alpha']:g})"]
+    lines = [f"\n{result['model']}: {result['samples']} samples; SmoothCache = {result['schedule']}",
+             f"{'':<{width}}  {'no cache':>14}  SmoothCache"]
     lines += [f"{name:<{width}}  {a:>14}  {b}" for name, a, b in rows]
     files = result["files"]
-    lines.append(f"\nwrote {files['grid']}, {files['error_curves']}, {files['schedule']}  "
+    lines.append(f"\nwrote {files['samples']}, {files['error_curves']}, {files['schedule']}  "
                  f"({result['total_seconds']:.0f}s)")
     return "\n".join(lines)

@@ -2,11 +2,13 @@
 
 Rules, from the timestep each call receives:
 
-- the first call, or a timestep *higher* than the previous call's, starts a new generation at step 0
-  (samplers run from high noise to low; a jump back up means the pipeline started over);
+- the first call starts a generation at step 0, and the first *different* timestep after it sets the
+  generation's direction: falling for most samplers (high noise to low), rising for pipelines that count
+  time up from the noise (Z-Image, Lumina 2, Mochi, OmniGen);
+- a move against that direction means the pipeline started over: a new generation at step 0;
 - the same timestep as the previous call is another call of the same step (separate cond/uncond calls),
   numbered 0, 1, ... so each gets its own cache;
-- a lower timestep is the next step.
+- a move along the direction is the next step.
 
 Samplers that call the model several times per step with *different* timesteps (Heun) or models called
 without a timestep need ``calls_per_step=n``: then every ``n`` calls form one step.
@@ -15,15 +17,13 @@ without a timestep need ``calls_per_step=n``: then every ``n`` calls form one st
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, ContextManager
+from typing import Any, Callable
 
 import torch
-import torch.nn as nn
 
-from .patching import ForwardPatch
-from .targets import find_timestep
+from .validate import check_int
 
-__all__ = ["StepTracker", "wrap_denoiser"]
+__all__ = ["StepTracker"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +41,7 @@ def _scalar(timestep: Any) -> float | None:
 
 
 class StepTracker:
-    """Step, call and generation indices derived from the denoiser's calls.
+    """Step and CFG-call indices derived from the denoiser's calls.
 
     Args:
         calls_per_step: fixed number of denoiser calls per step; None derives it from the timesteps.
@@ -50,26 +50,21 @@ class StepTracker:
     """
 
     def __init__(self, calls_per_step: int | None = None, on_generation_end: Callable[[int, list], None] | None = None):
-        if calls_per_step is not None and (
-            isinstance(calls_per_step, bool) or not isinstance(calls_per_step, int) or calls_per_step < 1
-        ):
-            raise ValueError(f"calls_per_step must be an integer >= 1 or None, got {calls_per_step!r}")
-        self.calls_per_step = calls_per_step
+        self.calls_per_step = None if calls_per_step is None else check_int(calls_per_step, "calls_per_step")
         self.on_generation_end = on_generation_end
-        self.generation = 0
-        self.depth = 0
+        self.depth = 0  # nesting of denoiser calls: branches are followed inside the outermost one only
         self.detached = False  # set when wrappers could not be removed: they then pass calls through
         self._warned_no_timestep = False
         self.reset()
 
     def reset(self) -> None:
         """Forget the current generation: the next denoiser call is step 0 of a new one."""
-        self.step = -1
-        self.call = 0
-        self.calls = 0
-        self.serial = 0
+        self.step = -1  # denoising step of the current generation
+        self.call = 0  # CFG call within the step (separate cond/uncond calls)
+        self.calls = 0  # denoiser calls of the generation after its first
         self.last_timestep: float | None = None
-        self.timesteps: list[float | None] = []
+        self.timesteps: list[float | None] = []  # timestep of each step so far
+        self.direction = 0  # +1 rising, -1 falling, 0 not known yet
 
     def finish(self) -> None:
         """End the current generation (if one is running) and reset."""
@@ -87,12 +82,16 @@ class StepTracker:
                 "the denoiser was called without a recognisable timestep: every call counts as a new step and "
                 "generations are only separated by reset(); pass calls_per_step= if the pipeline uses CFG calls"
             )
-        restart = self.step < 0 or (t is not None and self.last_timestep is not None and t > self.last_timestep)
-        if restart:
+        against = False
+        if t is not None and self.last_timestep is not None and t != self.last_timestep and self.step >= 0:
+            move = 1 if t > self.last_timestep else -1
+            if self.direction == 0:
+                self.direction = move
+            against = move != self.direction
+        if self.step < 0 or against:
             if self.step >= 0:
                 self.finish()
-            self.generation += 1
-            self.step, self.call, self.calls = 0, 0, 0
+            self.step, self.call, self.calls, self.direction = 0, 0, 0, 0
             self.timesteps = [t]
         else:
             self.calls += 1
@@ -106,37 +105,10 @@ class StepTracker:
                 self.step = step
                 self.timesteps.append(t)
         self.last_timestep = t
-        self.serial += 1
 
-
-def wrap_denoiser(
-    model: nn.Module,
-    tracker: StepTracker,
-    owner: object,
-    on_call: Callable[[], None] | None = None,
-    around: Callable[[], ContextManager] | None = None,
-) -> ForwardPatch:
-    """Wrap ``model.forward`` so each outermost call advances ``tracker``, then runs ``on_call``, then the
-    model inside the context ``around()`` returns."""
-
-    def make(original: Callable) -> Callable:
-        def forward(*args, **kwargs):
-            if tracker.detached:
-                return original(*args, **kwargs)
-            outermost = tracker.depth == 0
-            if outermost:
-                tracker.advance(find_timestep(args, kwargs))
-                if on_call is not None:
-                    on_call()
-            tracker.depth += 1
-            try:
-                if outermost and around is not None:
-                    with around():
-                        return original(*args, **kwargs)
-                return original(*args, **kwargs)
-            finally:
-                tracker.depth -= 1
-
-        return forward
-
-    return ForwardPatch(model, make, owner)
+    @property
+    def time(self) -> float:
+        """The current step's position in the time variable the denoiser receives (its timestep or sigma);
+        the step index when the denoiser gets no timestep. Forecasts extrapolate in this variable."""
+        t = self.timesteps[self.step] if 0 <= self.step < len(self.timesteps) else None
+        return float(self.step) if t is None else t

@@ -1,0 +1,47 @@
+"""What every benchmark shares: where results go, a one-line machine description, BENCHMARKS.md sections."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+__all__ = ["BENCHMARKS", "RESULTS", "ROOT", "machine", "write_section"]
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results"
+BENCHMARKS = ROOT / "BENCHMARKS.md"
+
+
+def machine() -> str:
+    """Processor, torch threads, torch and Python versions, e.g. ``x86_64, 2 threads, torch 2.13.0+cpu, ...``."""
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
+            f"torch {torch.__version__}, Python {platform.python_version()}")
+
+
+def write_section(name: str, markdown: str, results: dict, *, results_dir: Path = RESULTS,
+                  benchmarks: Path = BENCHMARKS) -> None:
+    """Replace the ``name`` section of ``benchmarks`` and save ``results_dir/<name>.json``.
+
+    Args:
+        name: section name; the section sits between ``<!-- name:start -->`` and ``<!-- name:end -->``
+            (appended when the markers are missing).
+        markdown: the section's text.
+        results: what the section was made from, saved as JSON next to it.
+        results_dir: folder for the JSON (``bench/results`` by default; smoke runs pass a scratch folder).
+        benchmarks: the markdown file (``BENCHMARKS.md`` by default).
+    """
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    text = benchmarks.read_text() if benchmarks.exists() else "# Benchmarks\n"
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    block = f"{start}\n{markdown.strip()}\n{end}"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        text = head + block + rest.split(end, 1)[1]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    benchmarks.parent.mkdir(parents=True, exist_ok=True)
+    benchmarks.write_text(text)
