@@ -2,6 +2,8 @@
 
 - image: a class-conditional DiT on scikit-learn's handwritten digits (``digits_pipeline()``,
   ``digits_evaluator()``; model card ``zoo/digits/README.md``);
+- video: a class-conditional Latte video DiT on moving digits, sampled with rectified flow
+  (``video_pipeline()``, ``video_evaluator()``, folder ``VIDEO_DIR``; model card ``zoo/video/README.md``);
 - the demo (:mod:`smoothcache.zoo.demo`), the calibration plots (:mod:`smoothcache.zoo.plot`) and the
   metrics (:mod:`smoothcache.zoo.metrics`).
 
@@ -12,9 +14,13 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["DIGITS_DIR", "DIGITS_GUIDANCE_SCALE", "digits_evaluator", "digits_pipeline"]
+_EXPORTS = {
+    **{name: "digits_model" for name in ("DIGITS_DIR", "DIGITS_GUIDANCE_SCALE", "digits_evaluator", "digits_pipeline")},
+    **{name: "video_model" for name in ("VIDEO_DIR", "VIDEO_GUIDANCE_SCALE", "video_pipeline")},
+    "video_evaluator": "video_eval",
+}
 
-_EXPORTS = {name: "digits_model" for name in __all__}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 #: Theoretical speed-up the demo's default schedule is planned for (the recommended mode, see README).
 DEMO_SPEEDUP = 2.0
+#: Guidance scale of the video demo: ``smoothcache.zoo.video_model.VIDEO_GUIDANCE_SCALE`` (kept literal so that
+#: importing the demo does not import diffusers; a test checks they agree).
+VIDEO_GUIDANCE = 1.0
 #: Seed of the calibration generations (disjoint from the evaluation seeds, which start at 0).
 CALIBRATION_SEED = 10_000
 
@@ -70,6 +73,10 @@ DEMO_MODELS = {
                         "smoothcache.zoo.digits_model:digits_evaluator", "images", 50, "DDIM",
                         "smoothcache.zoo.demo:image_fidelity", "smoothcache.zoo.demo:write_image_grid",
                         guidance=1.0),  # DIGITS_GUIDANCE_SCALE; DiTPipeline's own default is 4.0
+    "video": DemoModel("video", "smoothcache.zoo.video_model:video_pipeline",
+                       "smoothcache.zoo.video_eval:video_evaluator", "frames", 30, "rectified flow (Euler)",
+                       "smoothcache.zoo.video_eval:video_fidelity", "smoothcache.zoo.video_eval:write_video_gif",
+                       guidance=VIDEO_GUIDANCE),
 }
 
 

@@ -14,7 +14,10 @@ Metrics of a batch of generated moving-digit videos (``(N, F, 1, H, W)`` in [0, 
   error of a video (:func:`motion_residuals`) is the RMS distance between the per-frame centres of mass
   and their least-squares constant-velocity fit. Real videos score exactly 0 px (the training data
   moves at constant velocity, without bounces); shuffling the frames of a real video breaks the line.
-* :meth:`VideoEvaluator.psnr` -- per-video PSNR (dB) between two batches, e.g. cached vs uncached.
+* :meth:`VideoEvaluator.psnr` -- per-video PSNR (dB) between two batches, e.g. cached vs uncached;
+  :func:`video_fidelity` adds the per-frame SSIM (the demo's fidelity row).
+
+:func:`save_gif` writes videos as one looping GIF; :func:`write_video_gif` is the demo's uncached / cached grid.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from .metrics import (
     load_reference_stats,
     precision_recall,
     psnr,
+    ssim,
 )
 from .video_data import CANVAS, NUM_FRAMES
 from .video_net import FEATURES_DIR, load_video_nets
@@ -48,6 +52,8 @@ __all__ = [
     "motion_residuals",
     "save_gif",
     "video_evaluator",
+    "video_fidelity",
+    "write_video_gif",
 ]
 
 #: Pixels brighter than this (range [0, 1]) carry the centre-of-mass weight ``value - MASS_THRESHOLD``.
@@ -237,13 +243,14 @@ def video_evaluator(device: str | torch.device = "cpu") -> VideoEvaluator:
 
 
 def save_gif(path: str | Path, frames: ArrayLike, scale: int = 4, duration_ms: int = 125,
-             value_range: tuple[float, float] = (0.0, 1.0)) -> Path:
+             value_range: tuple[float, float] = (0.0, 1.0), rows: int = 1) -> Path:
     """Write videos as one looping grey-level GIF; several videos are tiled side by side.
 
     Args:
         path: output file (``.gif``).
         frames: one video (F, 1, H, W) or (F, H, W), or a batch (N, F, 1, H, W) tiled left to right
             with a 1-pixel grey separator (e.g. uncached | cached).
+        rows: lay a batch out in this many rows (row-major; N must be a multiple of it).
         scale: integer nearest-neighbour upscaling factor.
         duration_ms: display time of each frame.
         value_range: the range of ``frames``.
@@ -267,15 +274,40 @@ def save_gif(path: str | Path, frames: ArrayLike, scale: int = 4, duration_ms: i
     lo, hi = value_range
     x = ((x - lo) / (hi - lo)).clamp(0.0, 1.0)[:, :, 0]  # (N, F, H, W)
     n, f, h, w = x.shape
-    parts = []
-    for i in range(n):
-        if i:
-            parts.append(torch.full((f, h, 1), 0.5))  # grey separator column
-        parts.append(x[i])
-    strip = torch.cat(parts, dim=2)  # (F, H, N * (W + 1) - 1)
+    if rows < 1 or n % rows:
+        raise ValueError(f"cannot lay {n} videos out in {rows} rows")
+    cols = n // rows
+    lines = []
+    for r in range(rows):
+        if r:
+            lines.append(torch.full((f, 1, cols * (w + 1) - 1), 0.5))  # grey separator row
+        parts = []
+        for i in range(r * cols, (r + 1) * cols):
+            if i % cols:
+                parts.append(torch.full((f, h, 1), 0.5))  # grey separator column
+            parts.append(x[i])
+        lines.append(torch.cat(parts, dim=2))  # (F, H, cols * (W + 1) - 1)
+    strip = torch.cat(lines, dim=1)
     strip = strip.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     pixels = (strip * 255.0).round().to(torch.uint8).numpy()
     images = [Image.fromarray(p) for p in pixels]
     path = Path(path)
     images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
     return path
+
+
+def video_fidelity(uncached: ArrayLike, cached: ArrayLike) -> dict[str, float]:
+    """PSNR (per video) and SSIM (per frame) of cached videos against the uncached ones, both in [0, 1]."""
+    a, b = _as_videos(uncached), _as_videos(cached)
+    if a.shape != b.shape:
+        raise ValueError(f"video batches differ in shape: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return {"psnr_db": VideoEvaluator.psnr(a, b), "ssim": ssim(a.flatten(0, 1), b.flatten(0, 1))}
+
+
+def write_video_gif(folder: str | Path, uncached: ArrayLike, cached: ArrayLike, per_row: int = 10) -> Path:
+    """GIF: the first ``per_row`` uncached videos (top row) above the same seeds with SmoothCache (bottom row)."""
+    a, b = _as_videos(uncached), _as_videos(cached)
+    k = min(per_row, a.shape[0])
+    path = Path(folder) / "samples_side_by_side.gif"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return save_gif(path, torch.cat([a[:k], b[:k]]), scale=3, rows=2)
