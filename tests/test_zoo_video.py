@@ -193,11 +193,11 @@ def test_noise_scores_badly(evaluator):
 
 
 def test_generated_videos_are_recognisable(pipe, evaluator):
-    # a weak model (see the card: ~1/3 of its 30-step videos show the requested digit), but far above chance
-    labels = list(range(10)) * 2
+    # a weak model (see the card: 86% class consistency, wobbly motion at 30 steps), but far above chance
+    labels = list(range(10))
     frames = _run(pipe, steps=VIDEO_STEPS, labels=labels)
     preds = evaluator.predict(frames)
-    assert float((preds == torch.tensor(labels)).double().mean()) >= 0.25  # chance: 0.1
+    assert float((preds == torch.tensor(labels)).double().mean()) >= 0.6  # chance: 0.1
     assert float(motion_residuals(frames).median()) < 2.0  # uniform noise: ~6 px
 
 

@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 DEMO_SPEEDUP = 2.0
 #: Guidance scale of the video demo: ``smoothcache.zoo.video_model.VIDEO_GUIDANCE_SCALE`` (kept literal so that
 #: importing the demo does not import diffusers; a test checks they agree).
-VIDEO_GUIDANCE = 1.0
+VIDEO_GUIDANCE = 4.0
 #: Seed of the calibration generations (disjoint from the evaluation seeds, which start at 0).
 CALIBRATION_SEED = 10_000
 
