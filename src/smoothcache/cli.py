@@ -161,11 +161,12 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .zoo.demo import format_table, run_demo
+    from .zoo.demo import DEMO_MODELS, format_table, run_demo
 
     if args.alpha is not None and args.speedup is not None:
         raise ValueError("give --alpha (the original's greedy scan) or --speedup (the recommended mode), not both")
-    samples = args.samples if args.samples is not None else (100 if args.quick else 300)
+    spec = DEMO_MODELS[args.model]
+    samples = args.samples if args.samples is not None else (spec.quick_samples if args.quick else spec.samples)
     say = None if args.json else (lambda line: print(line, flush=True))
     result = run_demo(model=args.model, out=args.out, steps=args.steps, samples=samples, alpha=args.alpha,
                       speedup=args.speedup, progress=say)
@@ -228,9 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--speedup", type=float, default=None,
                       help=f"plan the recommended mode for this theoretical speed-up (default {DEMO_SPEEDUP})")
     demo.add_argument("--alpha", type=float, default=None, help="use the original's greedy scan at this threshold")
-    demo.add_argument("--samples", type=int, default=None, help="samples per variant (default 300; 100 with --quick)")
+    demo.add_argument("--samples", type=int, default=None, help="samples per variant (default: digits 300, audio and video 100; "
+                      "with --quick 100 / 20)")
     demo.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
-    demo.add_argument("--quick", action="store_true", help="fewer samples: about a minute")
+    demo.add_argument("--quick", action="store_true", help="fewer samples: about a minute on 2 idle cores")
     demo.add_argument("--json", action="store_true", help="print machine-readable results")
     demo.set_defaults(func=_demo)
     return parser

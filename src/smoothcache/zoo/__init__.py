@@ -4,6 +4,8 @@
   ``digits_evaluator()``; model card ``zoo/digits/README.md``);
 - audio: a class-conditional Stable-Audio-style DiT on spoken digits synthesised with espeak-ng, sampled with
   DPM-Solver++(3M) SDE (``audio_pipeline()``, ``audio_evaluator()``; model card ``zoo/audio/README.md``);
+- video: a class-conditional Latte video DiT on moving digits, sampled with rectified flow
+  (``video_pipeline()``, ``video_evaluator()``, folder ``VIDEO_DIR``; model card ``zoo/video/README.md``);
 - the demo (:mod:`smoothcache.zoo.demo`), the calibration plots (:mod:`smoothcache.zoo.plot`) and the
   metrics (:mod:`smoothcache.zoo.metrics`).
 
@@ -14,11 +16,14 @@ from __future__ import annotations
 
 import importlib
 
-_DIGITS = ["DIGITS_DIR", "DIGITS_GUIDANCE_SCALE", "digits_evaluator", "digits_pipeline"]
-_AUDIO = ["AUDIO_DIR", "AUDIO_GUIDANCE_SCALE", "audio_evaluator", "audio_pipeline"]
-__all__ = _DIGITS + _AUDIO
+_EXPORTS = {
+    **{name: "digits_model" for name in ("DIGITS_DIR", "DIGITS_GUIDANCE_SCALE", "digits_evaluator", "digits_pipeline")},
+    **{name: "audio_model" for name in ("AUDIO_DIR", "AUDIO_GUIDANCE_SCALE", "audio_evaluator", "audio_pipeline")},
+    **{name: "video_model" for name in ("VIDEO_DIR", "VIDEO_GUIDANCE_SCALE", "video_pipeline")},
+    "video_evaluator": "video_eval",
+}
 
-_EXPORTS = {name: "digits_model" for name in _DIGITS} | {name: "audio_model" for name in _AUDIO}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):

@@ -31,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 #: Theoretical speed-up the demo's default schedule is planned for (the recommended mode, see README).
 DEMO_SPEEDUP = 2.0
+#: Guidance scale of the video demo: ``smoothcache.zoo.video_model.VIDEO_GUIDANCE_SCALE`` (kept literal so that
+#: importing the demo does not import diffusers; a test checks they agree).
+VIDEO_GUIDANCE = 4.0
 #: Seed of the calibration generations (disjoint from the evaluation seeds, which start at 0).
 CALIBRATION_SEED = 10_000
 
@@ -52,6 +55,7 @@ class DemoModel:
         fidelity: ``"module:function"`` of ``f(uncached, cached) -> {metric: value}`` (keys of :data:`FIDELITY`).
         write: ``"module:function"`` of ``f(folder, uncached, cached) -> path`` writing them side by side.
         guidance: the guidance scale to call the pipeline with (None: the pipeline's default).
+        samples, quick_samples: samples per variant by default and with ``--quick`` (about a minute on 2 cores).
     """
 
     name: str
@@ -63,6 +67,8 @@ class DemoModel:
     fidelity: str
     write: str
     guidance: float | None = None
+    samples: int = 300
+    quick_samples: int = 100
 
 
 DEMO_MODELS = {
@@ -73,7 +79,11 @@ DEMO_MODELS = {
     "audio": DemoModel("audio", "smoothcache.zoo.audio_model:audio_pipeline",
                        "smoothcache.zoo.audio_model:audio_evaluator", "audios", 100, "DPM-Solver++(3M) SDE",
                        "smoothcache.zoo.demo:audio_fidelity", "smoothcache.zoo.demo:write_audio_pairs",
-                       guidance=2.0),  # AUDIO_GUIDANCE_SCALE (classifier-free guidance: two calls per step)
+                       guidance=2.0, samples=100, quick_samples=20),  # AUDIO_GUIDANCE_SCALE (classifier-free guidance: two calls per step)
+    "video": DemoModel("video", "smoothcache.zoo.video_model:video_pipeline",
+                       "smoothcache.zoo.video_eval:video_evaluator", "frames", 30, "rectified flow (Euler)",
+                       "smoothcache.zoo.video_eval:video_fidelity", "smoothcache.zoo.video_eval:write_video_gif",
+                       guidance=VIDEO_GUIDANCE, samples=100, quick_samples=20),
 }
 
 
