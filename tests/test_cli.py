@@ -66,6 +66,16 @@ def test_the_shipped_model_calibrates_by_name_and_by_folder(tmp_path, capsys):
     assert "predictors ['reuse', 'linear']" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("model,keys", [("audio", ["attn1", "attn2", "ff"]), ("video", ["attn1", "attn2", "ff"])])
+def test_the_shipped_audio_and_video_models_calibrate_by_name(model, keys, tmp_path, capsys):
+    out = tmp_path / f"{model}.safetensors"
+    assert main(["calibrate", model, "--steps", "4", "--classes", "3", "--out", str(out)]) == 0
+    profile = CalibrationProfile.load(out)
+    assert profile.num_steps == 4 and sorted(profile.keys) == keys
+    assert main(["calibrate", model, "--classes", "10", "--steps", "4", "--out", str(out)]) == 2
+    assert "class id(s) [10] are not classes of this model (valid: 0..9)" in capsys.readouterr().err
+
+
 def test_calibrate_errors_name_the_problem(tmp_path, capsys):
     assert main(["calibrate", str(tmp_path / "no_such_dir"), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "no pipeline folder at" in capsys.readouterr().err

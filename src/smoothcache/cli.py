@@ -15,7 +15,7 @@ logger = logging.getLogger("smoothcache")
 
 SCHEDULERS = ("keep", "ddim", "dpm", "dpm-sde")
 #: Short names of the models that ship with smoothcache (``smoothcache.zoo``).
-ZOO_MODELS = ("digits",)
+ZOO_MODELS = ("digits", "audio", "video")  # shipped models, by name (classes 0-9 each)
 
 
 def dtype_kwargs(dtype) -> dict:
@@ -43,8 +43,11 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", sched
     from . import zoo
 
     folder = Path(model).expanduser()
-    if model in ZOO_MODELS or (folder.is_dir() and folder.resolve() == zoo.DIGITS_DIR):
-        pipe = zoo.digits_pipeline(torch_dtype=getattr(torch, dtype))
+    shipped = {"digits": zoo.DIGITS_DIR, "audio": zoo.AUDIO_DIR, "video": zoo.VIDEO_DIR}
+    name = model if model in ZOO_MODELS else next(
+        (k for k, path in shipped.items() if folder.is_dir() and folder.resolve() == path), None)
+    if name is not None:
+        pipe = getattr(zoo, f"{name}_pipeline")(torch_dtype=getattr(torch, dtype))
     elif folder.is_dir():
         if not (folder / "model_index.json").is_file():
             raise FileNotFoundError(f"{folder} is not a diffusers pipeline folder (it has no model_index.json)")
@@ -62,10 +65,11 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", sched
     return pipe.to(device)
 
 
-def _check_classes(pipe, classes: Sequence[int]) -> None:
-    """Class ids the pipeline knows: its labels (``id2label``), else the transformer's class table."""
+def _check_classes(pipe, classes: Sequence[int], model: str = "") -> None:
+    """Class ids the pipeline knows: the shipped models' 0-9, its labels (``id2label``), else the transformer's
+    class table."""
     labels = getattr(pipe, "labels", None)
-    valid = sorted(set(labels.values())) if labels else None
+    valid = list(range(10)) if model in ZOO_MODELS else sorted(set(labels.values())) if labels else None
     if valid is None:
         n = getattr(pipe.transformer.config, "num_embeds_ada_norm", None)
         valid = list(range(n)) if n else None
@@ -86,7 +90,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     device = f"cuda:{torch.cuda.current_device()}" if distributed.is_distributed() and args.device == "cuda" \
         else args.device
     pipe = load_pipeline(args.model, device, args.dtype, args.scheduler)
-    _check_classes(pipe, args.classes)
+    _check_classes(pipe, args.classes, args.model)
     guidance = args.guidance if args.guidance is not None else _default_guidance(args.model)
     runs = distributed.shard(range(args.runs))
     with Calibrator(pipe.transformer, args.components, args.lookahead) as cal:
@@ -110,9 +114,9 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _default_guidance(model: str) -> float:
     if model in ZOO_MODELS:
-        from .zoo import DIGITS_GUIDANCE_SCALE
+        from . import zoo
 
-        return DIGITS_GUIDANCE_SCALE
+        return getattr(zoo, f"{model.upper()}_GUIDANCE_SCALE")
     return 4.0
 
 
@@ -183,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     cal = sub.add_parser("calibrate", help="record error tables of a class-conditional DiT pipeline")
-    cal.add_argument("model", help="a shipped model (digits), a local save_pretrained folder, or a hub id "
+    cal.add_argument("model", help="a shipped model (digits, audio, video), a local save_pretrained folder, or a hub id "
                                    "(facebook/DiT-XL-2-256)")
     cal.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     cal.add_argument("--classes", type=int, nargs="+", default=[207, 360, 387], help="class ids of each run")
