@@ -121,8 +121,10 @@ def test_a_failing_expert_leaves_no_cache_behind(pipe):
 
 
 def test_enable_errors_say_what_to_give(pipe):
-    with pytest.raises(ValueError, match="give a schedule, or alpha="):
+    with pytest.raises(ValueError, match="give a schedule, or alpha= or speedup="):
         enable(pipe)
+    with pytest.raises(ValueError, match="exactly one of the three"):
+        enable(pipe, alpha=0.1, speedup=2.0)
     with pytest.raises(TargetError, match=r"no denoiser \['transformer_3'\]"):
         enable(pipe, {"transformer_3": Schedule.full(2, KEYS)})
     with pytest.raises(TargetError, match="has no denoiser"):

@@ -159,10 +159,14 @@ def test_one_line_mode_calibrates_then_caches():
 
 
 def test_one_line_mode_with_several_calibration_runs_and_arguments(tiny_dit):
-    with pytest.raises(ValueError, match="give a schedule, or alpha="):
+    with pytest.raises(ValueError, match="give a schedule, or alpha= or speedup="):
         SmoothCache(tiny_dit)
-    with pytest.raises(ValueError, match="not both"):
+    with pytest.raises(ValueError, match="exactly one of the three"):
         SmoothCache(tiny_dit, {"attn1": [1]}, alpha=0.1)
+    with pytest.raises(ValueError, match="exactly one of the three"):
+        SmoothCache(tiny_dit, alpha=0.1, speedup=2.0)
+    with pytest.raises(ScheduleError, match="speedup must be a finite number >= 1"):
+        SmoothCache(tiny_dit, speedup=0.5)
     with pytest.raises(ScheduleError, match="alpha must be a finite number >= 0"):
         SmoothCache(tiny_dit, alpha=-1)
     cache = SmoothCache(tiny_dit, alpha=0.5, calibration_runs=2, per_block=True).enable()
@@ -202,6 +206,20 @@ def test_one_line_mode_with_a_forecast():
     assert cache.stats.predictor == "linear" and cache.stats.reused > 0
     with pytest.raises(ScheduleError, match="unknown predictor 'quadratic'"):
         SmoothCache(pipe.transformer, alpha=0.3, predictor="quadratic")
+
+
+def test_one_line_recommended_mode_plans_for_a_speedup():
+    pipe = make_tiny_pipe()
+    kwargs = dict(class_labels=[3], num_inference_steps=20, output_type="np")
+    cache = SmoothCache(pipe.transformer, speedup=2.0)
+    assert "one-line mode, speedup=2x" in repr(cache)
+    with cache:
+        pipe(generator=torch.manual_seed(4), **kwargs)
+        pipe(generator=torch.manual_seed(4), **kwargs)
+    expected = Schedule.for_budget(cache.profile, speedup=2.0, predictor="linear", planner="optimal")
+    assert cache.schedule == expected and cache.schedule.predictor == "linear"
+    assert MacReport.from_profile(cache.profile).speedup(cache.schedule) >= 2.0
+    assert cache.stats.reused > 0
 
 
 def test_forecast_schedules_from_resampled_calibrations(calibrated):

@@ -210,8 +210,11 @@ class SmoothCache:
         cache_dtype: keep cached outputs in this (lower) precision, cast back on use.
         lookahead: one-line mode: K of the calibration.
         calibration_runs: one-line mode: generations to calibrate on.
+        speedup: instead of a schedule, the recommended one-line mode: calibrate as with ``alpha``, then the
+            optimal plan for this theoretical speed-up (``Schedule.for_budget(..., planner="optimal")``).
         per_block: one-line mode: one schedule per block instead of per branch type.
-        predictor: one-line mode: the predictor to calibrate and schedule for (``"reuse"`` or ``"linear"``).
+        predictor: one-line mode: the predictor to calibrate and schedule for (``"reuse"`` or ``"linear"``;
+            default ``"reuse"`` with ``alpha``, ``"linear"`` with ``speedup``).
 
     Use it as a ``with`` block (nested blocks are counted) or with :meth:`enable` / :meth:`disable`.
     Every generation starts at step 0 on its own (the timestep jumps back up); :meth:`reset` forces it.
@@ -237,6 +240,7 @@ class SmoothCache:
         schedule: Schedule | Mapping[str, Sequence[int]] | str | None = None,
         *,
         alpha: float | None = None,
+        speedup: float | None = None,
         components: Iterable[str] | None = None,
         block_classes: Sequence[type | str] | type | str | None = None,
         calls_per_step: int | None = None,
@@ -244,10 +248,11 @@ class SmoothCache:
         lookahead: int = 3,
         calibration_runs: int = 1,
         per_block: bool = False,
-        predictor: str = "reuse",
+        predictor: str | None = None,
     ):
-        if (schedule is None) == (alpha is None):
-            raise ValueError("give a schedule, or alpha= to calibrate on the first generation(s), not both")
+        if sum(x is not None for x in (schedule, alpha, speedup)) != 1:
+            raise ValueError("give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
+                             "exactly one of the three")
         self.model = as_denoiser(model)
         self.cache_dtype = check_dtype(cache_dtype, "cache_dtype")
         self.schedule: Schedule | None = None
@@ -257,9 +262,13 @@ class SmoothCache:
             branches = _bind(self.model, self.schedule, components, block_classes)
             policies: list[BranchPolicy] = [self._policy(branches)]
         else:
-            self._auto = {"alpha": check_number(alpha, "alpha", error=ScheduleError),
-                          "runs": check_int(calibration_runs, "calibration_runs"), "per_block": per_block,
+            predictor = predictor or ("reuse" if speedup is None else "linear")
+            self._auto = {"runs": check_int(calibration_runs, "calibration_runs"), "per_block": per_block,
                           "predictor": check_choice(predictor, "predictor", PREDICTORS, error=ScheduleError)}
+            if alpha is not None:
+                self._auto["alpha"] = check_number(alpha, "alpha", error=ScheduleError)
+            else:
+                self._auto["speedup"] = check_number(speedup, "speedup", minimum=1.0, error=ScheduleError)
             # one-line mode: the calibration policies (MacMeter, ErrorRecorder) now, a ScheduledCache later
             branches = find_branches(self.model, components, block_classes)
             self.recorder = ErrorRecorder(lookahead, [predictor], type(self.model).__name__, meter=MacMeter())
@@ -273,7 +282,8 @@ class SmoothCache:
 
     def __repr__(self) -> str:
         state = "enabled" if self.enabled else "disabled"
-        what = repr(self.schedule) if self.schedule is not None else f"one-line mode, alpha={self._auto['alpha']:g}"
+        what = repr(self.schedule) if self.schedule is not None else "one-line mode, " + (
+            f"alpha={self._auto['alpha']:g}" if "alpha" in self._auto else f"speedup={self._auto['speedup']:g}x")
         return f"SmoothCache({type(self.model).__name__}, {len(self.branches)} branches, {what}, {state})"
 
     # ----------------------------------------------------------------- state
@@ -336,7 +346,12 @@ class SmoothCache:
         profile = self.recorder.profile
         if profile.runs < self._auto["runs"]:
             return
-        self.schedule = Schedule.from_profile(profile, self._auto["alpha"], per_block=self._auto["per_block"],
-                                              predictor=self._auto["predictor"])
+        auto = self._auto
+        if "alpha" in auto:
+            self.schedule = Schedule.from_profile(profile, auto["alpha"], per_block=auto["per_block"],
+                                                  predictor=auto["predictor"])
+        else:
+            self.schedule = Schedule.for_budget(profile, speedup=auto["speedup"], predictor=auto["predictor"],
+                                                planner="optimal", per_block=auto["per_block"])
         logger.info("one-line mode calibrated %d run(s): %s", profile.runs, self.schedule)
         self.hooks.set_policies([self._policy(self.hooks.branches)])

@@ -79,7 +79,8 @@ def _per_denoiser(schedule: Any, models: Mapping[str, nn.Module], pipe: Any) -> 
     return {name: schedule for name in models}
 
 
-def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwargs: Any) -> dict:
+def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, speedup: float | None = None,
+           **kwargs: Any) -> dict:
     """Cache every denoiser of ``pipe``; returns ``{name: SmoothCache}``.
 
     Calling it again replaces the caches (the previous ones are disabled first). Each denoiser counts its own
@@ -93,6 +94,8 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwa
             the mapping, is not cached.
         alpha: instead of a schedule, the one-line mode: each denoiser calibrates on the first generation(s)
             and then caches with the schedule for this threshold.
+        speedup: instead of a schedule, the recommended one-line mode: calibrate as with ``alpha``, then the
+            optimal linear-forecast plan for this theoretical speed-up.
         **kwargs: passed to every :class:`SmoothCache` (``components``, ``block_classes``, ``calls_per_step``,
             ``cache_dtype``, ``lookahead``, ``calibration_runs``, ``per_block``).
 
@@ -107,8 +110,9 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwa
             f"{type(pipe).__name__} has no denoiser (transformer, transformer_2, unet...); "
             "use SmoothCache(model, ...) on the model itself"
         )
-    if (schedule is None) == (alpha is None):
-        raise ValueError("give a schedule, or alpha= to calibrate on the first generation(s), not both")
+    if sum(x is not None for x in (schedule, alpha, speedup)) != 1:
+        raise ValueError("give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
+                         "exactly one of the three")
     plan = {name: None for name in models} if schedule is None else _per_denoiser(schedule, models, pipe)
     if _ACTIVE.get(pipe):
         logger.info("smoothcache.enable: replacing the caches already on %s", type(pipe).__name__)
@@ -116,8 +120,8 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, **kwa
     caches: dict[str, SmoothCache] = {}
     try:
         for name, model in models.items():
-            if alpha is not None:
-                caches[name] = SmoothCache(model, alpha=alpha, **kwargs).enable()
+            if schedule is None:
+                caches[name] = SmoothCache(model, alpha=alpha, speedup=speedup, **kwargs).enable()
             elif plan[name] is not None:
                 caches[name] = SmoothCache(model, plan[name], **kwargs).enable()
     except Exception:
