@@ -5,7 +5,7 @@ from conftest import make_tiny_pipe
 
 from bench.methods import Method
 from bench.modality import Bench, build, report
-from smoothcache import MacReport
+from smoothcache import MacReport, find_branches
 from smoothcache.zoo.demo import DEMO_MODELS, calibrate_pipeline
 
 torch.set_num_threads(1)
@@ -20,6 +20,7 @@ def tiny_bench(steps=8):
     bench.profile = calibrate_pipeline(bench.pipe, steps, classes=[0, 1], guidance_scale=1.0)
     bench.report = MacReport.from_profile(bench.profile)
     bench.keys = sorted({b.key for b in bench.profile.errors.values()})
+    bench.branches = find_branches(bench.pipe.transformer)
     return bench
 
 
