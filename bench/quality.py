@@ -133,7 +133,16 @@ def run_setting(key: str, args, evaluator, profile50) -> tuple[dict, object]:
     for what, why in skipped.items():
         say(f"left out {what}: {why}")
     say(f"{len(methods)} methods; timing {args.rounds} round(s) of {args.timing_samples} samples")
+    if args.timing_only:  # re-time the saved methods on a quiet machine; their samples and metrics stay
+        saved = json.loads((args.out / f"quality_{key}.json").read_text())["methods"]
+        methods = [m for m in methods if m.name in saved]
     times, speedups = time_methods(pipe, methods, args.timing_samples, args.rounds, say)
+    if args.timing_only:
+        rows = {m.name: {**saved[m.name], "measured": statistics.median(speedups[m.name]),
+                         "speedups": speedups[m.name], "seconds": times[m.name]} for m in methods}
+        return {"scheduler": scheduler, "steps": steps, "methods": rows, "timing_samples": args.timing_samples,
+                "runs": [{"machine": machine(), "rounds": args.rounds, "timing_only": True,
+                          "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d %H:%M")}]}, profile
     rows = evaluate(pipe, methods, times, speedups, args.samples, evaluator, say)
     result = {"scheduler": scheduler, "steps": steps, "samples": args.samples,
               "timing_samples": args.timing_samples, "methods": rows, "skipped": skipped,
@@ -146,6 +155,12 @@ def run_setting(key: str, args, evaluator, profile50) -> tuple[dict, object]:
 
 def merge(path: Path, new: dict, fresh: bool) -> dict:
     """``new`` merged into the saved results at ``path``: its rows replace rows of the same name."""
+    if new["runs"][0].get("timing_only"):
+        old = json.loads(path.read_text())
+        old["methods"].update(new["methods"])
+        old["timing_samples"] = new["timing_samples"]
+        old["runs"].append(new["runs"][0])
+        return old
     if fresh or not path.exists():
         for row in new["methods"].values():
             row["run"] = 0
@@ -181,6 +196,8 @@ def main() -> None:
                         help="results folder (default bench/results; elsewhere the report goes to OUT/BENCHMARKS.md)")
     parser.add_argument("--fresh", action="store_true", help="replace a setting's saved results instead of merging")
     parser.add_argument("--report", action="store_true", help="no generation: rebuild the report from OUT")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="re-time the methods saved in OUT (on a quiet machine); metrics are kept")
     args = parser.parse_args()
     args.methods = list(dict.fromkeys(["no-cache", *args.methods]))
     benchmarks = BENCHMARKS if args.out.resolve() == RESULTS.resolve() else args.out / "BENCHMARKS.md"
