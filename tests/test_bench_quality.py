@@ -92,6 +92,23 @@ def test_merge_replaces_rows_of_the_same_name_and_refuses_other_sample_counts(tm
     assert set(merge(path, result(200, ["no cache"]), fresh=True)["methods"]) == {"no cache"}
 
 
+def test_a_timing_only_run_replaces_the_speedups_and_keeps_the_metrics(tmp_path):
+    from bench.quality import merge
+
+    path = tmp_path / "quality_ddim50.json"
+    saved = {"scheduler": "ddim", "steps": 50, "samples": 300, "timing_samples": 100, "skipped": {},
+             "methods": {"no cache": {"fid": 0.9, "measured": 1.0, "run": 0},
+                         "a": {"fid": 1.0, "psnr": 50.0, "measured": 1.2, "run": 0}},
+             "runs": [{"date": "then"}]}
+    path.write_text(json.dumps(saved))
+    retimed = {"scheduler": "ddim", "steps": 50, "timing_samples": 50, "runs": [{"timing_only": True}],
+               "methods": {"a": {**saved["methods"]["a"], "measured": 1.8, "speedups": [1.7, 1.9]}}}
+    merged = merge(path, retimed, fresh=False)
+    assert merged["methods"]["a"] == {"fid": 1.0, "psnr": 50.0, "measured": 1.8, "run": 0, "speedups": [1.7, 1.9]}
+    assert merged["methods"]["no cache"] == saved["methods"]["no cache"] and merged["samples"] == 300
+    assert merged["timing_samples"] == 50 and merged["runs"][-1] == {"timing_only": True}
+
+
 def test_timing_pairs_each_method_with_nearby_no_cache_runs():
     """Load that triples during the run does not bias the speed-ups (a fake clock advanced by a fake pipeline)."""
     from types import SimpleNamespace
