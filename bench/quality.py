@@ -141,7 +141,7 @@ def run_setting(key: str, args, evaluator, profile50) -> tuple[dict, object]:
         rows = {m.name: {**saved[m.name], "measured": statistics.median(speedups[m.name]),
                          "speedups": speedups[m.name], "seconds": times[m.name]} for m in methods}
         return {"scheduler": scheduler, "steps": steps, "methods": rows, "timing_samples": args.timing_samples,
-                "runs": [{"machine": machine(), "rounds": args.rounds, "timing_only": True,
+                "runs": [{"machine": machine(), "rounds": args.rounds, "timing_only": True, "groups": list(args.methods),
                           "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d %H:%M")}]}, profile
     rows = evaluate(pipe, methods, times, speedups, args.samples, evaluator, say)
     result = {"scheduler": scheduler, "steps": steps, "samples": args.samples,

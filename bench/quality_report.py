@@ -127,7 +127,8 @@ def write_report(results: dict, out: Path, benchmarks: Path) -> None:
         summaries[key] = {"matched": summary, "targets": found, "goal": _goal(key, rows)}
         skipped = "\n".join(f"- {what}: {why.rstrip(': ') or 'error'}" for what, why in res.get("skipped", {}).items())
         skipped = skipped or "- none"
-        runs = "; ".join(f"run {i}: {r['date']}, {r['rounds']} timing round(s), groups {' '.join(r['groups'])}, "
+        runs = "; ".join(f"run {i}: {r['date']}, {'timing only (speed-ups re-measured), ' if r.get('timing_only') else ''}"
+                         f"{r['rounds']} timing round(s), groups {' '.join(r.get('groups', []))}, "
                          f"{r['seconds'] / 60:.0f} min" for i, r in enumerate(res["runs"]))
         sections.append(
             f"### {res['scheduler'].upper()} {res['steps']} steps\n\n{_table(rows)}\n\nLeft out:\n\n{skipped}\n\n"
@@ -149,7 +150,8 @@ precision/recall (k=3), class consistency, PSNR and SSIM against the no-cache sa
 Guidance scale = the model's. Measured speed-up: median over interleaved timing rounds of
 {first['timing_samples']}-sample generations in one process (every method once per round, order rotated) of the
 no-cache time, interpolated between no-cache runs placed before, every 4 methods and after, over the method's time
-(so load that drifts during a round cancels out); machine:
+(so load that drifts during a round cancels out); a "timing only" run re-measures the speed-ups of the saved
+methods on an otherwise idle machine and its figures replace the first run's; machine:
 {first['runs'][0]['machine']}. SmoothCache calibrates on 2 generations of classes 0-9 with seeds disjoint from the
 evaluation seeds; its planned schedules aim at theoretical speed-ups (MACs, torch.utils.flop_counter) and are
 placed by their measured ones. "theoretical" for peers is the attn1/ff work they really executed, MAC-weighted;
