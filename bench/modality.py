@@ -142,12 +142,24 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
 
 
 @contextlib.contextmanager
-def taylorseer(transformer, config: dict, identifiers: list[str]):
-    """diffusers' TaylorSeer the documented way: ``enable_cache`` + a ``cache_context`` per generation, then
-    ``disable_cache``. (The digits benchmark's hook session works on DiT, but on the Latte model a third session
-    on one pipeline loses its cache context; enabling afresh for each generation does not.)"""
+def taylorseer(pipe, config: dict, identifiers: list[str]):
+    """diffusers' TaylorSeer on ``pipe.transformer``, fresh for each generation.
+
+    The documented way where the model has it (``enable_cache`` + a ``cache_context``, then ``disable_cache``):
+    the digits benchmark's hook session loses its cache context on the Latte model after two sessions. Models
+    without ``CacheMixin`` (``StableAudioDiTModel``) get ``apply_taylorseer_cache`` through that hook session,
+    which supplies the context and restores the model exactly.
+    """
     from diffusers.hooks import TaylorSeerCacheConfig
 
+    transformer = pipe.transformer
+    if not hasattr(transformer, "enable_cache"):
+        from .peers.installers import install_taylor
+        from .peers.session import HookSession
+
+        with HookSession(pipe, install_taylor(config, identifiers)):
+            yield
+        return
     transformer.enable_cache(TaylorSeerCacheConfig(**config, taylor_factors_dtype=torch.float32,
                                                    cache_identifiers=identifiers))
     try:
@@ -164,7 +176,7 @@ def _taylorseer(bench: Bench, skipped: dict) -> list[Method]:
         warmup = max(1, round(warmup50 * bench.steps / 50))
         name = f"TaylorSeer N={interval} O=1 warmup={warmup}"
         config = {"cache_interval": interval, "disable_cache_before_step": warmup, "max_order": 1}
-        make = (lambda pipe, c=config: taylorseer(pipe.transformer, c, identifiers))
+        make = (lambda pipe, c=config: taylorseer(pipe, c, identifiers))
         try:
             theoretical = bench.executed_speedup(make)
         except Exception as err:  # noqa: BLE001  a peer that cannot run here is reported, not hidden
