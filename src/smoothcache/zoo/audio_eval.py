@@ -22,12 +22,9 @@ from .audio_spectrogram import N_FFT, SAMPLE_RATE, stft_magnitude
 from .metrics import (
     REFERENCE_STATS_NAME,
     ArrayLike,
-    _as_features,
     class_consistency,
-    feature_statistics,
-    frechet_distance,
     load_reference_stats,
-    precision_recall,
+    reference_metrics,
 )
 
 __all__ = ["AudioEvaluator", "log_spectral_distance", "save_wav", "snr"]
@@ -100,12 +97,7 @@ class AudioEvaluator:
     def evaluate_features(self, feats: ArrayLike, pred_labels: ArrayLike | None = None,
                           requested_labels: ArrayLike | None = None) -> dict[str, float]:
         """Metrics from precomputed features (and optionally predicted / requested labels)."""
-        f = _as_features(feats, "features")
-        if f.shape[1] != self.mu.shape[0]:
-            raise ValueError(f"features have dimension {f.shape[1]}, reference has {self.mu.shape[0]}")
-        mu, sigma = feature_statistics(f)
-        prec, rec = precision_recall(self.real_features, f, k=self.k)
-        out = {"fid": frechet_distance(mu, sigma, self.mu, self.sigma), "precision": prec, "recall": rec}
+        out = reference_metrics(feats, self.stats, self.k)
         if pred_labels is not None and requested_labels is not None:
             out["class_consistency"] = class_consistency(pred_labels, requested_labels)
         return out

@@ -33,6 +33,7 @@ __all__ = [
     "feature_statistics",
     "frechet_distance",
     "load_reference_stats",
+    "reference_metrics",
     "precision_recall",
     "psnr",
     "ssim",
@@ -242,6 +243,23 @@ def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, window_size: int =
 
 
 # ------------------------------------------------------------ reference stats
+def reference_metrics(feats: ArrayLike, stats: dict[str, np.ndarray], k: int = 3) -> dict[str, float]:
+    """``{"fid", "precision", "recall"}`` of generated samples' features against reference statistics.
+
+    Args:
+        feats: (N, D) features of the generated samples.
+        stats: :func:`load_reference_stats` output (``mu``, ``sigma`` and the real ``features``).
+        k: neighbours of the precision / recall manifolds.
+    """
+    f = _as_features(feats, "features")
+    d = stats["mu"].shape[0]
+    if f.shape[1] != d:
+        raise ValueError(f"features have dimension {f.shape[1]}, reference has {d}")
+    mu, sigma = feature_statistics(f)
+    prec, rec = precision_recall(stats["features"].astype(np.float32), f, k=k)
+    return {"fid": frechet_distance(mu, sigma, stats["mu"], stats["sigma"]), "precision": prec, "recall": rec}
+
+
 def load_reference_stats(path: str | Path) -> dict[str, np.ndarray]:
     """Load and validate ``reference_stats.npz`` (``allow_pickle=False``).
 

@@ -32,12 +32,9 @@ import torch.nn.functional as F
 from .metrics import (
     REFERENCE_STATS_NAME,
     ArrayLike,
-    _as_features,
     class_consistency,
-    feature_statistics,
-    frechet_distance,
     load_reference_stats,
-    precision_recall,
+    reference_metrics,
     psnr,
     ssim,
 )
@@ -178,12 +175,7 @@ class VideoEvaluator:
 
     def evaluate_features(self, feats: ArrayLike) -> dict[str, float]:
         """``{"fid", "precision", "recall"}`` of precomputed video features against the train reference."""
-        f = _as_features(feats, "features")
-        if f.shape[1] != self.mu.shape[0]:
-            raise ValueError(f"features have dimension {f.shape[1]}, reference has {self.mu.shape[0]}")
-        mu, sigma = feature_statistics(f)
-        prec, rec = precision_recall(self.real_features, f, k=self.k)
-        return {"fid": frechet_distance(mu, sigma, self.mu, self.sigma), "precision": prec, "recall": rec}
+        return reference_metrics(feats, self.stats, self.k)
 
     def evaluate(self, frames: ArrayLike, requested_labels: ArrayLike,
                  value_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, float]:
