@@ -227,3 +227,12 @@ def test_evaluator_on_real_heldout_digits():
     bad = ev.evaluate(noise, split.test_labels)
     assert bad["fid"] > 20 * res["fid"]
     assert bad["precision"] < 0.1
+
+
+def test_reference_stats_of_another_width_than_the_network_are_refused(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "stats.npz"
+    np.savez(path, mu=np.zeros(3), sigma=np.eye(3), features=rng.normal(size=(5, 3)))
+    assert load_reference_stats(path, 3)["mu"].shape == (3,)
+    with pytest.raises(ValueError, match="dimension 3 but the video network produces 4"):
+        load_reference_stats(path, 4, "video network")

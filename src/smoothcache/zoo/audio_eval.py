@@ -65,13 +65,7 @@ class AudioEvaluator:
         self.device = torch.device(device)
         self.batch_size, self.k = int(batch_size), int(k)
         self.net = load_audio_classifier(self.folder, device=self.device)
-        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME)
-        dim = self.net.fc.out_features
-        if self.stats["mu"].shape[0] != dim:
-            raise ValueError(f"reference statistics have dimension {self.stats['mu'].shape[0]} but the "
-                             f"classifier produces {dim}")
-        self.mu, self.sigma = self.stats["mu"], self.stats["sigma"]
-        self.real_features = torch.from_numpy(self.stats["features"].astype(np.float32))
+        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME, self.net.fc.out_features, "classifier")
 
     @torch.no_grad()
     def _run(self, audios: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:

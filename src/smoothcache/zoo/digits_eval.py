@@ -37,13 +37,7 @@ class DigitsEvaluator:
         self.batch_size = int(batch_size)
         self.k = int(k)
         self.net = load_feature_net(self.folder, device=self.device)
-        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME)
-        feat_dim = self.net.fc.out_features
-        if self.stats["mu"].shape[0] != feat_dim:
-            raise ValueError(f"reference statistics have dimension {self.stats['mu'].shape[0]} but the "
-                             f"feature network produces {feat_dim}")
-        self.mu, self.sigma = self.stats["mu"], self.stats["sigma"]
-        self.real_features = torch.from_numpy(self.stats["features"].astype(np.float32))
+        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME, self.net.fc.out_features, "feature network")
 
     def _prepare(self, images: ArrayLike, value_range: tuple[float, float]) -> torch.Tensor:
         x = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))

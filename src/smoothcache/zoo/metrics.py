@@ -260,8 +260,10 @@ def reference_metrics(feats: ArrayLike, stats: dict[str, np.ndarray], k: int = 3
     return {"fid": frechet_distance(mu, sigma, stats["mu"], stats["sigma"]), "precision": prec, "recall": rec}
 
 
-def load_reference_stats(path: str | Path) -> dict[str, np.ndarray]:
-    """Load and validate ``reference_stats.npz`` (``allow_pickle=False``).
+def load_reference_stats(path: str | Path, dim: int | None = None,
+                         network: str = "feature network") -> dict[str, np.ndarray]:
+    """Load and validate ``reference_stats.npz`` (``allow_pickle=False``); with ``dim``, also check that the
+    statistics have the width of the ``network`` that makes the features.
 
     Required arrays: ``mu`` (D,), ``sigma`` (D, D), ``features`` (N, D) -- the
     train-split features for precision/recall.  Optional: ``heldout_features``
@@ -289,4 +291,6 @@ def load_reference_stats(path: str | Path) -> dict[str, np.ndarray]:
             raise ValueError(f"{path}: '{key}' must have shape (N>=2, {d}), got {stats[key].shape}")
     if feats.shape[0] < 2:
         raise ValueError(f"{path}: 'features' must hold at least 2 vectors")
+    if dim is not None and d != dim:
+        raise ValueError(f"reference statistics have dimension {d} but the {network} produces {dim}")
     return stats

@@ -144,13 +144,7 @@ class VideoEvaluator:
         self.batch_size = int(batch_size)
         self.k = int(k)
         self.frame_net, self.video_net, self.config = load_video_nets(self.folder, device=self.device)
-        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME)
-        feat_dim = self.video_net.fc.out_features
-        if self.stats["mu"].shape[0] != feat_dim:
-            raise ValueError(f"reference statistics have dimension {self.stats['mu'].shape[0]} but the "
-                             f"video network produces {feat_dim}")
-        self.mu, self.sigma = self.stats["mu"], self.stats["sigma"]
-        self.real_features = torch.from_numpy(self.stats["features"].astype(np.float32))
+        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME, self.video_net.fc.out_features, "video network")
 
     @torch.no_grad()
     def _run(self, frames: ArrayLike, value_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
