@@ -8,8 +8,9 @@ Components (saved with ``save_pretrained`` in ``zoo/audio/``, model card ``zoo/a
 * ``projection_model``: :class:`ClassProjectionModel`, learned class tokens for the cross-attention and a
   global token prepended to the sequence (Stable Audio's ``projection_model`` maps text and seconds the same way);
 * ``vae``: :class:`~smoothcache.zoo.audio_spectrogram.SpectrogramAutoencoder` (log-magnitude STFT, Griffin-Lim);
-* ``scheduler``: ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=3)``, i.e.
-  DPM-Solver++(3M) SDE, the sampler of Stable Audio Open's paper, 100 steps by default.
+* ``scheduler``: :class:`~smoothcache.zoo.audio_scheduler.DPMSolver3MSDEScheduler`, diffusers'
+  ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=3)`` with its third-order SDE step
+  corrected, i.e. DPM-Solver++(3M) SDE, the sampler of Stable Audio Open's paper, 100 steps by default.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from .audio_scheduler import DPMSolver3MSDEScheduler  # imported so from_pretrained can load the saved scheduler
 from .audio_spectrogram import SpectrogramAutoencoder
 
 __all__ = ["AUDIO_DIR", "AUDIO_GUIDANCE_SCALE", "AUDIO_WORDS", "AudioDiTPipeline", "ClassProjectionModel",
@@ -240,7 +242,10 @@ def audio_pipeline(device: str | torch.device = "cpu", scheduler: str = "dpm-sde
     if pipe.transformer.config.in_channels != pipe.vae.latent_channels:
         raise ValueError(f"{folder}: the transformer takes {pipe.transformer.config.in_channels} channels but the "
                          f"vae makes {pipe.vae.latent_channels}-channel latents")
-    if scheduler == "dpm":
+    if scheduler == "dpm-sde" and type(pipe.scheduler) is DPMSolverMultistepScheduler:
+        # a folder saved before the fix names diffusers' class, whose third-order SDE step adds noise
+        pipe.scheduler = DPMSolver3MSDEScheduler.from_config(pipe.scheduler.config)
+    elif scheduler == "dpm":
         pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
     elif scheduler == "cosine-dpm-sde":
         pipe.scheduler = CosineDPMSolverMultistepScheduler(prediction_type="v_prediction", solver_order=2)
