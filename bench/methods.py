@@ -21,10 +21,12 @@ GROUPS: dict[str, tuple[str, str]] = {
     "fewer-steps": ("fewer steps", "baseline"),
     "fora": ("FORA (reuse every N)", "baseline"),
     "every-n-forecast": ("SmoothCache every-N forecast", "smoothcache"),
+    "every-n-forecast-fused": ("SmoothCache every-N forecast, fused blocks", "smoothcache"),
     "greedy-reuse": ("SmoothCache greedy reuse", "smoothcache"),
     "optimal-reuse": ("SmoothCache optimal reuse", "smoothcache"),
     "greedy-forecast": ("SmoothCache greedy forecast", "smoothcache"),
     "optimal-forecast": ("SmoothCache optimal forecast", "smoothcache"),
+    "optimal-forecast-fused": ("SmoothCache optimal forecast, fused blocks", "smoothcache"),
     "optimal-forecast-per-block": ("SmoothCache optimal forecast per-block", "smoothcache"),
     "resampled": ("SmoothCache optimal forecast, 50-step calibration resampled", "smoothcache"),
     "taylorseer": ("diffusers TaylorSeer", "peer"),
@@ -36,8 +38,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "dbcache-taylorseer": ("cache-dit DBCache+TaylorSeer", "peer"),
 }
 #: What a plain run measures (issue 10's list); the others are opt-in.
-DEFAULT_GROUPS = ("no-cache", "fewer-steps", "fora", "every-n-forecast", "greedy-reuse", "optimal-reuse",
-                  "greedy-forecast", "optimal-forecast", "taylorseer", "fbc", "magcache", "dbcache",
+DEFAULT_GROUPS = ("no-cache", "fewer-steps", "fora", "every-n-forecast", "every-n-forecast-fused", "greedy-reuse",
+                  "optimal-reuse", "greedy-forecast", "optimal-forecast", "optimal-forecast-fused", "taylorseer", "fbc", "magcache", "dbcache",
                   "dbcache-taylorseer")
 #: Theoretical speed-ups the budgeted schedules aim at (the measured ones land near them).
 SPEEDUPS = (1.25, 1.5, 2.0, 2.5, 3.0, 3.5)
@@ -47,9 +49,13 @@ _PLANNED = {  # group -> (predictor, planner, per_block, resampled from the 50-s
     "optimal-reuse": ("reuse", "optimal", False, False),
     "greedy-forecast": ("linear", "greedy", False, False),
     "optimal-forecast": ("linear", "optimal", False, False),
+    "optimal-forecast-fused": ("linear", "optimal", False, False),
     "optimal-forecast-per-block": ("linear", "optimal", True, False),
     "resampled": ("linear", "optimal", False, True),
 }
+#: Groups run with block fusion (a block whose branches all skip a step is skipped whole); the others are
+#: branch-level only (``fuse_blocks=False``), as they were measured before fusion existed.
+FUSED = {"every-n-forecast-fused", "optimal-forecast-fused"}
 _DIFFUSERS = {"taylorseer": "TaylorSeer", "fbc": "FirstBlockCache", "magcache": "MagCache",
               "pab": "PyramidAttentionBroadcast", "fastercache": "FasterCache"}
 _CACHEDIT = {"dbcache": "DBCache", "dbcache-taylorseer": "DBCache+TaylorSeer"}
@@ -101,8 +107,8 @@ class Setting:
     speedups: Sequence[float] = SPEEDUPS
 
 
-def _cached(pipe, schedule: Schedule) -> Callable[[], ContextManager]:
-    return lambda: SmoothCache(pipe.transformer, schedule)
+def _cached(pipe, schedule: Schedule, fuse: bool = False) -> Callable[[], ContextManager]:
+    return lambda: SmoothCache(pipe.transformer, schedule, fuse_blocks=fuse)
 
 
 def _fewer_steps(s: Setting, family: str, kind: str) -> list[Method]:
@@ -114,13 +120,13 @@ def _fewer_steps(s: Setting, family: str, kind: str) -> list[Method]:
     return out
 
 
-def _every_n(s: Setting, family: str, kind: str, predictor: str) -> list[Method]:
+def _every_n(s: Setting, family: str, kind: str, predictor: str, fuse: bool = False) -> list[Method]:
     out = []
     for n in (2, 3, 4):
         schedule = Schedule.fixed_interval(s.steps, n, BRANCHES, predictor=predictor)
-        label = "FORA" if predictor == "reuse" else "every-N forecast"
+        label = "FORA" if predictor == "reuse" else "every-N forecast" + (" fused" if fuse else "")
         out.append(Method(f"{label} N={n}", family, kind, s.steps, s.report.speedup(schedule),
-                          _cached(s.pipe, schedule), {"interval": n, "predictor": predictor}))
+                          _cached(s.pipe, schedule, fuse), {"interval": n, "predictor": predictor, "fused": fuse}))
     return out
 
 
@@ -145,8 +151,10 @@ def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> l
             continue
         meta = schedule.metadata
         info = {"target_speedup": target, "predictor": predictor, "planner": planner, "per_block": per_block,
+                "fused": group in FUSED,
                 **{k: meta[k] for k in ("alpha", "achieved", "planned_error") if k in meta}}
-        out.append(Method(name, family, kind, s.steps, s.report.speedup(schedule), _cached(s.pipe, schedule), info))
+        out.append(Method(name, family, kind, s.steps, s.report.speedup(schedule),
+                          _cached(s.pipe, schedule, group in FUSED), info))
     return out
 
 
@@ -193,8 +201,9 @@ def build_methods(setting: Setting, groups: Sequence[str]) -> tuple[list[Method]
         try:
             if group == "fewer-steps":
                 methods += _fewer_steps(setting, family, kind)
-            elif group in ("fora", "every-n-forecast"):
-                methods += _every_n(setting, family, kind, "reuse" if group == "fora" else "linear")
+            elif group in ("fora", "every-n-forecast", "every-n-forecast-fused"):
+                methods += _every_n(setting, family, kind, "reuse" if group == "fora" else "linear",
+                                    group in FUSED)
             elif group in _PLANNED:
                 methods += _planned(setting, group, family, kind, skipped)
         except Exception as err:  # noqa: BLE001  (recorded verbatim in the results)

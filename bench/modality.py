@@ -72,8 +72,8 @@ class Bench:
                        output_type="pt", **self.extra)
         return getattr(out, self.spec.output)
 
-    def cached(self, schedule: Schedule):
-        return lambda: SmoothCache(self.pipe.transformer, schedule)
+    def cached(self, schedule: Schedule, fuse: bool = False):
+        return lambda: SmoothCache(self.pipe.transformer, schedule, fuse_blocks=fuse)
 
     def executed_speedup(self, make_context) -> float:
         """Theoretical speed-up of a peer: the MACs of the branch calls it really ran over one generation.
@@ -122,10 +122,11 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
             label = "FORA" if predictor == "reuse" else "every-N forecast"
             methods.append(Method(f"{label} N={n}", family, kind, steps, report.speedup(schedule),
                                   bench.cached(schedule), {"interval": n, "predictor": predictor}))
-    planned = (("SmoothCache greedy reuse", "reuse", "greedy", GREEDY_SPEEDUPS),
-               ("SmoothCache optimal reuse", "reuse", "optimal", (2.0,)),
-               ("SmoothCache optimal forecast", "linear", "optimal", OPTIMAL_SPEEDUPS))
-    for family, predictor, planner, targets in planned:
+    planned = (("SmoothCache greedy reuse", "reuse", "greedy", GREEDY_SPEEDUPS, False),
+               ("SmoothCache optimal reuse", "reuse", "optimal", (2.0,), False),
+               ("SmoothCache optimal forecast", "linear", "optimal", OPTIMAL_SPEEDUPS, False),
+               ("SmoothCache optimal forecast, fused blocks", "linear", "optimal", OPTIMAL_SPEEDUPS, True))
+    for family, predictor, planner, targets, fuse in planned:
         for target in targets:
             name = f"{family} {target:g}x"
             try:
@@ -133,10 +134,10 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
             except ScheduleError as err:
                 skipped[name] = str(err)
                 continue
-            info = {"target_speedup": target, "predictor": predictor, "planner": planner,
+            info = {"target_speedup": target, "predictor": predictor, "planner": planner, "fused": fuse,
                     **{k: schedule.metadata[k] for k in ("alpha", "planned_error") if k in schedule.metadata}}
             methods.append(Method(name, family, "smoothcache", steps, report.speedup(schedule),
-                                  bench.cached(schedule), info))
+                                  bench.cached(schedule, fuse), info))
     methods += _taylorseer(bench, skipped)
     return methods, skipped
 

@@ -2,7 +2,8 @@
 
 The prediction is built from the branch's own outputs (before the block's gate/scale), so the block still
 applies the *current* step's modulation to it, as in the paper: the cached output itself for ``reuse``, an
-extrapolation in timestep for ``linear`` (:mod:`smoothcache.predictors`).
+extrapolation in timestep for ``linear`` (:mod:`smoothcache.predictors`). With block fusion (on by default for
+forecasts), a block whose every branch skips a step is skipped whole (:mod:`smoothcache.fusion`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import torch.nn as nn
 
 from .calibration import ErrorRecorder
 from .flops import MacMeter
+from .fusion import BlockFusion
 from .hooks import BranchHooks, BranchPolicy
 from .outputs import cast, cast_back, check_cacheable, dtypes, nbytes, versions
 from .predictors import PREDICTORS, predict, sources_needed
@@ -64,10 +66,12 @@ class ScheduledCache(BranchPolicy):
         predictor: ``"reuse"`` or ``"linear"``.
         cache_dtype: keep the outputs in this (lower) precision, cast back when predicting.
         num_steps: the schedule's length, for the end-of-schedule checks.
+        fusable: paths of the blocks to skip whole on steps where all their branches skip (None: no fusion).
     """
 
     def __init__(self, rows: Sequence[tuple[int, ...] | None], predictor: str = "reuse",
-                 cache_dtype: torch.dtype | None = None, num_steps: int | None = None):
+                 cache_dtype: torch.dtype | None = None, num_steps: int | None = None,
+                 fusable: set[str] | None = None):
         self.rows = list(rows)
         self.predictor = predictor
         self.cache_dtype = check_dtype(cache_dtype, "cache_dtype")
@@ -78,10 +82,14 @@ class ScheduledCache(BranchPolicy):
         self._slots: list[dict[Any, tuple[Any, deque]]] = [{} for _ in self.rows]
         self.counters: list[BranchCounter] = []
         self._warned_shape = False
+        self.fusion = None if fusable is None else BlockFusion(self.rows, predictor, self.cache_dtype, fusable)
+        self.wants_blocks = self.fusion is not None
 
     def attach(self, hooks: BranchHooks) -> None:
         super().attach(hooks)
         self.counters = [BranchCounter(b.path, b.key, b.block) for b in hooks.branches]
+        if self.fusion is not None:
+            self.fusion.bind(hooks)
 
     def start(self) -> None:
         self._clear()
@@ -91,13 +99,19 @@ class ScheduledCache(BranchPolicy):
     def _clear(self) -> None:
         for slots in self._slots:
             slots.clear()
+        if self.fusion is not None:
+            self.fusion.clear()
+
+    def block(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        return self.fusion.block(index, slot, fn, args, kwargs, self.counters)
 
     def stop(self, interrupted: bool) -> None:
         self._clear()
 
     @property
     def cache_bytes(self) -> int:
-        return sum(nbytes(e.out) for slots in self._slots for _, kept in slots.values() for e in kept)
+        held = sum(nbytes(e.out) for slots in self._slots for _, kept in slots.values() for e in kept)
+        return held + (0 if self.fusion is None else self.fusion.cache_bytes)
 
     def begin_call(self):
         step = self.hooks.step
@@ -171,6 +185,22 @@ def _caller_level() -> int:
     return 1
 
 
+def _fusable(model: nn.Module, branches: list[Branch], rows: list, block_classes) -> set[str]:
+    """Paths of the blocks whose every discoverable branch is wrapped with a schedule row (with user
+    ``block_classes``, the components given are all the branches there are)."""
+    components = None if block_classes is None else sorted({b.path.rpartition(".")[2] for b in branches})
+    try:
+        everything = find_branches(model, components, block_classes)
+    except TargetError:
+        return set()
+    scheduled = {b.path for b, row in zip(branches, rows) if row is not None}
+    paths: dict[str, bool] = {}
+    for b in everything:
+        path = b.block_path or b.path.rpartition(".")[0]
+        paths[path] = paths.get(path, True) and b.path in scheduled
+    return {path for path, ok in paths.items() if ok}
+
+
 def _bind(model: nn.Module, schedule: Schedule, components, block_classes) -> list[Branch]:
     """The branches a schedule applies to, checked against the model."""
     keys = schedule.branch_keys
@@ -215,6 +245,9 @@ class SmoothCache:
         per_block: one-line mode: one schedule per block instead of per branch type.
         predictor: one-line mode: the predictor to calibrate and schedule for (``"reuse"`` or ``"linear"``;
             default ``"reuse"`` with ``alpha``, ``"linear"`` with ``speedup``).
+        fuse_blocks: on a step where every branch of a block is skipped, skip the whole block (norms and
+            modulation too) and predict its residual with the same predictor (:mod:`smoothcache.fusion`).
+            Default: on for forecasts, off for ``reuse``, whose branch-level behaviour is the original's.
 
     Use it as a ``with`` block (nested blocks are counted) or with :meth:`enable` / :meth:`disable`.
     Every generation starts at step 0 on its own (the timestep jumps back up); :meth:`reset` forces it.
@@ -249,12 +282,16 @@ class SmoothCache:
         calibration_runs: int = 1,
         per_block: bool = False,
         predictor: str | None = None,
+        fuse_blocks: bool | None = None,
     ):
         if sum(x is not None for x in (schedule, alpha, speedup)) != 1:
             raise ValueError("give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
                              "exactly one of the three")
         self.model = as_denoiser(model)
         self.cache_dtype = check_dtype(cache_dtype, "cache_dtype")
+        if fuse_blocks is not None and not isinstance(fuse_blocks, bool):
+            raise TypeError(f"fuse_blocks must be True, False or None, got {fuse_blocks!r}")
+        self.fuse_blocks, self._block_classes = fuse_blocks, block_classes
         self.schedule: Schedule | None = None
         self.recorder: ErrorRecorder | None = None
         if schedule is not None:
@@ -278,7 +315,9 @@ class SmoothCache:
 
     def _policy(self, branches: list[Branch]) -> ScheduledCache:
         rows = [self.schedule.for_block(b.key, b.block) for b in branches]
-        return ScheduledCache(rows, self.schedule.predictor, self.cache_dtype, self.schedule.num_steps)
+        fuse = self.fuse_blocks if self.fuse_blocks is not None else self.schedule.predictor != "reuse"
+        fusable = _fusable(self.model, branches, rows, self._block_classes) if fuse else None
+        return ScheduledCache(rows, self.schedule.predictor, self.cache_dtype, self.schedule.num_steps, fusable)
 
     def __repr__(self) -> str:
         state = "enabled" if self.enabled else "disabled"

@@ -51,6 +51,7 @@ def compile_repeated_blocks(
     block_paths = dict.fromkeys(b.block_path or b.path.rsplit(".", 1)[0] for b in branches)
     for path in block_paths:
         modules[path].compile(**compile_kwargs)
+        _OPTIONS[modules[path]] = dict(compile_kwargs)  # a fused block's wrapper calls its compiled forward
     for branch in branches:
         branch.module.compile(**compile_kwargs)
         _OPTIONS[branch.module] = dict(compile_kwargs)

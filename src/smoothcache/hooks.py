@@ -6,12 +6,14 @@ already wraps, following steps and CFG calls from the timesteps (:class:`~smooth
 numbering the calls of each branch within a denoiser call (cache slots), and the ``with`` / enable / disable
 lifecycle. A :class:`BranchPolicy` decides what one branch call does: compute and record errors
 (:class:`~smoothcache.calibration.ErrorRecorder`), skip and predict (:class:`~smoothcache.cache.ScheduledCache`),
-or count MACs (:class:`~smoothcache.flops.MacMeter`). Several policies chain, the first outermost.
+or count MACs (:class:`~smoothcache.flops.MacMeter`). Several policies chain, the first outermost. A policy
+that sets ``wants_blocks`` also sees the calls of the blocks holding the branches (:meth:`BranchPolicy.block`).
 """
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 from typing import Any, Callable, ContextManager, Sequence
 
 import torch.nn as nn
@@ -21,11 +23,29 @@ from .patching import ForwardPatch, owner_of, restore_all
 from .steps import StepTracker
 from .targets import Branch, find_timestep
 
-__all__ = ["BranchHooks", "BranchPolicy"]
+__all__ = ["BlockGroup", "BranchHooks", "BranchPolicy"]
 
 #: ``(cfg_call, occurrence)``: a branch's output is kept apart per CFG call of a step and per repeated call
 #: of the branch within one denoiser call.
 Slot = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class BlockGroup:
+    """A block that holds wrapped branches: its path, module and the indices of its branches in ``hooks.branches``."""
+
+    path: str
+    module: nn.Module
+    branches: tuple[int, ...]
+
+
+def block_groups(model: nn.Module, branches: Sequence[Branch]) -> list[BlockGroup]:
+    """The blocks of ``branches`` in model order (a branch's block is ``block_path``, else its parent)."""
+    modules = dict(model.named_modules())
+    members: dict[str, list[int]] = {}
+    for i, b in enumerate(branches):
+        members.setdefault(b.block_path or b.path.rpartition(".")[0], []).append(i)
+    return [BlockGroup(path, modules[path], tuple(idx)) for path, idx in members.items() if path in modules and path]
 
 
 class BranchPolicy:
@@ -38,6 +58,8 @@ class BranchPolicy:
     """
 
     hooks: "BranchHooks"
+    #: True: the mechanism also wraps the blocks holding the branches and routes their calls to :meth:`block`.
+    wants_blocks: bool = False
 
     def attach(self, hooks: "BranchHooks") -> None:
         """Called once when the policy is put into ``hooks``."""
@@ -52,6 +74,10 @@ class BranchPolicy:
 
     def branch(self, index: int, slot: Slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
         """Branch ``index`` is called inside a denoiser call; ``fn(*args, **kwargs)`` computes it."""
+        return fn(*args, **kwargs)
+
+    def block(self, index: int, slot: Slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        """Block ``index`` of ``hooks.blocks`` is called (only if ``wants_blocks``); ``fn`` computes it."""
         return fn(*args, **kwargs)
 
     def end_generation(self, steps: int, timesteps: list) -> None:
@@ -93,6 +119,8 @@ class BranchHooks:
         self.tracker = StepTracker(calls_per_step, on_generation_end=self._generation_ended)
         self._patches: list[ForwardPatch] = []
         self._occurrences = [0] * len(self.branches)
+        self.blocks = block_groups(model, self.branches)
+        self._block_occurrences = [0] * len(self.blocks)
         self._with_depth = 0
         self.set_policies(policies)
 
@@ -111,19 +139,24 @@ class BranchHooks:
             policy.attach(self)
         self.policies = policies
         self._dispatch = policies[0].branch if len(policies) == 1 else self._chained
+        self._block_policies = [p for p in policies if p.wants_blocks]
         if self.enabled:
             for policy in policies:
                 policy.start()
+            if self._block_policies:
+                self._wrap_blocks()
 
-    def _chained(self, index: int, slot: Slot, fn: Callable, args: tuple, kwargs: dict, _level: int = 0) -> Any:
-        policy = self.policies[_level]
-        if _level + 1 == len(self.policies):
-            return policy.branch(index, slot, fn, args, kwargs)
+    def _chained(self, index: int, slot: Slot, fn: Callable, args: tuple, kwargs: dict, _level: int = 0,
+                 _method: str = "branch", _policies: Sequence[BranchPolicy] | None = None) -> Any:
+        policies = self.policies if _policies is None else _policies
+        policy = policies[_level]
+        if _level + 1 == len(policies):
+            return getattr(policy, _method)(index, slot, fn, args, kwargs)
 
         def inner(*a, **k):
-            return self._chained(index, slot, fn, a, k, _level + 1)
+            return self._chained(index, slot, fn, a, k, _level + 1, _method, policies)
 
-        return policy.branch(index, slot, inner, args, kwargs)
+        return getattr(policy, _method)(index, slot, inner, args, kwargs)
 
     # ------------------------------------------------------------------- state
     @property
@@ -154,7 +187,7 @@ class BranchHooks:
             raise RuntimeError(
                 f"this {type(self.owner).__name__} could not be removed from the model earlier; make a new one"
             )
-        for module in [self.model] + [b.module for b in self.branches]:
+        for module in [self.model] + [b.module for b in self.branches] + [g.module for g in self.blocks]:
             owner = owner_of(module)
             if owner is not None:
                 raise RuntimeError(
@@ -167,10 +200,18 @@ class BranchHooks:
             self._patches.append(ForwardPatch(self.model, self._wrap_denoiser, self.owner))
             for i, b in enumerate(self.branches):
                 self._patches.append(ForwardPatch(b.module, self._branch_wrapper(i, b.module), self.owner))
+            if self._block_policies:
+                self._wrap_blocks()
         except Exception:
             restore_all(self._patches)
             raise
         return self
+
+    def _wrap_blocks(self) -> None:
+        wrapped = {id(p.module) for p in self._patches}
+        for j, group in enumerate(self.blocks):
+            if id(group.module) not in wrapped:
+                self._patches.append(ForwardPatch(group.module, self._block_wrapper(j, group.module), self.owner))
 
     def disable(self, *, interrupted: bool = False) -> None:
         """End the running generation (dropped if ``interrupted``) and restore the model exactly."""
@@ -226,6 +267,7 @@ class BranchHooks:
                 return original(*args, **kwargs)
             tracker.advance(find_timestep(args, kwargs))
             self._occurrences = [0] * len(self.branches)
+            self._block_occurrences = [0] * len(self.blocks)
             tracker.depth += 1
             try:
                 with contextlib.ExitStack() as stack:
@@ -250,6 +292,23 @@ class BranchHooks:
                 occurrence = self._occurrences[index]
                 self._occurrences[index] = occurrence + 1
                 return self._dispatch(index, (tracker.call, occurrence), fn, args, kwargs)
+
+            return forward
+
+        return make
+
+    def _block_wrapper(self, index: int, module: nn.Module) -> Callable[[Callable], Callable]:
+        tracker = self.tracker
+
+        def make(original: Callable) -> Callable:
+            def forward(*args, **kwargs):
+                fn = compiled_forward(module, original)
+                policies = self._block_policies
+                if tracker.depth == 0 or tracker.detached or not policies:
+                    return fn(*args, **kwargs)
+                occurrence = self._block_occurrences[index]
+                self._block_occurrences[index] = occurrence + 1
+                return self._chained(index, (tracker.call, occurrence), fn, args, kwargs, 0, "block", policies)
 
             return forward
 
