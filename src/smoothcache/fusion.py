@@ -21,7 +21,7 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .outputs import cast, cast_back
+from .outputs import cast, cast_back, nbytes
 from .predictors import predict, sources_needed
 from .targets import is_stateful_call
 
@@ -58,7 +58,6 @@ class BlockFusion:
         self._last_skip: list[int] = []
         self._slots: list[dict[Any, tuple[torch.Size, deque]]] = []
         self._refused: set[int] = set()
-        self.fused_calls = 0
 
     def bind(self, hooks) -> None:
         """Work out, per block of ``hooks.blocks``, the steps on which all its branches skip."""
@@ -81,17 +80,11 @@ class BlockFusion:
 
     @property
     def cache_bytes(self) -> int:
-        return sum(e[1].numel() * e[1].element_size() for slots in self._slots for _, kept in slots.values()
-                   for e in kept)
-
-    @property
-    def fused_blocks(self) -> int:
-        """How many blocks can be fused (have at least one all-skipped step)."""
-        return sum(last >= 0 for last in self._last_skip)
+        return sum(nbytes(e[1]) for slots in self._slots for _, kept in slots.values() for e in kept)
 
     def block(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict, counters) -> Any:
         """Call block ``index``: predicted on its all-skipped steps once residuals are held, else computed."""
-        step, skip = self.hooks.step, self._skip[index] if index < len(self._skip) else ()
+        step, skip = self.hooks.step, self._skip[index]
         if step > self._last_skip[index] or index in self._refused or is_stateful_call(kwargs):
             return fn(*args, **kwargs)
         hidden = _hidden(args, kwargs)
@@ -103,7 +96,6 @@ class BlockFusion:
                 residual = cast_back(residual, kept[-1][2])
             for i in self.hooks.blocks[index].branches:
                 counters[i].reused += 1
-            self.fused_calls += 1
             return hidden + residual
         out = fn(*args, **kwargs)
         if hidden is None or not isinstance(out, torch.Tensor) or out.shape != hidden.shape:
