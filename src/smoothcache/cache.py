@@ -20,8 +20,8 @@ from .calibration import ErrorRecorder
 from .flops import MacMeter
 from .fusion import BlockFusion
 from .hooks import BranchHooks, BranchPolicy
-from .outputs import cast, cast_back, check_cacheable, dtypes, nbytes, versions
-from .predictors import PREDICTORS, predict, sources_needed
+from .outputs import check_cacheable, nbytes, versions
+from .predictors import PREDICTORS, Kept, predict_kept, sources_needed
 from .schedule import Schedule, ScheduleError
 from .stats import BranchCounter, CacheStats
 from .targets import Branch, TargetError, as_denoiser, find_branches, is_stateful_call
@@ -43,19 +43,6 @@ def _input_shape(args: tuple, kwargs: Mapping[str, Any]) -> Any:
         if isinstance(value, torch.Tensor):
             return value.shape
     return None
-
-
-class _Entry:
-    """One computed output kept for prediction: its step time, the (possibly low-precision) output, and
-    what is needed to check and restore it."""
-
-    __slots__ = ("time", "out", "versions", "dtypes")
-
-    def __init__(self, time: float, out: Any, dtype: torch.dtype | None):
-        self.dtypes = None if dtype is None else dtypes(out)
-        self.out = out if dtype is None else cast(out, dtype)
-        self.time = time
-        self.versions = versions(self.out)
 
 
 class ScheduledCache(BranchPolicy):
@@ -139,8 +126,7 @@ class ScheduledCache(BranchPolicy):
                             "returned; this block cannot be cached safely"
                         )
                 counter.reused += 1
-                out = predict(self.predictor, [(e.time, e.out) for e in kept], hooks.time)
-                return out if self.cache_dtype is None else cast_back(out, kept[-1].dtypes)
+                return predict_kept(self.predictor, kept, hooks.time)
             self._shape_changed(index)
         out = fn(*args, **kwargs)
         counter.computed += 1
@@ -150,7 +136,7 @@ class ScheduledCache(BranchPolicy):
         if held is None or held[0] != shape:
             held = (shape, deque(maxlen=self._keep))
             self._slots[index][slot] = held
-        held[1].append(_Entry(hooks.time, out, self.cache_dtype))
+        held[1].append(Kept(hooks.time, out, self.cache_dtype))
         return out
 
     def end_generation(self, steps: int, timesteps: list) -> None:

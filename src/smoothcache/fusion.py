@@ -21,8 +21,8 @@ from typing import Any, Callable, Sequence
 
 import torch
 
-from .outputs import cast, cast_back, nbytes
-from .predictors import predict, sources_needed
+from .outputs import nbytes
+from .predictors import Kept, predict_kept, sources_needed
 from .targets import is_stateful_call
 
 __all__ = ["BlockFusion"]
@@ -56,7 +56,7 @@ class BlockFusion:
         self._keep = sources_needed(predictor)
         self._skip: list[tuple[bool, ...]] = []
         self._last_skip: list[int] = []
-        self._slots: list[dict[Any, tuple[torch.Size, deque]]] = []
+        self._slots: list[dict[Any, tuple[torch.Size, deque[Kept]]]] = []
         self._refused: set[int] = set()
 
     def bind(self, hooks) -> None:
@@ -80,7 +80,7 @@ class BlockFusion:
 
     @property
     def cache_bytes(self) -> int:
-        return sum(nbytes(e[1]) for slots in self._slots for _, kept in slots.values() for e in kept)
+        return sum(nbytes(e.out) for slots in self._slots for _, kept in slots.values() for e in kept)
 
     def block(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict, counters) -> Any:
         """Call block ``index``: predicted on its all-skipped steps once residuals are held, else computed."""
@@ -89,11 +89,8 @@ class BlockFusion:
             return fn(*args, **kwargs)
         hidden = _hidden(args, kwargs)
         held = self._slots[index].get(slot)
-        if hidden is not None and step < len(skip) and skip[step] and held is not None and held[0] == hidden.shape:
-            kept = held[1]
-            residual = predict(self.predictor, [(t, r) for t, r, _ in kept], self.hooks.time)
-            if self.cache_dtype is not None:
-                residual = cast_back(residual, kept[-1][2])
+        if hidden is not None and skip[step] and held is not None and held[0] == hidden.shape:
+            residual = predict_kept(self.predictor, held[1], self.hooks.time)
             for i in self.hooks.blocks[index].branches:
                 counters[i].reused += 1
             return hidden + residual
@@ -106,7 +103,5 @@ class BlockFusion:
         if held is None or held[0] != hidden.shape:
             held = (hidden.shape, deque(maxlen=self._keep))
             self._slots[index][slot] = held
-        residual = out - hidden
-        stored = residual if self.cache_dtype is None else cast(residual, self.cache_dtype)
-        held[1].append((self.hooks.time, stored, residual.dtype))
+        held[1].append(Kept(self.hooks.time, out - hidden, self.cache_dtype))
         return out

@@ -15,9 +15,11 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from .outputs import lerp
+import torch
 
-__all__ = ["PREDICTORS", "ORDER", "predict", "sources_needed", "table_shape"]
+from .outputs import cast, cast_back, dtypes, lerp, versions
+
+__all__ = ["PREDICTORS", "ORDER", "Kept", "predict", "predict_kept", "sources_needed", "table_shape"]
 
 #: Known predictors, by increasing order.
 PREDICTORS = ("reuse", "linear")
@@ -50,3 +52,22 @@ def predict(predictor: str, sources: Sequence[tuple[float, Any]], time: float) -
     if t_b == t_a:
         return y_b
     return lerp(y_a, y_b, (time - t_a) / (t_b - t_a))
+
+
+class Kept:
+    """One computed output kept for prediction: its step time, the (possibly low-precision) output, and
+    what is needed to check and restore it."""
+
+    __slots__ = ("time", "out", "versions", "dtypes")
+
+    def __init__(self, time: float, out: Any, dtype: torch.dtype | None):
+        self.dtypes = None if dtype is None else dtypes(out)
+        self.out = out if dtype is None else cast(out, dtype)
+        self.time = time
+        self.versions = versions(self.out)
+
+
+def predict_kept(predictor: str, kept: Sequence[Kept], time: float) -> Any:
+    """:func:`predict` from kept outputs, cast back to the computed outputs' dtypes if they were stored lower."""
+    out = predict(predictor, [(k.time, k.out) for k in kept], time)
+    return out if kept[-1].dtypes is None else cast_back(out, kept[-1].dtypes)

@@ -7,7 +7,7 @@ with ``algorithm_type="sde-dpmsolver++"``, and its second-difference term has th
 (``-phi_3(2h)`` with ``phi_3(z) = ((e^{-z} - 1) / z + 1) / z - 0.5``). The coefficient then tends to -1 instead of 0
 as the step shrinks, so every step adds ``-D2``, a second difference of the noisy data predictions: more steps add
 more noise. On a Gaussian toy with the exact denoiser the stock scheduler ends 7.5 % too wide at 100 steps and
-5.8 % at 200, where this one is within 0.1 % (``tests/test_zoo_audio.py``). Orders 1 and 2 and the other algorithm
+5.8 % at 200, where this one is within 0.1 % (``tests/test_zoo_audio_scheduler.py`` checks 1 %). Orders 1 and 2 and the other algorithm
 types are diffusers' own.
 """
 
