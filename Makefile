@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.smoothcache-installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test lint demo bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,9 @@ install: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check src tests bench scripts
 
 demo: $(STAMP)
 	$(VENV)/bin/smoothcache demo

@@ -25,8 +25,9 @@ from pathlib import Path
 
 import torch
 
-from smoothcache import MacReport, Schedule, ScheduleError, SmoothCache, find_branches
-from smoothcache.zoo.demo import DEMO_MODELS, FIDELITY, _load, calibrate_pipeline
+from smoothcache import MacReport, Schedule, ScheduleError, SmoothCache
+from smoothcache.targets import find_branches
+from smoothcache.zoo.demo import DEMO_MODELS, FIDELITY, calibrate_pipeline
 
 from .common import BENCHMARKS, RESULTS, machine, write_section
 from .methods import Method
@@ -55,10 +56,10 @@ class Bench:
 
     def __init__(self, model: str, calibration_runs: int = 2):
         self.spec = DEMO_MODELS[model]
-        self.pipe = _load(self.spec.pipeline)()
+        self.pipe = self.spec.load("pipeline")()
         self.pipe.set_progress_bar_config(disable=True)
-        self.evaluator = _load(self.spec.evaluator)()
-        self.fidelity = _load(self.spec.fidelity)
+        self.evaluator = self.spec.load("evaluator")()
+        self.fidelity = self.spec.load("fidelity")
         self.steps = self.spec.steps
         self.extra = {} if self.spec.guidance is None else {"guidance_scale": self.spec.guidance}
         self.profile = calibrate_pipeline(self.pipe, self.steps, runs=calibration_runs, guidance_scale=self.spec.guidance)
@@ -82,7 +83,7 @@ class Bench:
         so that the timed one never carries counting hooks.
         """
         if getattr(self, "_counting", None) is None:
-            pipe = _load(self.spec.pipeline)()
+            pipe = self.spec.load("pipeline")()
             pipe.set_progress_bar_config(disable=True)
             self._counting = (pipe, find_branches(pipe.transformer))
         pipe, branches = self._counting

@@ -21,7 +21,9 @@ import time
 
 import torch
 
-from smoothcache import Schedule, SmoothCache, count_macs, find_branches
+from smoothcache import Schedule, SmoothCache
+from smoothcache.flops import count_macs
+from smoothcache.targets import find_branches
 from smoothcache.references import load_reference
 
 from .common import RESULTS, machine, write_section

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from smoothcache import MacReport, distributed
+from smoothcache import MacReport
+from smoothcache import distributed
 from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline
 from smoothcache.zoo.demo import calibrate_pipeline
 

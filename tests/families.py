@@ -481,7 +481,7 @@ FAMILIES: dict[str, Family] = {
                pipeline="WanImageToVideoPipeline (expand_timesteps=True, Wan 2.2 TI2V)", solver="flow-matching Euler",
                cfg='two calls, cache_context("cond"/"uncond"), per-token timesteps'),
         Family("stdit", build_stdit, run_stdit, ("attn", "mlp"), 1, {"attn": 4, "mlp": 4},
-               cache_kwargs={"block_classes": [SpatialBlock, TemporalBlock], "components": ["attn", "mlp"]},
+               cache_kwargs={"block_classes": [SpatialBlock, TemporalBlock], "keys": ["attn", "mlp"]},
                pipeline="own loop (tests/families.py)", solver="rectified-flow Euler", cfg="batched (one call)"),
     ]
 }

@@ -127,5 +127,73 @@ def test_the_readme_architecture_lists_every_module_once():
     for line in section.splitlines():
         if line.startswith("| `"):
             listed += re.findall(r"`([\w/]+(?:\.py)?/?)`", line.split("|")[1])
-    files = sorted([p.name for p in SRC.glob("*.py") if p.name != "__init__.py"] + ["zoo/"])
+    packages = [f"{p.parent.name}/" for p in SRC.glob("*/__init__.py")]
+    files = sorted([p.name for p in SRC.glob("*.py") if p.name != "__init__.py"] + packages)
     assert sorted(listed) == files
+
+
+CORE = [p for p in SRC.rglob("*.py") if "zoo" not in p.relative_to(SRC).parts]
+
+
+def test_no_public_name_is_defined_in_two_core_modules():
+    defined: dict[str, list[str]] = {}
+    for path in CORE:
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            else:
+                continue
+            for name in names:
+                if not name.startswith("_"):
+                    defined.setdefault(name, []).append(str(path.relative_to(SRC)))
+    assert {n: where for n, where in defined.items() if len(where) > 1 and n != "logger"} == {}
+
+
+def _significant(path: Path) -> list[tuple[int, str]]:
+    """(line number, text with white space folded) of the lines that carry code: no blanks, comments, imports,
+    docstrings or lone brackets."""
+    tree = ast.parse(path.read_text())
+    skip = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            skip.update(range(node.lineno, node.end_lineno + 1))
+        body = getattr(node, "body", None)
+        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
+                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+            skip.update(range(body[0].lineno, body[0].end_lineno + 1))
+    out = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        text = " ".join(line.split())
+        if number in skip or not text or text.startswith("#") or text in ("(", ")", "[", "]", "{", "}", "),", "],"):
+            continue
+        out.append((number, text))
+    return out
+
+
+def test_no_run_of_six_code_lines_is_repeated_in_the_core():
+    seen: dict[tuple[str, ...], str] = {}
+    repeats = []
+    for path in CORE:
+        lines = _significant(path)
+        for i in range(len(lines) - 5):
+            window = tuple(text for _, text in lines[i:i + 6])
+            where = f"{path.relative_to(SRC)}:{lines[i][0]}"
+            if window in seen and seen[window].split(":")[0] != where.split(":")[0] or \
+                    window in seen and abs(int(seen[window].split(":")[1]) - lines[i][0]) >= 6:
+                repeats.append((seen[window], where))
+            seen.setdefault(window, where)
+    assert repeats == []
+
+
+def test_no_test_imports_a_private_name():
+    tests = Path(__file__).resolve().parent
+    private = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smoothcache"):
+                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+    assert private == []

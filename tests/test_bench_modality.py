@@ -5,7 +5,8 @@ from conftest import make_tiny_pipe
 
 from bench.methods import Method
 from bench.modality import Bench, build, report
-from smoothcache import MacReport, find_branches
+from smoothcache import MacReport
+from smoothcache.targets import find_branches
 from smoothcache.zoo.demo import DEMO_MODELS, calibrate_pipeline
 
 torch.set_num_threads(1)

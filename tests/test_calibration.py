@@ -1,20 +1,14 @@
 import numpy as np
+import gc
 import pytest
 import torch
 import torch.nn as nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from conftest import run_steps
-from smoothcache import (
-    CalibrationError,
-    CalibrationProfile,
-    Calibrator,
-    MacReport,
-    ProfileError,
-    Schedule,
-    count_macs,
-    find_branches,
-)
+from smoothcache import CalibrationError, CalibrationProfile, Calibrator, MacReport, ProfileError, Schedule
+from smoothcache.flops import count_macs
+from smoothcache.targets import find_branches
 from smoothcache.patching import owner_of
 
 
@@ -71,14 +65,14 @@ def test_errors_are_relative_l1_for_each_lookahead():
     profile = cal.profile
     assert profile.num_steps == 5 and profile.runs == 1 and profile.lookahead == 3
     for key in ("attn", "mlp"):
-        mean, std = profile.curves(key)
+        mean, std = profile.mean_errors(key)
         for k in (1, 2, 3):
             expected = [k / (i + k + 1) for i in range(5 - k)]
             assert np.allclose(mean[k - 1, : 5 - k], expected)
             assert np.isnan(mean[k - 1, 5 - k:]).all()
         assert np.allclose(std[~np.isnan(std)], 0.0)
-    assert profile.rows("attn")[0] == pytest.approx([1 / 2, 1 / 3, 1 / 4, 1 / 5])
-    assert len(profile.rows("attn")[2]) == 2
+    assert profile.mean_errors("attn")[0][0, :4] == pytest.approx([1 / 2, 1 / 3, 1 / 4, 1 / 5])
+    assert np.isfinite(profile.mean_errors("attn")[0][2]).sum() == 2
 
 
 def test_runs_accumulate_mean_and_spread_and_blocks_are_pooled():
@@ -89,9 +83,9 @@ def test_runs_accumulate_mean_and_spread_and_blocks_are_pooled():
     profile = cal.profile
     assert profile.runs == 2
     # block 0: run errors 1/2 and 0; block 1: 3/4 and 0
-    assert profile.curves("attn", 0)[0][0, 0] == pytest.approx(0.25)
-    assert profile.curves("attn", 1)[0][0, 0] == pytest.approx(0.375)
-    mean, std = profile.curves("attn")
+    assert profile.mean_errors("attn", 0)[0][0, 0] == pytest.approx(0.25)
+    assert profile.mean_errors("attn", 1)[0][0, 0] == pytest.approx(0.375)
+    mean, std = profile.mean_errors("attn")
     assert mean[0, 0] == pytest.approx((0.5 + 0 + 0.75 + 0) / 4)
     assert std[0, 0] == pytest.approx(np.std([0.5, 0, 0.75, 0]))
     assert np.allclose(profile.timesteps, [9.0, 8.0])
@@ -119,11 +113,20 @@ def test_no_host_sync_per_branch_call(tiny_dit):
     assert cal.profile.runs == 1
 
 
+def _live_tensors(shape, dtype=torch.float32) -> int:
+    gc.collect()
+    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape == shape and o.dtype == dtype)
+
+
 @pytest.mark.parametrize("predictors, held", [(["reuse"], 2), (["reuse", "linear"], 5)])
 def test_calibration_keeps_only_the_outputs_its_predictors_need(tiny_dit, predictors, held):
+    shape = torch.Size([2, 16, 16])  # an attn1 output of run_steps' batch: 2 samples x 16 tokens x 16 features
+    assert _live_tensors(shape) == 0
     with Calibrator(tiny_dit, ["attn1"], lookahead=2, measure_macs=False, predictors=predictors) as cal:
         run_steps(tiny_dit, (999, 899, 799, 699, 599, 499, 399))
-        assert cal.recorder.held_outputs == held  # K for reuse; 2K + 1 for a linear forecast's widest window
+        # per attn1 of the 3 blocks: K outputs for reuse; 2K + 1 for a linear forecast's widest window
+        assert _live_tensors(shape) == 3 * held
+    assert _live_tensors(shape) == 0
     assert cal.profile.errors["transformer_blocks.0.attn1"].tables["reuse"].count.sum() == 6 + 5
 
 
@@ -164,13 +167,13 @@ def test_profile_saves_loads_and_validates(tiny_dit, tmp_path):
     loaded = CalibrationProfile.load(path)
     assert loaded.keys == ["attn1", "ff"] and loaded.runs == 1 and loaded.model == "DiTTransformer2DModel"
     for key in loaded.keys:
-        assert np.allclose(loaded.curves(key)[0], cal.profile.curves(key)[0], equal_nan=True)
+        assert np.allclose(loaded.mean_errors(key)[0], cal.profile.mean_errors(key)[0], equal_nan=True)
     assert Schedule.from_profile(loaded, 0.3) == Schedule.from_profile(cal.profile, 0.3)
     assert loaded.macs == cal.profile.macs
 
     merged = loaded.merge(cal.profile)
     assert merged.runs == 2
-    assert np.allclose(merged.curves("ff")[0], loaded.curves("ff")[0], equal_nan=True)
+    assert np.allclose(merged.mean_errors("ff")[0], loaded.mean_errors("ff")[0], equal_nan=True)
 
     (tmp_path / "junk.safetensors").write_bytes(b"\x00\x01not a safetensors file")
     with pytest.raises(ProfileError, match="is not a calibration profile"):

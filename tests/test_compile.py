@@ -46,7 +46,7 @@ def test_no_recompiles_per_step_after_warm_up(fresh_dynamo, order):
     cache.disable()
     assert counters["stats"]["unique_graphs"] == graphs and counters["frames"]["total"] == frames
     assert torch.equal(first, again) and torch.equal(first, _eager_reference())
-    assert cache.stats.by_key()["attn1"] == {"computed": 3 * 3 * 6, "reused": 3 * 3 * 4}
+    assert cache.stats.by_key()["attn1"] == {"computed": 3 * 3 * 6, "predicted": 3 * 3 * 4}
 
 
 def test_compiled_cache_with_inductor_matches_eager_cached(fresh_dynamo):
@@ -77,4 +77,18 @@ def test_forecast_schedule_compiles_once_too(fresh_dynamo):
     eager = make_tiny_dit()
     with SmoothCache(eager, schedule):
         assert torch.allclose(run_steps(eager, TS), first, atol=1e-5, rtol=1e-5)
-    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 3 * 6, "reused": 2 * 3 * 4}  # 2 runs, 3 blocks
+    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 3 * 6, "predicted": 2 * 3 * 4}  # 2 runs, 3 blocks
+
+
+def test_a_dropped_compiled_model_is_freed(fresh_dynamo):
+    import gc
+    import weakref
+
+    model = compile_repeated_blocks(make_tiny_dit(), backend="eager")
+    with SmoothCache(model, SCHEDULE):
+        run_steps(model, TS[:4])
+    block = weakref.ref(model.transformer_blocks[0])
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None and block() is None

@@ -27,7 +27,7 @@ def test_demo_runs_and_reports_a_cache_that_skipped_work(demo):
     assert result["steps"] == 10 and result["samples"] == 20
     stats = result["cache_stats"]
     computed = sum(v["computed"] for v in stats.values())
-    reused = sum(v["reused"] for v in stats.values())
+    reused = sum(v["predicted"] for v in stats.values())
     assert reused > 0 and computed + reused == 2 * 10 * 6  # 2 keys x 10 steps x 6 blocks, the last generation
     assert result["compute_fraction"]["macs"] < 1 and result["theoretical_speedup"] > 1
     assert abs(result["theoretical_speedup"] * result["compute_fraction"]["macs"] - 1) < 1e-9

@@ -14,7 +14,8 @@ import torch.nn as nn
 from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 
-from smoothcache import Schedule, SmoothCache, TargetError, find_branches
+from smoothcache import Schedule, SmoothCache, TargetError
+from smoothcache.targets import find_branches
 from smoothcache.discovery import discover, is_attention, is_feed_forward
 
 DIM = 8
@@ -295,5 +296,5 @@ def test_a_discovered_model_caches_and_skips():
     with SmoothCache(model, schedule) as cache, torch.no_grad():
         for t in (900, 600, 300):
             model(x, timestep=torch.tensor([t]))
-    assert cache.stats.by_key() == {"attn": {"computed": 4, "reused": 2}, "ff": {"computed": 6, "reused": 0},
-                                    "single_attn": {"computed": 1, "reused": 2}}
+    assert cache.stats.by_key() == {"attn": {"computed": 4, "predicted": 2}, "ff": {"computed": 6, "predicted": 0},
+                                    "single_attn": {"computed": 1, "predicted": 2}}

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from conftest import make_tiny_pipe
-from smoothcache import CalibrationProfile, Calibrator, Schedule, SmoothCache, distributed
+from smoothcache import CalibrationProfile, Calibrator, Schedule, SmoothCache
+from smoothcache import distributed
 
 SCRIPT = Path(__file__).parent / "scripts" / "ddp_calibrate.py"
 

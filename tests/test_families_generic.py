@@ -19,7 +19,8 @@ import torch.nn as nn
 from conftest import REPO
 from families import FAMILIES
 from generic_families import GENERIC_FAMILIES, GenericFamily, generate, readme_table
-from smoothcache import Calibrator, Schedule, SmoothCache, SmoothCacheWarning, find_branches
+from smoothcache import Calibrator, Schedule, SmoothCache, SmoothCacheWarning
+from smoothcache.targets import find_branches
 
 STEPS = 6
 PATTERNS = (
@@ -88,7 +89,7 @@ def test_all_ones_schedule_is_bit_identical_to_no_cache(name):
         assert cache.step == STEPS - 1  # one step per generate() step, one generation
     assert torch.equal(base, cached)
     calls = STEPS * fam.calls_per_step
-    assert cache.stats.by_key() == {k: {"computed": calls * fam.calls(k), "reused": 0} for k in fam.keys}
+    assert cache.stats.by_key() == {k: {"computed": calls * fam.calls(k), "predicted": 0} for k in fam.keys}
     assert torch.equal(generate(fam, model, STEPS, seed=3), base)  # disabled: the model is back to normal
 
 
@@ -147,12 +148,12 @@ def test_zeros_of_the_schedule_skip_the_branch_computation(name, kind):
         ones = sum(entries[b.key])
         assert counter.counts[b.path] == ones * c, b.path
         stat = cache.stats.counters[b.path]
-        assert (stat.computed, stat.reused) == (ones * c, (STEPS - ones) * c), b.path
+        assert (stat.computed, stat.predicted) == (ones * c, (STEPS - ones) * c), b.path
 
 
 # ------------------------------------------------------------------------------------------- end to end
 def _alpha_that_skips(profile) -> float:
-    values = [v for key in profile.keys for v in profile.rows(key)[0] if np.isfinite(v)]
+    values = [v for key in profile.keys for v in profile.mean_errors(key)[0][0] if np.isfinite(v)]
     return float(np.median(values))
 
 
@@ -179,7 +180,7 @@ def test_calibrate_schedule_cache(name, kind):
             out = generate(fam, model, steps, seed=2)
     c = fam.calls_per_step
     assert cache.stats.by_key() == {
-        k: {"computed": (steps - zeros[k]) * c * fam.calls(k), "reused": zeros[k] * c * fam.calls(k)}
+        k: {"computed": (steps - zeros[k]) * c * fam.calls(k), "predicted": zeros[k] * c * fam.calls(k)}
         for k in fam.keys
     }
     assert torch.isfinite(out).all() and not torch.equal(out, base)

@@ -36,7 +36,7 @@ def test_forecast_skips_whole_blocks_on_all_skipped_steps():
     out, norms, cache = _run(model, schedule)
     blocks = len(model.transformer_blocks)
     assert norms == sum(ROW) * blocks                       # norm1 ran on computed steps only
-    assert cache.stats.by_key()["attn1"] == {"computed": 3 * blocks, "reused": 2 * blocks}
+    assert cache.stats.by_key()["attn1"] == {"computed": 3 * blocks, "predicted": 2 * blocks}
     unfused, norms_unfused, _ = _run(model, schedule, fuse_blocks=False)
     assert norms_unfused == len(STEPS) * blocks
     reference = run_steps(model, STEPS)
@@ -155,7 +155,7 @@ def test_blocks_that_return_tuples_keep_branch_skipping():
     fused, cache = run()
     unfused, _ = run(fuse_blocks=False)
     assert torch.equal(fused, unfused)
-    assert cache.stats.by_key()["attn1"]["reused"] == 2 * 2
+    assert cache.stats.by_key()["attn1"]["predicted"] == 2 * 2
 
 
 def test_model_restored_after_fused_run_and_after_an_exception():

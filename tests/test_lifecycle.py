@@ -32,7 +32,7 @@ def test_nested_with_blocks_are_counted(tiny_dit):
         assert cache.enabled  # the inner exit leaves the outer block caching
         run_steps(tiny_dit, TS4)
     assert not cache.enabled and owner_of(tiny_dit) is None
-    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 6, "reused": 2 * 6}
+    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 6, "predicted": 2 * 6}
 
 
 def test_an_exception_in_an_inner_block_keeps_the_outer_one_working(tiny_dit):
@@ -53,7 +53,7 @@ def test_a_pipeline_is_accepted_where_its_denoiser_is_expected():
     kwargs = dict(class_labels=[1], num_inference_steps=4, output_type="np")
     with SmoothCache(pipe, {"attn1": [1, 0, 1, 1]}) as cache:
         pipe(generator=torch.manual_seed(0), **kwargs)
-    assert cache.model is pipe.transformer and cache.stats.by_key()["attn1"]["reused"] == 3
+    assert cache.model is pipe.transformer and cache.stats.by_key()["attn1"]["predicted"] == 3
     with Calibrator(pipe) as cal:
         pipe(generator=torch.manual_seed(0), **kwargs)
     assert cal.profile.runs == 1

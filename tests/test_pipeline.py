@@ -69,12 +69,12 @@ def test_enable_one_schedule_per_expert_then_disable_restores_everything(pipe):
         warnings.simplefilter("error", SmoothCacheWarning)
         out = _run(pipe)
     text = summary(pipe)
-    assert caches["transformer"].stats.reused > 0 and caches["transformer_2"].stats.reused == 0
+    assert caches["transformer"].stats.predicted > 0 and caches["transformer_2"].stats.predicted == 0
     assert caches["transformer_2"].stats.computed == 2 * n_low * 6  # cond + uncond, 2 blocks x 3 keys
     assert not np.array_equal(out, base)
 
     assert "transformer (WanTransformer3DModel): enabled" in text and "transformer_2 (WanTransformer3DModel)" in text
-    assert f"{n_high}-step schedule" in text and "reused %" in text and "attn1" in text
+    assert f"{n_high}-step schedule" in text and "predicted %" in text and "attn1" in text
 
     returned = disable(pipe)
     assert returned == caches and not caches["transformer"].enabled
@@ -94,7 +94,7 @@ def test_one_line_mode_calibrates_each_expert_on_the_first_generation(pipe):
         assert not any(c.calibrating for c in caches.values())
         n_high, n_low = _split(pipe)
         assert (caches["transformer"].schedule.num_steps, caches["transformer_2"].schedule.num_steps) == (n_high, n_low)
-        assert sum(c.stats.reused for c in caches.values()) > 0
+        assert sum(c.stats.predicted for c in caches.values()) > 0
     finally:
         disable(pipe)
     assert _clean(pipe.transformer) and _clean(pipe.transformer_2)
@@ -143,7 +143,7 @@ def test_any_object_with_a_transformer_attribute_works():
     base = run_steps(model, (999, 666, 333))
     caches = enable(sampler, {"attn1": [1, 0, 1], "ff": [1, 1, 1]})
     out = run_steps(model, (999, 666, 333))
-    assert caches["transformer"].stats.by_key()["attn1"] == {"computed": 6, "reused": 3}
+    assert caches["transformer"].stats.by_key()["attn1"] == {"computed": 6, "predicted": 3}
     assert "transformer (DiTTransformer2DModel): enabled" in summary(sampler)
     assert not torch.equal(out, base)
     disable(sampler)

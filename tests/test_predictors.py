@@ -52,7 +52,7 @@ def _outputs(model, timesteps, schedule):
     hooks = [b.attn.register_forward_hook(lambda m, a, out: got.append(out.detach().clone()))
              for b in model.blocks]
     # branch-level forecasts are what is tested here: fusion would skip the blocks and their attn calls
-    with SmoothCache(model, schedule, block_classes=[Block], components=["attn"], fuse_blocks=False) as cache:
+    with SmoothCache(model, schedule, block_classes=[Block], keys=["attn"], fuse_blocks=False) as cache:
         with torch.no_grad():
             for t in timesteps:
                 model(torch.zeros(3, 4), torch.tensor(float(t)))
@@ -74,7 +74,7 @@ def test_linear_forecast_is_exact_on_outputs_linear_in_time(timesteps):
     assert len(got) == len(expected)
     for g, e in zip(got, expected):
         assert torch.allclose(g, e.expand_as(g), rtol=1e-5, atol=1e-4)
-    assert cache.stats.by_key()["attn"] == {"computed": 8, "reused": 4}
+    assert cache.stats.by_key()["attn"] == {"computed": 8, "predicted": 4}
 
 
 def test_reuse_returns_the_cached_output_and_is_not_exact_here():
@@ -132,7 +132,7 @@ def test_low_precision_cache_returns_the_original_dtype():
     assert all(g.dtype == torch.float32 for g in got)
     half = []
     hooks = [b.attn.register_forward_hook(lambda m, a, out: half.append(out)) for b in model.blocks]
-    with SmoothCache(model, schedule, block_classes=[Block], components=["attn"], cache_dtype=torch.float16,
+    with SmoothCache(model, schedule, block_classes=[Block], keys=["attn"], cache_dtype=torch.float16,
                      fuse_blocks=False):
         with torch.no_grad():
             for t in (999, 800, 600, 400):

@@ -36,7 +36,7 @@ def test_all_ones_schedule_is_bit_identical_to_no_cache(tiny_pipe):
     with SmoothCache(tiny_pipe.transformer, Schedule.full(12, ["attn1", "ff"])) as cache:
         cached = tiny_pipe(generator=torch.manual_seed(7), **kwargs).images
     assert np.array_equal(base, cached)
-    assert cache.stats.by_key() == {"attn1": {"computed": 36, "reused": 0}, "ff": {"computed": 36, "reused": 0}}
+    assert cache.stats.by_key() == {"attn1": {"computed": 36, "predicted": 0}, "ff": {"computed": 36, "predicted": 0}}
 
 
 def test_steps_follow_the_denoiser_not_each_branch(tiny_dit):
@@ -45,10 +45,10 @@ def test_steps_follow_the_denoiser_not_each_branch(tiny_dit):
         run_steps(tiny_dit, TS4)
         assert cache.step == 3
     stats = cache.stats
-    assert stats.by_key() == {"attn1": {"computed": 6, "reused": 6}, "ff": {"computed": 9, "reused": 3}}
+    assert stats.by_key() == {"attn1": {"computed": 6, "predicted": 6}, "ff": {"computed": 9, "predicted": 3}}
     for counter in stats.counters.values():
         assert counter.calls == 4
-    assert stats.computed == 15 and stats.reused == 9
+    assert stats.computed == 15 and stats.predicted == 9
 
 
 def test_skipped_step_returns_the_output_of_the_last_computed_step(tiny_dit):
@@ -69,7 +69,7 @@ def test_every_generation_restarts_at_step_zero(tiny_dit):
         second = run_steps(tiny_dit, TS4, seed=1)
         third = run_steps(tiny_dit, TS4, seed=1)
     assert torch.equal(first, second) and torch.equal(first, third)
-    assert cache.stats.by_key()["attn1"] == {"computed": 3 * 3 * 3, "reused": 3 * 3 * 1}
+    assert cache.stats.by_key()["attn1"] == {"computed": 3 * 3 * 3, "predicted": 3 * 3 * 1}
 
 
 def test_explicit_reset_starts_a_new_generation(tiny_dit):
@@ -106,7 +106,7 @@ def test_separate_cond_and_uncond_calls_get_separate_caches(tiny_dit):
     cond, uncond = seen[0::2], seen[1::2]
     assert cond[1] is cond[0] and uncond[1] is uncond[0]
     assert not torch.equal(cond[0], uncond[0])
-    assert cache.stats.by_key()["attn1"] == {"computed": 3 * 2 * 2, "reused": 3 * 2 * 2}
+    assert cache.stats.by_key()["attn1"] == {"computed": 3 * 2 * 2, "predicted": 3 * 2 * 2}
 
 
 def test_batch_size_and_resolution_can_change_between_generations(tiny_dit):
@@ -129,7 +129,7 @@ def test_enable_twice_wraps_once_and_disable_restores(tiny_dit):
     cache.enable()
     assert tiny_dit.transformer_blocks[0].attn1.forward is wrapper
     run_steps(tiny_dit, TS4)
-    assert cache.stats.by_key()["attn1"] == {"computed": 6, "reused": 6}
+    assert cache.stats.by_key()["attn1"] == {"computed": 6, "predicted": 6}
     cache.disable()
     _assert_restored(tiny_dit, before)
     cache.disable()  # a second disable is harmless
@@ -190,7 +190,7 @@ def test_running_past_the_schedule_raises_at_that_step(tiny_dit):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             run_steps(tiny_dit, TS4[:3])
-    assert cache.stats.by_key()["attn1"]["reused"] == 3 * 2
+    assert cache.stats.by_key()["attn1"]["predicted"] == 3 * 2
 
 
 def test_ending_before_the_schedule_warns(tiny_dit):
@@ -209,8 +209,8 @@ def test_schedule_keys_must_match_branches_of_the_model(tiny_dit):
         SmoothCache(tiny_dit, {"attn1": [1, 0], "mlp": [1, 0]})
     with pytest.raises(ScheduleError, match=r"'attn1-7': DiTTransformer2DModel has 'attn1' only in blocks 0..2"):
         SmoothCache(tiny_dit, {"attn1": [1, 0], "attn1-7": [1, 1]})
-    with pytest.raises(ScheduleError, match="not among the components to wrap"):
-        SmoothCache(tiny_dit, {"attn1": [1, 0], "ff": [1, 0]}, components=["attn1"])
+    with pytest.raises(ScheduleError, match="not among the keys to wrap"):
+        SmoothCache(tiny_dit, {"attn1": [1, 0], "ff": [1, 0]}, keys=["attn1"])
 
 
 def test_model_without_known_blocks_is_a_clear_error():
@@ -222,7 +222,7 @@ def test_per_block_keys_override_the_bare_key(tiny_dit):
     schedule = {"attn1": [1, 0, 1, 0], "attn1-2": [1, 1, 1, 1]}
     with SmoothCache(tiny_dit, schedule) as cache:
         run_steps(tiny_dit, TS4)
-    per_branch = {c.block: (c.computed, c.reused) for c in cache.stats.counters.values()}
+    per_branch = {c.block: (c.computed, c.predicted) for c in cache.stats.counters.values()}
     assert per_branch == {0: (2, 2), 1: (2, 2), 2: (4, 0)}
 
 
@@ -265,7 +265,7 @@ def test_calls_per_step_for_samplers_that_repeat_timesteps():
         with torch.no_grad():
             for t in (10.0, 5.0, 5.0):  # Heun-like: two calls at t=5 are two steps
                 model(torch.ones(1, 4), torch.tensor([t]))
-    assert cache.stats.by_key()["attn"] == {"computed": 4, "reused": 2}
+    assert cache.stats.by_key()["attn"] == {"computed": 4, "predicted": 2}
 
 
 def test_original_dit_structure_through_forward_with_cfg():
@@ -277,7 +277,7 @@ def test_original_dit_structure_through_forward_with_cfg():
     assert torch.equal(base, same)
     with SmoothCache(model, Schedule.fixed_interval(6, 2, ["attn", "mlp"])) as cache:
         cached = sample_with_cfg(model, steps=6)
-    assert cache.stats.by_key() == {"attn": {"computed": 12, "reused": 6}, "mlp": {"computed": 12, "reused": 6}}
+    assert cache.stats.by_key() == {"attn": {"computed": 12, "predicted": 6}, "mlp": {"computed": 12, "predicted": 6}}
     assert not torch.equal(base, cached)
 
 
@@ -312,4 +312,4 @@ def test_rising_timesteps_are_steps_of_one_generation(tiny_dit):
             assert cache.step == 3
             second = run_steps(tiny_dit, rising)  # 0.75 -> 0.0 is against the direction: a new generation
     assert cache.step == -1 and torch.equal(first, second)
-    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 3 * 2, "reused": 2 * 3 * 2}
+    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 3 * 2, "predicted": 2 * 3 * 2}

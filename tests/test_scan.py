@@ -4,7 +4,8 @@ import random
 import numpy as np
 import pytest
 
-from smoothcache import CalibrationProfile, Schedule, ScheduleError, scan
+from smoothcache import CalibrationProfile, Schedule, ScheduleError
+from smoothcache.planning.greedy import scan
 from smoothcache.profile import BranchErrors
 
 
@@ -93,8 +94,8 @@ def test_from_profile_averages_blocks_before_scanning():
     block0 = [[0.0, 0.0, 0.0, 0.2, 0.2], [0.4, 0.4, 0.4, 0.4]]
     block1 = [[0.2, 0.2, 0.2, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]]
     profile = _profile({0: block0, 1: block1})
-    rows = profile.rows("attn")
-    assert rows == [[0.1] * 5, [0.2] * 4]
+    mean, _ = profile.mean_errors("attn")
+    assert np.allclose(mean[0, :5], 0.1) and np.allclose(mean[1, :4], 0.2)
     assert Schedule.from_profile(profile, 0.1).entries["attn"] == (1, 0, 1, 0, 1, 1)
     assert Schedule.from_profile(profile, 0.2).entries["attn"] == (1, 0, 0, 1, 0, 1)
     assert Schedule.from_profile(profile, 0.2, lookahead=1).entries["attn"] == (1, 0, 1, 0, 1, 1)
@@ -123,6 +124,6 @@ def test_pooled_spread_over_runs():
     for v in (0.1, 0.3):
         errors.add(1, 0, v)
     profile.errors["b.0.ff"] = errors
-    mean, std = profile.curves("ff")
+    mean, std = profile.mean_errors("ff")
     assert mean[0, 0] == pytest.approx(0.2) and std[0, 0] == pytest.approx(0.1)
     assert np.isnan(mean[0, 1]) and np.isnan(mean[0, 2])

@@ -3,7 +3,7 @@ import json
 import pytest
 
 from smoothcache import Schedule, ScheduleError
-from smoothcache.schedule import parse_key
+from smoothcache.branches import parse_key
 
 
 def test_every_reference_schedule_loads_and_round_trips(reference_dir, tmp_path):

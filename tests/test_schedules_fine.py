@@ -33,7 +33,7 @@ def test_per_block_schedule_uses_block_keys_and_runs(calibrated):
 @pytest.mark.parametrize("fraction", [0.9, 0.75, 0.6])
 def test_budget_mode_meets_the_compute_fraction(calibrated, fraction):
     _, profile = calibrated
-    schedule = Schedule.for_budget(profile, compute_fraction=fraction)
+    schedule = Schedule.for_budget(profile, compute_fraction=fraction, predictor="reuse", planner="greedy")
     report = MacReport.from_profile(profile)
     achieved = report.compute_fraction(schedule)
     assert achieved <= fraction + 1e-9
@@ -48,8 +48,10 @@ def test_budget_mode_meets_the_compute_fraction(calibrated, fraction):
 def test_budget_mode_by_speedup_and_per_block(calibrated):
     _, profile = calibrated
     report = MacReport.from_profile(profile)
-    assert report.speedup(Schedule.for_budget(profile, speedup=1.4)) >= 1.4 - 1e-9
-    per_block = Schedule.for_budget(profile, speedup=1.4, per_block=True)
+    greedy = {"predictor": "reuse", "planner": "greedy"}
+    assert report.speedup(Schedule.for_budget(profile, speedup=1.4, **greedy)) >= 1.4 - 1e-9
+    assert report.speedup(Schedule.for_budget(profile, speedup=1.4)) >= 1.4 - 1e-9  # the recommended mode
+    per_block = Schedule.for_budget(profile, speedup=1.4, per_block=True, **greedy)
     assert report.speedup(per_block) >= 1.4 - 1e-9 and "attn1-0" in per_block.entries
 
 
@@ -59,21 +61,23 @@ def test_budget_mode_errors(calibrated):
         Schedule.for_budget(profile)
     with pytest.raises(ScheduleError, match="compute_fraction must be in"):
         Schedule.for_budget(profile, compute_fraction=1.5)
-    with pytest.raises(ScheduleError, match="speedup must be a number >= 1"):
+    with pytest.raises(ScheduleError, match="speedup must be a finite number >= 1"):
         Schedule.for_budget(profile, speedup=0.5)
     with pytest.raises(ScheduleError, match="no alpha reaches a compute fraction of 10.0%"):
+        Schedule.for_budget(profile, compute_fraction=0.1, predictor="reuse", planner="greedy")
+    with pytest.raises(ScheduleError, match="out of reach"):
         Schedule.for_budget(profile, compute_fraction=0.1)
 
 
-def test_budget_mode_without_macs_uses_schedule_entries():
+def test_budget_mode_without_macs_counts_branch_calls():
     profile = CalibrationProfile(1, 5)
     errors = BranchErrors.empty("attn", 0, 1, 5)
     for i, v in enumerate([0.1, 0.2, 0.3, 0.4]):
         errors.add(1, i, v)
     profile.errors["b.0.attn"] = errors
-    schedule = Schedule.for_budget(profile, compute_fraction=0.8)
+    schedule = Schedule.for_budget(profile, compute_fraction=0.8, predictor="reuse", planner="greedy")
     assert schedule.entries["attn"] == (1, 0, 1, 1, 1) and schedule.metadata["alpha"] == 0.1
-    assert schedule.metadata["cost_unit"] == "schedule entries"
+    assert schedule.metadata["cost_unit"] == "branch calls"
 
 
 def _linear_profile(steps, k=3, timesteps=None):
@@ -90,7 +94,7 @@ def _linear_profile(steps, k=3, timesteps=None):
 @pytest.mark.parametrize("target", [10, 30, 70])
 def test_resampling_by_step_fraction_is_exact_on_linear_curves(target):
     resampled = _linear_profile(50).resample(target)
-    mean, _ = resampled.curves("attn")
+    mean, _ = resampled.mean_errors("attn")
     scale = 50 / target
     for k in range(1, 4):
         i = np.arange(target - k)
@@ -103,7 +107,7 @@ def test_resampling_by_timestep_places_steps_by_their_timesteps():
     old_ts = np.linspace(980, 0, 50)  # 20 timesteps per step
     profile = _linear_profile(50, timesteps=old_ts)
     new_ts = np.array([900.0, 700.0, 500.0, 300.0, 100.0])  # old steps 4, 14, 24, 34, 44
-    mean, _ = profile.resample(5, new_ts).curves("attn")
+    mean, _ = profile.resample(5, new_ts).mean_errors("attn")
     positions = (980 - new_ts) / 20
     for k in (1, 2, 3):
         for i in range(5 - k):
@@ -123,8 +127,8 @@ def test_resampled_calibration_tracks_a_direct_one():
             pipe(class_labels=[1, 2], num_inference_steps=steps, generator=torch.manual_seed(0), output_type="np")
         profiles[steps] = cal.profile
     for source, target in ((20, 10), (10, 20)):
-        got, _ = profiles[source].resample(target).curves("ff")
-        want, _ = profiles[target].curves("ff")
+        got, _ = profiles[source].resample(target).mean_errors("ff")
+        want, _ = profiles[target].mean_errors("ff")
         ok = np.isfinite(want)
         assert np.isfinite(got[ok]).all()
         assert np.corrcoef(got[ok], want[ok])[0, 1] > 0.8
@@ -152,7 +156,7 @@ def test_one_line_mode_calibrates_then_caches():
     assert np.array_equal(first, base)  # the calibration generation is computed in full
     assert cache.profile.runs == 1 and cache.schedule == Schedule.from_profile(cache.profile, 0.3)
     stats = cache.stats.by_key()
-    assert stats["attn1"]["reused"] > 0 and stats["attn1"]["computed"] + stats["attn1"]["reused"] == 3 * 20
+    assert stats["attn1"]["predicted"] > 0 and stats["attn1"]["computed"] + stats["attn1"]["predicted"] == 3 * 20
     with SmoothCache(pipe.transformer, cache.schedule):
         again = pipe(class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np").images
     assert np.array_equal(second, again)
@@ -203,7 +207,7 @@ def test_one_line_mode_with_a_forecast():
         pipe(generator=torch.manual_seed(4), **kwargs)
     assert cache.schedule.predictor == "linear" and cache.profile.predictors == ["reuse", "linear"]
     assert cache.schedule == Schedule.from_profile(cache.profile, 0.3, predictor="linear")
-    assert cache.stats.predictor == "linear" and cache.stats.reused > 0
+    assert cache.stats.predictor == "linear" and cache.stats.predicted > 0
     with pytest.raises(ScheduleError, match="unknown predictor 'quadratic'"):
         SmoothCache(pipe.transformer, alpha=0.3, predictor="quadratic")
 
@@ -219,7 +223,7 @@ def test_one_line_recommended_mode_plans_for_a_speedup():
     expected = Schedule.for_budget(cache.profile, speedup=2.0, predictor="linear", planner="optimal")
     assert cache.schedule == expected and cache.schedule.predictor == "linear"
     assert MacReport.from_profile(cache.profile).speedup(cache.schedule) >= 2.0
-    assert cache.stats.reused > 0
+    assert cache.stats.predicted > 0
 
 
 def test_forecast_schedules_from_resampled_calibrations(calibrated):
@@ -228,8 +232,8 @@ def test_forecast_schedules_from_resampled_calibrations(calibrated):
         schedule = Schedule.from_profile(profile, 0.3, num_steps=steps, predictor="linear")
         assert schedule.num_steps == steps and schedule.predictor == "linear"
         assert schedule == Schedule.from_profile(profile.resample(steps), 0.3, predictor="linear")
-        resampled = profile.resample(steps).curves("ff", predictor="linear")[0]
+        resampled = profile.resample(steps).mean_errors("ff", predictor="linear")[0]
         assert resampled.shape == (3, 4, steps) and np.isfinite(resampled[0, 0, 1:steps - 1]).all()
         with SmoothCache(pipe.transformer, schedule) as cache:
             pipe(class_labels=[1], num_inference_steps=steps, output_type="np")
-        assert cache.stats.computed + cache.stats.reused == 2 * 3 * steps
+        assert cache.stats.computed + cache.stats.predicted == 2 * 3 * steps

@@ -136,7 +136,7 @@ def test_steps_follow_the_scheduler(case):
                 handle.remove()
         c = fam.calls_per_step
         assert seen == [i // c for i in range(STEPS * c)]
-        assert cache.stats.by_key() == {k: {"computed": 4 * c * n, "reused": 3 * c * n}
+        assert cache.stats.by_key() == {k: {"computed": 4 * c * n, "predicted": 3 * c * n}
                                         for k, n in fam.blocks.items()}
         assert np.isfinite(out).all() and not np.array_equal(out, base)
     assert not np.array_equal(outs["linear"], outs["reuse"])
@@ -162,7 +162,7 @@ def test_batched_cfg_is_one_call_per_step_with_one_cache(name):
         handle.remove()
     assert len(batches) == STEPS and len(set(batches)) == 1 and batches[0] % 2 == 0  # cond + uncond in one batch
     # 1001001: 3 computed, 4 reused, one cache slot per branch
-    assert cache.stats.by_key() == {k: {"computed": 3 * n, "reused": 4 * n} for k, n in fam.blocks.items()}
+    assert cache.stats.by_key() == {k: {"computed": 3 * n, "predicted": 4 * n} for k, n in fam.blocks.items()}
 
 
 @pytest.mark.parametrize("name, key", [("flux_true_cfg", "attn"), ("wan", "attn2"), ("wan_ti2v", "attn2")])
@@ -192,7 +192,7 @@ def test_separate_cond_and_uncond_calls_get_their_own_cache(name, key):
         else:
             assert cond[step] is cond[last] and uncond[step] is uncond[last]
     n = fam.blocks[key]
-    assert cache.stats.by_key() == {key: {"computed": 2 * 4 * n, "reused": 2 * 3 * n}}
+    assert cache.stats.by_key() == {key: {"computed": 2 * 4 * n, "predicted": 2 * 3 * n}}
 
 
 def test_guidance_distilled_flux_is_one_call_per_step():
@@ -205,7 +205,7 @@ def test_guidance_distilled_flux_is_one_call_per_step():
         finally:
             handle.remove()
     assert seen == list(range(STEPS))
-    assert cache.stats.by_key() == {"single_attn": {"computed": 4 * 2, "reused": 3 * 2}}
+    assert cache.stats.by_key() == {"single_attn": {"computed": 4 * 2, "predicted": 3 * 2}}
 
 
 def test_sd3_skip_layer_guidance_third_call_gets_its_own_cache():
@@ -236,5 +236,5 @@ def test_sd3_skip_layer_guidance_third_call_gets_its_own_cache():
             handle.remove()
     assert seen == [0, 1, 2, 2, 3, 3, 4, 4, 5]
     # attn: 2 blocks x (4 computed, 2 reused) on call 0, + block 0 only on the SLG call: steps 2, 4 computed, 3 reused
-    assert cache.stats.by_key() == {"attn": {"computed": 8 + 2, "reused": 4 + 1},
-                                    "attn2": {"computed": 4 + 2, "reused": 2 + 1}}
+    assert cache.stats.by_key() == {"attn": {"computed": 8 + 2, "predicted": 4 + 1},
+                                    "attn2": {"computed": 4 + 2, "predicted": 2 + 1}}

@@ -141,7 +141,7 @@ def test_smoothcache_full_schedule_is_bit_identical(pipe):
     with SmoothCache(pipe.transformer, Schedule.full(steps, BRANCHES)) as cache:
         out = _run(pipe, steps=steps)
     assert torch.equal(out, ref)
-    assert cache.stats.reused == 0 and cache.stats.computed > 0
+    assert cache.stats.predicted == 0 and cache.stats.computed > 0
 
 
 def test_fora_schedule_skips_branch_calls(pipe):
@@ -152,7 +152,7 @@ def test_fora_schedule_skips_branch_calls(pipe):
     blocks = len(pipe.transformer.transformer_blocks)
     by_key = cache.stats.by_key()
     for key in BRANCHES:  # steps 0, 2, 4 and the last one compute; 1 and 3 reuse
-        assert by_key[key] == {"computed": 4 * blocks, "reused": 2 * blocks}
+        assert by_key[key] == {"computed": 4 * blocks, "predicted": 2 * blocks}
     assert out.shape == ref.shape and bool(torch.isfinite(out).all()) and not torch.equal(out, ref)
 
 

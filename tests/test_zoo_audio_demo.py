@@ -64,7 +64,7 @@ def test_demo_cli_runs_end_to_end(tmp_path):
     assert code == 0
     result = json.loads(printed.getvalue())
     assert result["model"] == "audio" and result["steps"] == 8 and result["samples"] == 10
-    reused = sum(v["reused"] for v in result["cache_stats"].values())
+    reused = sum(v["predicted"] for v in result["cache_stats"].values())
     assert reused > 0 and result["theoretical_speedup"] > 1
     assert result["fidelity"]["lsd_db"] > 0 and math.isfinite(result["fidelity"]["snr_db"])
     for label in ("no cache", "smoothcache"):

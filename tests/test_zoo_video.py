@@ -13,7 +13,8 @@ pytest.importorskip("diffusers")
 
 from diffusers import FlowMatchEulerDiscreteScheduler, LatteTransformer3DModel  # noqa: E402
 
-from smoothcache import Schedule, SmoothCache, find_branches  # noqa: E402
+from smoothcache import Schedule, SmoothCache  # noqa: E402
+from smoothcache.targets import find_branches
 from smoothcache.zoo.video_data import CANVAS, NUM_FRAMES, VELOCITIES, render_videos, sample_motions  # noqa: E402
 from smoothcache.zoo.video_eval import (  # noqa: E402
     MOTION_TOLERANCE,
@@ -131,7 +132,7 @@ def test_full_schedule_is_bit_identical(pipe):
     with SmoothCache(pipe.transformer, Schedule.full(steps, KEYS)) as cache:
         cached = _run(pipe, steps=steps)
     assert torch.equal(plain, cached)
-    assert cache.stats.reused == 0 and cache.stats.computed == steps * len(find_branches(pipe.transformer))
+    assert cache.stats.predicted == 0 and cache.stats.computed == steps * len(find_branches(pipe.transformer))
 
 
 def test_fora_schedule_skips_calls(pipe):
@@ -141,7 +142,7 @@ def test_fora_schedule_skips_calls(pipe):
     with SmoothCache(pipe.transformer, schedule) as cache:
         cached = _run(pipe, steps=steps)
     n, skipped = len(find_branches(pipe.transformer)), 2
-    assert cache.stats.reused == n * skipped and cache.stats.computed == n * (steps - skipped)
+    assert cache.stats.predicted == n * skipped and cache.stats.computed == n * (steps - skipped)
     assert not torch.equal(plain, cached)
     assert VideoEvaluator.psnr(cached, plain) > 15.0  # close to, but not the uncached video
 
@@ -156,7 +157,7 @@ def test_forecast_schedule_runs_on_the_video_transformer(pipe):
     plain = _run(pipe, steps=steps)
     with SmoothCache(pipe.transformer, schedule) as cache:
         cached = _run(pipe, steps=steps)
-    assert cache.stats.reused > 0
+    assert cache.stats.predicted > 0
     assert not torch.equal(plain, cached) and VideoEvaluator.psnr(cached, plain) > 15.0
 
 
@@ -323,7 +324,7 @@ def test_demo_video_end_to_end(tmp_path):
     assert VIDEO_GUIDANCE == VIDEO_GUIDANCE_SCALE and DEMO_MODELS["video"].steps == VIDEO_STEPS
     result = run_demo(model="video", out=tmp_path, steps=8, samples=4)
     assert result["model"] == "video" and result["theoretical_speedup"] > 1
-    assert sum(v["reused"] for v in result["cache_stats"].values()) > 0
+    assert sum(v["predicted"] for v in result["cache_stats"].values()) > 0
     assert 10 < result["fidelity"]["psnr_db"] < 200 and 0 < result["fidelity"]["ssim"] < 1
     for metrics in result["metrics"].values():
         assert {"fid", "class_consistency", "motion_consistency"} <= set(metrics)

@@ -3,50 +3,48 @@
 The prediction is built from the branch's own outputs (before the block's gate/scale), so the block still
 applies the *current* step's modulation to it, as in the paper: the cached output itself for ``reuse``, an
 extrapolation in timestep for ``linear`` (:mod:`smoothcache.predictors`). With block fusion (on by default for
-forecasts), a block whose every branch skips a step is skipped whole (:mod:`smoothcache.fusion`).
+forecasts), a block whose every branch skips a step is skipped whole (:mod:`smoothcache.fusion`). Without a
+schedule, :class:`SmoothCache` runs the one-line mode (:mod:`smoothcache.auto`).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
-from collections import deque
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
-from .calibration import ErrorRecorder
-from .flops import MacMeter
+from .auto import AutoPolicy
+from .branches import Branch
+from .calibration import CalibratorPolicy
+from .calls import input_shape, is_stateful_call
+from .denoisers import as_denoiser
+from .deprecation import moved, renamed
+from .errors import ScheduleError, TargetError, warn
+from .flops import MacPolicy
 from .fusion import BlockFusion
-from .hooks import BranchHooks, BranchPolicy
-from .outputs import check_cacheable, nbytes, versions
-from .predictors import PREDICTORS, Kept, predict_kept, sources_needed
-from .schedule import Schedule, ScheduleError
+from .hooks import BranchHooks, Lifecycle
+from .outputs import check_cacheable
+from .planning import budget_fraction, check_alpha
+from .policy import BranchPolicy
+from .predictors import PREDICTORS, predict_kept, sources_needed
+from .schedule import Schedule
 from .stats import BranchCounter, CacheStats
-from .targets import Branch, TargetError, as_denoiser, find_branches, is_stateful_call
-from .validate import check_choice, check_dtype, check_int, check_number
+from .store import KeptOutputs, unmodified
+from .targets import find_branches
+from .validate import check_choice, check_dtype, check_int
 
-__all__ = ["ScheduledCache", "SmoothCache", "SmoothCacheWarning"]
+__all__ = ["SmoothCache", "SmoothCachePolicy"]
 
 logger = logging.getLogger(__name__)
 
-
-class SmoothCacheWarning(UserWarning):
-    """A run did not use its schedule as written (e.g. the generation ended early)."""
-
-
-def _input_shape(args: tuple, kwargs: Mapping[str, Any]) -> Any:
-    if args and isinstance(args[0], torch.Tensor):
-        return args[0].shape
-    for value in kwargs.values():
-        if isinstance(value, torch.Tensor):
-            return value.shape
-    return None
+#: Keywords of the one-line mode only (alpha= / speedup=), with their defaults.
+ONE_LINE_DEFAULTS = {"lookahead": 3, "calibration_runs": 1, "per_block": False, "predictor": None}
 
 
-class ScheduledCache(BranchPolicy):
-    """A policy that follows a schedule: compute on 1 steps, predict on 0 steps.
+class SmoothCachePolicy(BranchPolicy):
+    """The :class:`SmoothCache`'s policy: follow a schedule, computing on 1 steps and predicting on 0 steps.
 
     Args:
         rows: one schedule row per wrapped branch (None: always compute).
@@ -54,153 +52,152 @@ class ScheduledCache(BranchPolicy):
         cache_dtype: keep the outputs in this (lower) precision, cast back when predicting.
         num_steps: the schedule's length, for the end-of-schedule checks.
         fusable: paths of the blocks to skip whole on steps where all their branches skip (None: no fusion).
+        schedule: the schedule the rows come from (kept for reports).
     """
 
-    def __init__(self, rows: Sequence[tuple[int, ...] | None], predictor: str = "reuse",
-                 cache_dtype: torch.dtype | None = None, num_steps: int | None = None,
-                 fusable: set[str] | None = None):
+    #: A schedule-following cache records no calibration.
+    profile = None
+
+    def __init__(
+        self,
+        rows: Sequence[tuple[int, ...] | None],
+        predictor: str = "reuse",
+        cache_dtype: torch.dtype | None = None,
+        num_steps: int | None = None,
+        fusable: set[str] | None = None,
+        schedule: Schedule | None = None,
+    ):
         self.rows = list(rows)
+        self.schedule = schedule
         self.predictor = predictor
-        self.cache_dtype = check_dtype(cache_dtype, "cache_dtype")
-        self.num_steps = num_steps if num_steps is not None else max(len(r) for r in self.rows if r is not None)
-        self._keep = sources_needed(predictor)
-        # outputs are kept only while a 0 step is still ahead: none after a row's last 0 (none for all-ones rows)
-        self._last_zero = [-1 if r is None or 0 not in r else len(r) - 1 - r[::-1].index(0) for r in self.rows]
-        self._slots: list[dict[Any, tuple[Any, deque]]] = [{} for _ in self.rows]
+        self.num_steps = (
+            num_steps if num_steps is not None else max(len(r) for r in self.rows if r is not None)
+        )
+        self.store = KeptOutputs(sources_needed(predictor), check_dtype(cache_dtype, "cache_dtype"))
+        # outputs are kept only while a 0 step is still ahead: none after a row's last 0 (none for all-ones
+        # rows)
+        self._last_zero = [
+            -1 if r is None or 0 not in r else len(r) - 1 - r[::-1].index(0) for r in self.rows
+        ]
         self.counters: list[BranchCounter] = []
         self._warned_shape = False
-        self.fusion = None if fusable is None else BlockFusion(self.rows, predictor, self.cache_dtype, fusable)
+        self.fusion = None if fusable is None else BlockFusion(self.rows, predictor, self.store, fusable)
         self.wants_blocks = self.fusion is not None
 
     def attach(self, hooks: BranchHooks) -> None:
         super().attach(hooks)
         self.counters = [BranchCounter(b.path, b.key, b.block) for b in hooks.branches]
         if self.fusion is not None:
-            self.fusion.bind(hooks)
+            self.fusion.attach(hooks)
 
     def start(self) -> None:
-        self._clear()
+        self.store.clear()
         for counter in self.counters:
-            counter.computed = counter.reused = 0
-
-    def _clear(self) -> None:
-        for slots in self._slots:
-            slots.clear()
-        if self.fusion is not None:
-            self.fusion.clear()
-
-    def block(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
-        return self.fusion.block(index, slot, fn, args, kwargs, self.counters)
+            counter.computed = counter.predicted = 0
 
     def stop(self, interrupted: bool) -> None:
-        self._clear()
+        self.store.clear()
 
     @property
-    def cache_bytes(self) -> int:
-        held = sum(nbytes(e.out) for slots in self._slots for _, kept in slots.values() for e in kept)
-        return held + (0 if self.fusion is None else self.fusion.cache_bytes)
+    def stats(self) -> CacheStats:
+        return CacheStats(
+            self.counters,
+            self.store.nbytes,
+            self.predictor,
+            peak_bytes=self.store.peak_bytes,
+            released=not self.hooks.enabled,
+        )
 
     def begin_call(self):
         step = self.hooks.step
         if step >= self.num_steps:
             raise ScheduleError(
-                f"denoising step {step} is past the end of the {self.num_steps}-step schedule: the pipeline runs "
+                f"denoising step {step} is past the end of the {self.num_steps}-step schedule: the pipeline "
+                "runs "
                 "more steps than the schedule covers; use a schedule made for this step count"
             )
         return None
 
-    def branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+    def on_block(self, position: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        out, predicted = self.fusion.call(position, slot, fn, args, kwargs)
+        if predicted:
+            for i in self.hooks.blocks[position].branches:
+                self.counters[i].predicted += 1
+        return out
+
+    def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
         hooks, row, counter = self.hooks, self.rows[index], self.counters[index]
         if row is None or (kwargs and is_stateful_call(kwargs)):  # no row, or a call that writes a KV cache
             counter.computed += 1
             return fn(*args, **kwargs)
-        shape = _input_shape(args, kwargs)
-        held = self._slots[index].get(slot)
-        if row[hooks.step] == 0 and held is not None:
-            held_shape, kept = held
-            if held_shape == shape:
-                for entry in kept:
-                    if versions(entry.out) != entry.versions:
-                        raise RuntimeError(
-                            f"the cached output of {hooks.branches[index].path} was modified in place after it was "
-                            "returned; this block cannot be cached safely"
-                        )
-                counter.reused += 1
+        shape = input_shape(args, kwargs)
+        kept = self.store.sources(index, slot, shape)
+        if row[hooks.step] == 0:
+            if kept is not None:
+                if not unmodified(kept):
+                    raise RuntimeError(
+                        f"the cached output of {hooks.branches[index].path} was modified in place after it "
+                        "was "
+                        "returned; this block cannot be cached safely"
+                    )
+                counter.predicted += 1
                 return predict_kept(self.predictor, kept, hooks.time)
-            self._shape_changed(index)
+            if self.store.holds(index, slot):
+                self._shape_changed(index)
         out = fn(*args, **kwargs)
         counter.computed += 1
-        if hooks.step >= self._last_zero[index]:
-            return out
-        check_cacheable(out, hooks.branches[index].path)
-        if held is None or held[0] != shape:
-            held = (shape, deque(maxlen=self._keep))
-            self._slots[index][slot] = held
-        held[1].append(Kept(hooks.time, out, self.cache_dtype))
+        if hooks.step < self._last_zero[index]:
+            check_cacheable(out, hooks.branches[index].path)
+            self.store.add(index, slot, shape, hooks.time, out)
         return out
 
     def end_generation(self, steps: int, timesteps: list) -> None:
-        self._clear()
+        self.store.clear()
         if steps < self.num_steps:
-            warnings.warn(
+            warn(
                 f"the generation ended after {steps} steps but the schedule has {self.num_steps}; "
-                "a schedule made for this step count caches better",
-                SmoothCacheWarning,
-                stacklevel=_caller_level(),
+                "a schedule made for this step count caches better"
             )
 
     def _shape_changed(self, index: int) -> None:
         if not self._warned_shape:
             self._warned_shape = True
             logger.warning(
-                "the input shape of %s changed within a generation at step %d; computing instead of predicting",
-                self.hooks.branches[index].path, self.hooks.step,
+                "the input shape of %s changed within a generation at step %d; computing instead of "
+                "predicting",
+                self.hooks.branches[index].path,
+                self.hooks.step,
             )
-
-
-def _caller_level() -> int:
-    """``stacklevel`` that points a warning at the first frame outside smoothcache (and torch/diffusers)."""
-    import sys
-
-    frame, level = sys._getframe(1), 1
-    while frame is not None:
-        name = frame.f_globals.get("__name__", "")
-        if not name.startswith(("smoothcache.", "torch", "diffusers", "contextlib")) and name != "smoothcache":
-            return level
-        frame, level = frame.f_back, level + 1
-    return 1
 
 
 def _fusable(model: nn.Module, branches: list[Branch], rows: list, block_classes) -> set[str]:
     """Paths of the blocks whose every discoverable branch is wrapped with a schedule row (with user
-    ``block_classes``, the components given are all the branches there are)."""
-    components = None if block_classes is None else sorted({b.path.rpartition(".")[2] for b in branches})
+    ``block_classes``, the keys given are all the branches there are)."""
+    keys = None if block_classes is None else sorted({b.path.rpartition(".")[2] for b in branches})
     try:
-        everything = find_branches(model, components, block_classes)
+        everything = find_branches(model, keys, block_classes)
     except TargetError:
         return set()
     scheduled = {b.path for b, row in zip(branches, rows) if row is not None}
-    paths: dict[str, bool] = {}
+    ok: dict[str, bool] = {}
     for b in everything:
-        path = b.block_path or b.path.rpartition(".")[0]
-        paths[path] = paths.get(path, True) and b.path in scheduled
-    return {path for path, ok in paths.items() if ok}
+        ok[b.block_path] = ok.get(b.block_path, True) and b.path in scheduled
+    return {path for path, fine in ok.items() if fine}
 
 
-def _bind(model: nn.Module, schedule: Schedule, components, block_classes) -> list[Branch]:
+def _bind(model: nn.Module, schedule: Schedule, keys, block_classes) -> list[Branch]:
     """The branches a schedule applies to, checked against the model."""
-    keys = schedule.branch_keys
-    if components is not None:
-        components = list(components)
-        stray = [k for k in keys if k not in components]
+    wanted = schedule.branch_keys
+    if keys is not None:
+        keys = list(keys)
+        stray = [k for k in wanted if k not in keys]
         if stray:
-            raise ScheduleError(f"schedule key(s) {stray} are not among the components to wrap {components}")
-        keys = [k for k in keys if k in components]
+            raise ScheduleError(f"schedule key(s) {stray} are not among the keys to wrap {keys}")
     try:
-        branches = find_branches(model, keys, block_classes)
+        branches = find_branches(model, wanted, block_classes)
     except TargetError as err:
         raise ScheduleError(f"schedule does not fit {type(model).__name__}: {err}") from None
-    for key in schedule.branch_keys:
+    for key in wanted:
         blocks = sorted({b.block for b in branches if b.key == key})
         for index in schedule.block_indices(key):
             if index not in blocks:
@@ -211,29 +208,37 @@ def _bind(model: nn.Module, schedule: Schedule, components, block_classes) -> li
     return [b for b in branches if schedule.for_block(b.key, b.block) is not None]
 
 
-class SmoothCache:
-    """Cache DiT branch outputs following a static schedule.
+class SmoothCache(Lifecycle):
+    """Cache DiT branch outputs following a static schedule, or plan one on the first generation.
+
+    Three ways to build one, each with its own keywords (a keyword of another way raises a ``TypeError``):
+
+    - ``SmoothCache(model, schedule)``: apply a schedule.
+    - ``SmoothCache(model, speedup=2.5)``, the recommended one-line mode: the first ``calibration_runs``
+      generations run uncached while a calibration is recorded; when the last of them returns, the optimal
+      linear-forecast plan for this theoretical speed-up is made and used from the next generation on.
+    - ``SmoothCache(model, alpha=0.08)``: the same with the original's greedy reuse schedule at this
+      threshold.
 
     Args:
         model: the denoiser, e.g. ``pipe.transformer`` (a pipeline with one denoiser is accepted too).
         schedule: a :class:`Schedule`, a dict in the reference JSON format, or a path to such a file. Its
             ``predictor`` says what skipped steps return.
-        alpha: instead of a schedule, the one-line mode: the first ``calibration_runs`` generations run
-            uncached while a calibration is recorded, then the greedy schedule for this threshold is used.
-        components: restrict wrapping to these branch keys (default: every key the schedule names).
-        block_classes: user-given block classes (or names); their ``components`` attributes are wrapped.
+        alpha: the one-line mode with the greedy scan at this threshold.
+        speedup: the one-line mode with the optimal plan for this theoretical speed-up.
+        keys: restrict wrapping to these branch keys (default: every key the schedule names, or every branch).
+        block_classes: user-given block classes (or names); their ``keys`` attributes are wrapped.
         calls_per_step: denoiser calls per step, for samplers whose timesteps cannot tell steps apart.
         cache_dtype: keep cached outputs in this (lower) precision, cast back on use.
-        lookahead: one-line mode: K of the calibration.
-        calibration_runs: one-line mode: generations to calibrate on.
-        speedup: instead of a schedule, the recommended one-line mode: calibrate as with ``alpha``, then the
-            optimal plan for this theoretical speed-up (``Schedule.for_budget(..., planner="optimal")``).
-        per_block: one-line mode: one schedule per block instead of per branch type.
-        predictor: one-line mode: the predictor to calibrate and schedule for (``"reuse"`` or ``"linear"``;
-            default ``"reuse"`` with ``alpha``, ``"linear"`` with ``speedup``).
         fuse_blocks: on a step where every branch of a block is skipped, skip the whole block (norms and
             modulation too) and predict its residual with the same predictor (:mod:`smoothcache.fusion`).
             Default: on for forecasts, off for ``reuse``, whose branch-level behaviour is the original's.
+        lookahead: one-line mode: K of the calibration (default 3).
+        calibration_runs: one-line mode: generations to calibrate on (default 1).
+        per_block: one-line mode: one schedule per block instead of one per branch type (default False).
+        predictor: one-line mode: ``"reuse"`` or ``"linear"`` (default ``"reuse"`` with ``alpha``,
+            ``"linear"`` with ``speedup``).
+        components: the former name of ``keys`` (deprecated).
 
     Use it as a ``with`` block (nested blocks are counted) or with :meth:`enable` / :meth:`disable`.
     Every generation starts at step 0 on its own (the timestep jumps back up); :meth:`reset` forces it.
@@ -250,7 +255,7 @@ class SmoothCache:
         ...     for t in (999, 749, 499, 249):
         ...         x = model(x, timestep=torch.tensor([t]), class_labels=y).sample
         >>> cache.stats.by_key()["attn1"]
-        {'computed': 6, 'reused': 2}
+        {'computed': 6, 'predicted': 2}
     """
 
     def __init__(
@@ -260,123 +265,124 @@ class SmoothCache:
         *,
         alpha: float | None = None,
         speedup: float | None = None,
-        components: Iterable[str] | None = None,
+        keys: Iterable[str] | None = None,
         block_classes: Sequence[type | str] | type | str | None = None,
         calls_per_step: int | None = None,
         cache_dtype: torch.dtype | None = None,
-        lookahead: int = 3,
-        calibration_runs: int = 1,
-        per_block: bool = False,
-        predictor: str | None = None,
         fuse_blocks: bool | None = None,
+        lookahead: int | None = None,
+        calibration_runs: int | None = None,
+        per_block: bool | None = None,
+        predictor: str | None = None,
+        components: Iterable[str] | None = None,
     ):
+        keys = renamed(keys, components, "components", "keys")
         if sum(x is not None for x in (schedule, alpha, speedup)) != 1:
-            raise ValueError("give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
-                             "exactly one of the three")
-        self.model = as_denoiser(model)
-        self.cache_dtype = check_dtype(cache_dtype, "cache_dtype")
+            raise ValueError(
+                "give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
+                "exactly one of the three"
+            )
+        one_line = {
+            "lookahead": lookahead,
+            "calibration_runs": calibration_runs,
+            "per_block": per_block,
+            "predictor": predictor,
+        }
+        if schedule is not None:
+            stray = [f"{name}=" for name, value in one_line.items() if value is not None]
+            if stray:
+                raise TypeError(
+                    f"{', '.join(stray)} belong to the one-line mode (alpha= or speedup=); a given "
+                    "schedule already fixes them"
+                )
         if fuse_blocks is not None and not isinstance(fuse_blocks, bool):
             raise TypeError(f"fuse_blocks must be True, False or None, got {fuse_blocks!r}")
+        self.model = as_denoiser(model)
+        self.cache_dtype = check_dtype(cache_dtype, "cache_dtype")
         self.fuse_blocks, self._block_classes = fuse_blocks, block_classes
-        self.schedule: Schedule | None = None
-        self.recorder: ErrorRecorder | None = None
         if schedule is not None:
-            self.schedule = Schedule.coerce(schedule)
-            branches = _bind(self.model, self.schedule, components, block_classes)
-            policies: list[BranchPolicy] = [self._policy(branches)]
+            schedule = Schedule.coerce(schedule)
+            branches = _bind(self.model, schedule, keys, block_classes)
+            self.policy: BranchPolicy = self._cache_policy(schedule, branches)
         else:
-            predictor = predictor or ("reuse" if speedup is None else "linear")
-            self._auto = {"runs": check_int(calibration_runs, "calibration_runs"), "per_block": per_block,
-                          "predictor": check_choice(predictor, "predictor", PREDICTORS, error=ScheduleError)}
-            if alpha is not None:
-                self._auto["alpha"] = check_number(alpha, "alpha", error=ScheduleError)
-            else:
-                self._auto["speedup"] = check_number(speedup, "speedup", minimum=1.0, error=ScheduleError)
-            # one-line mode: the calibration policies (MacMeter, ErrorRecorder) now, a ScheduledCache later
-            branches = find_branches(self.model, components, block_classes)
-            self.recorder = ErrorRecorder(lookahead, [predictor], type(self.model).__name__, meter=MacMeter())
-            policies = self.recorder.policies
-        self.hooks = BranchHooks(self.model, branches, policies, calls_per_step=calls_per_step, owner=self,
-                                 on_generation_end=self._generation_ended)
+            options = {
+                name: ONE_LINE_DEFAULTS[name] if value is None else value for name, value in one_line.items()
+            }
+            options["predictor"] = options["predictor"] or ("reuse" if speedup is None else "linear")
+            self.policy = self._auto_policy(alpha, speedup, options)
+            branches = find_branches(self.model, keys, block_classes)
+        self.hooks = BranchHooks(self.model, branches, self.policy, calls_per_step=calls_per_step, owner=self)
 
-    def _policy(self, branches: list[Branch]) -> ScheduledCache:
-        rows = [self.schedule.for_block(b.key, b.block) for b in branches]
-        fuse = self.fuse_blocks if self.fuse_blocks is not None else self.schedule.predictor != "reuse"
+    def _auto_policy(self, alpha: float | None, speedup: float | None, options: dict) -> AutoPolicy:
+        predictor = check_choice(options["predictor"], "predictor", PREDICTORS, error=ScheduleError)
+        runs = check_int(options["calibration_runs"], "calibration_runs")
+        per_block = options["per_block"]
+        if alpha is not None:
+            alpha = check_alpha(alpha)
+            label = f"alpha={alpha:g}"
+
+            def plan(profile):
+                return Schedule.from_profile(profile, alpha, per_block=per_block, predictor=predictor)
+        else:
+            budget_fraction(speedup=speedup)
+            label = f"speedup={speedup:g}x"
+
+            def plan(profile):
+                return Schedule.for_budget(profile, speedup=speedup, predictor=predictor, per_block=per_block)
+
+        recorder = CalibratorPolicy(
+            options["lookahead"], [predictor], type(self.model).__name__, meter=MacPolicy()
+        )
+        fuse = self.fuse_blocks if self.fuse_blocks is not None else predictor != "reuse"
+        return AutoPolicy(
+            recorder,
+            runs,
+            plan,
+            lambda s: self._cache_policy(s, self.hooks.branches),
+            label,
+            wants_blocks=fuse,
+        )
+
+    def _cache_policy(self, schedule: Schedule, branches: list[Branch]) -> SmoothCachePolicy:
+        rows = [schedule.for_block(b.key, b.block) for b in branches]
+        fuse = self.fuse_blocks if self.fuse_blocks is not None else schedule.predictor != "reuse"
         fusable = _fusable(self.model, branches, rows, self._block_classes) if fuse else None
-        return ScheduledCache(rows, self.schedule.predictor, self.cache_dtype, self.schedule.num_steps, fusable)
+        return SmoothCachePolicy(
+            rows, schedule.predictor, self.cache_dtype, schedule.num_steps, fusable, schedule=schedule
+        )
 
     def __repr__(self) -> str:
         state = "enabled" if self.enabled else "disabled"
-        what = repr(self.schedule) if self.schedule is not None else "one-line mode, " + (
-            f"alpha={self._auto['alpha']:g}" if "alpha" in self._auto else f"speedup={self._auto['speedup']:g}x")
+        what = repr(self.schedule) if self.schedule is not None else f"one-line mode, {self.policy.label}"
         return f"SmoothCache({type(self.model).__name__}, {len(self.branches)} branches, {what}, {state})"
 
-    # ----------------------------------------------------------------- state
     @property
-    def branches(self) -> list[Branch]:
-        """The wrapped branches."""
-        return self.hooks.branches
+    def schedule(self) -> Schedule | None:
+        """The schedule applied (None while the one-line mode is still calibrating)."""
+        return self.policy.schedule
 
     @property
     def calibrating(self) -> bool:
-        """True while the one-line mode (``alpha=``) is still recording its calibration generation(s)."""
+        """True while the one-line mode is still recording its calibration generation(s)."""
         return self.schedule is None
 
     @property
     def profile(self):
-        """The calibration the one-line mode recorded (None when a schedule was given or none finished yet)."""
-        return None if self.recorder is None else self.recorder.profile
-
-    @property
-    def enabled(self) -> bool:
-        return self.hooks.enabled
-
-    @property
-    def step(self) -> int:
-        """Index of the current denoising step (-1 before the first call of a generation)."""
-        return self.hooks.step
+        """The calibration the one-line mode recorded (None when a schedule was given or none finished
+        yet)."""
+        return self.policy.profile
 
     @property
     def stats(self) -> CacheStats:
-        """Calls computed and reused per branch since :meth:`enable`, and the bytes now cached."""
-        policy = self.hooks.policies[-1]
-        if not isinstance(policy, ScheduledCache):
-            return CacheStats([], 0, predictor="reuse")
-        return CacheStats(policy.counters, policy.cache_bytes, predictor=policy.predictor)
+        """Calls computed and predicted per branch since :meth:`enable`, and the bytes cached now and at
+        most."""
+        return self.policy.stats
 
-    # --------------------------------------------------------------- lifecycle
-    def enable(self) -> "SmoothCache":
-        """Wrap the model. Calling it again while enabled does nothing."""
-        self.hooks.enable()
-        return self
 
-    def disable(self) -> None:
-        """Restore the model exactly as it was (forward methods, hooks, state) and drop the cache."""
-        self.hooks.disable()
-
-    def reset(self) -> None:
-        """Start a new generation at step 0 and drop cached outputs (counters are kept)."""
-        self.hooks.reset()
-
-    def __enter__(self) -> "SmoothCache":
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.hooks.__exit__(exc_type, exc, tb)
-
-    def _generation_ended(self, steps: int, timesteps: list) -> None:
-        if not self.calibrating:
-            return
-        profile = self.recorder.profile
-        if profile.runs < self._auto["runs"]:
-            return
-        auto = self._auto
-        if "alpha" in auto:
-            self.schedule = Schedule.from_profile(profile, auto["alpha"], per_block=auto["per_block"],
-                                                  predictor=auto["predictor"])
-        else:
-            self.schedule = Schedule.for_budget(profile, speedup=auto["speedup"], predictor=auto["predictor"],
-                                                planner="optimal", per_block=auto["per_block"])
-        logger.info("one-line mode calibrated %d run(s): %s", profile.runs, self.schedule)
-        self.hooks.set_policies([self._policy(self.hooks.branches)])
+__getattr__ = moved(
+    __name__,
+    {
+        "ScheduledCache": "smoothcache.cache:SmoothCachePolicy",
+        "SmoothCacheWarning": "smoothcache.errors:SmoothCacheWarning",
+    },
+)

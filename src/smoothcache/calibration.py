@@ -15,16 +15,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from .denoisers import as_denoiser
+from .deprecation import moved, renamed
 from .errors import CalibrationError
-from .flops import MacMeter
-from .hooks import BranchHooks, BranchPolicy
+from .flops import MacPolicy
+from .hooks import BranchHooks, Lifecycle
 from .outputs import check_cacheable, tensors
+from .policy import BranchPolicy, Chain
 from .predictors import ORDER, PREDICTORS, predict
 from .profile import BranchErrors, CalibrationProfile
-from .targets import Branch, as_denoiser, find_branches
+from .targets import find_branches
 from .validate import check_choice, check_int
 
-__all__ = ["CalibrationError", "Calibrator", "ErrorRecorder"]
+__all__ = ["Calibrator", "CalibratorPolicy"]
 
 _TINY = 1e-12
 
@@ -33,37 +36,42 @@ def _l1(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return sum(p.abs().sum() for p in parts)
 
 
-class ErrorRecorder(BranchPolicy):
-    """A policy that computes every branch call and records the predictors' errors into :attr:`profile`.
+class CalibratorPolicy(BranchPolicy):
+    """The :class:`Calibrator`'s policy: compute every branch call and record the predictors' errors into
+    :attr:`profile`.
 
     Args:
         lookahead: K, the largest number of steps a prediction spans.
         predictors: the predictors whose errors to record (``reuse`` is always recorded).
         model_name: stored in the profile.
-        meter: a :class:`~smoothcache.flops.MacMeter` chained before this policy; its MAC counts are stored
-            in the profile (for theoretical speed-ups and MAC-weighted budgets).
+        meter: a :class:`~smoothcache.flops.MacPolicy` chained before this policy (see :attr:`chain`); its MAC
+            counts are stored in the profile (for theoretical speed-ups and MAC-weighted budgets).
     """
 
-    def __init__(self, lookahead: int = 3, predictors: Iterable[str] = PREDICTORS, model_name: str = "",
-                 meter: MacMeter | None = None):
+    def __init__(
+        self,
+        lookahead: int = 3,
+        predictors: Iterable[str] = PREDICTORS,
+        model_name: str = "",
+        meter: MacPolicy | None = None,
+    ):
         self.lookahead = check_int(lookahead, "lookahead")
-        self.predictors = ["reuse"] + [check_choice(p, "predictor", PREDICTORS) for p in predictors if p != "reuse"]
+        self.predictors = ["reuse"] + [
+            check_choice(p, "predictor", PREDICTORS) for p in predictors if p != "reuse"
+        ]
         self.model_name = model_name
         self.profile: CalibrationProfile | None = None
         self.meter = meter
         order = max(ORDER[p] for p in self.predictors)
         self._keep = self.lookahead * (order + 1) + order  # the oldest source: s - K - order * (K + 1)
         self._history: dict[tuple[int, Any], deque] = {}
-        self._pending: list[tuple[int, str, tuple[int, ...], torch.Tensor]] = []  # branch, predictor, index, error
+        self._pending: list[
+            tuple[int, str, tuple[int, ...], torch.Tensor]
+        ] = []  # branch, predictor, index, error
         self._norms: list[tuple[int, int, torch.Tensor]] = []  # branch, step, |y|_1 (finite check)
 
     def start(self) -> None:
         self._clear_run()
-
-    @property
-    def held_outputs(self) -> int:
-        """The most outputs held for one branch and CFG call now (bounded by ``K * (order + 1) + order``)."""
-        return max((len(h) for h in self._history.values()), default=0)
 
     def stop(self, interrupted: bool) -> None:
         self._clear_run()  # an interrupted generation is dropped; a finished one was folded in already
@@ -73,7 +81,7 @@ class ErrorRecorder(BranchPolicy):
         self._pending.clear()
         self._norms.clear()
 
-    def branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+    def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
         out = fn(*args, **kwargs)
         hooks = self.hooks
         check_cacheable(out, hooks.branches[index].path)
@@ -90,7 +98,9 @@ class ErrorRecorder(BranchPolicy):
                 if b not in by_step:
                     continue
                 t_b, y_b = by_step[b]
-                self._pending.append((index, "reuse", (k - 1, b), _l1([c - y for c, y in zip(current, y_b)]) * scale))
+                self._pending.append(
+                    (index, "reuse", (k - 1, b), _l1([c - y for c, y in zip(current, y_b)]) * scale)
+                )
                 if "linear" not in self.predictors:
                     continue
                 for d in range(1, self.lookahead + 2):
@@ -110,7 +120,9 @@ class ErrorRecorder(BranchPolicy):
     def _fold(self, steps: int, timesteps: list) -> None:
         branches = self.hooks.branches
         if steps < 2:
-            raise CalibrationError(f"a calibration run had {steps} step(s); at least 2 are needed to measure errors")
+            raise CalibrationError(
+                f"a calibration run had {steps} step(s); at least 2 are needed to measure errors"
+            )
         norms = torch.stack([n for *_, n in self._norms]).cpu().numpy() if self._norms else np.zeros(0)
         bad = np.flatnonzero(~np.isfinite(norms))
         if bad.size:
@@ -124,7 +136,9 @@ class ErrorRecorder(BranchPolicy):
         if profile is None:
             profile = CalibrationProfile(self.lookahead, steps, model=self.model_name)
             for b in branches:
-                profile.errors[b.path] = BranchErrors.empty(b.key, b.block, self.lookahead, steps, self.predictors)
+                profile.errors[b.path] = BranchErrors.empty(
+                    b.key, b.block, self.lookahead, steps, self.predictors
+                )
         elif profile.num_steps != steps:
             raise CalibrationError(
                 f"calibration runs have different step counts ({profile.num_steps} and {steps}); "
@@ -133,8 +147,11 @@ class ErrorRecorder(BranchPolicy):
         for (i, predictor, where, _), value in zip(self._pending, values):
             profile.errors[branches[i].path].tables[predictor].add(where, float(value))
         ts = np.array([np.nan if t is None else t for t in timesteps], dtype=np.float64)
-        profile.timesteps = ts if profile.timesteps is None or profile.runs == 0 else (
-            (profile.timesteps * profile.runs + ts) / (profile.runs + 1))
+        profile.timesteps = (
+            ts
+            if profile.timesteps is None or profile.runs == 0
+            else ((profile.timesteps * profile.runs + ts) / (profile.runs + 1))
+        )
         profile.runs += 1
         if self.meter is not None and self.meter.report is not None:
             report = self.meter.report
@@ -142,22 +159,23 @@ class ErrorRecorder(BranchPolicy):
         self.profile = profile
 
     @property
-    def policies(self) -> list[BranchPolicy]:
-        """The policies to hand to :class:`~smoothcache.hooks.BranchHooks`: the meter (if any), then this."""
-        return [self] if self.meter is None else [self.meter, self]
+    def chain(self) -> BranchPolicy:
+        """The policy to hand to :class:`~smoothcache.hooks.BranchHooks`: the meter (if any), then this."""
+        return self if self.meter is None else Chain([self.meter, self])
 
 
-class Calibrator:
+class Calibrator(Lifecycle):
     """Record SmoothCache error tables while the pipeline runs; read :attr:`profile` afterwards.
 
     Args:
         model: the denoiser, e.g. ``pipe.transformer`` (a pipeline with one denoiser is accepted too).
-        components: branch keys to record (default: every branch the block family knows).
+        keys: branch keys to record (default: every branch found).
         lookahead: K, the largest number of steps a prediction spans.
-        block_classes: user-given block classes (or class names); ``components`` are then attribute names.
+        block_classes: user-given block classes (or class names); ``keys`` are then attribute names.
         calls_per_step: denoiser calls per step, for samplers whose timesteps cannot tell steps apart.
         measure_macs: count the MACs of the first denoiser call, for theoretical speed-ups.
         predictors: whose errors to record; by default every predictor (``reuse`` and ``linear``).
+        components: the former name of ``keys`` (deprecated).
 
     Example:
         >>> import torch
@@ -176,52 +194,54 @@ class Calibrator:
     def __init__(
         self,
         model: nn.Module,
-        components: Iterable[str] | None = None,
+        keys: Iterable[str] | None = None,
         lookahead: int = 3,
         *,
         block_classes: Sequence[type | str] | type | str | None = None,
         calls_per_step: int | None = None,
         measure_macs: bool = True,
         predictors: Iterable[str] = PREDICTORS,
+        components: Iterable[str] | None = None,
     ):
+        keys = renamed(keys, components, "components", "keys")
         self.model = as_denoiser(model)
-        self.branches: list[Branch] = find_branches(self.model, components, block_classes)
-        self.recorder = ErrorRecorder(lookahead, predictors, model_name=type(self.model).__name__,
-                                      meter=MacMeter() if measure_macs else None)
-        self.lookahead = self.recorder.lookahead
-        self.hooks = BranchHooks(self.model, self.branches, self.recorder.policies, calls_per_step=calls_per_step,
-                                 owner=self)
+        self.policy = CalibratorPolicy(
+            lookahead,
+            predictors,
+            model_name=type(self.model).__name__,
+            meter=MacPolicy() if measure_macs else None,
+        )
+        self.lookahead = self.policy.lookahead
+        self.hooks = BranchHooks(
+            self.model,
+            find_branches(self.model, keys, block_classes),
+            self.policy.chain,
+            calls_per_step=calls_per_step,
+            owner=self,
+        )
 
     def __repr__(self) -> str:
-        runs = 0 if self.recorder.profile is None else self.recorder.profile.runs
+        runs = 0 if self.policy.profile is None else self.policy.profile.runs
         state = "enabled" if self.enabled else "disabled"
-        return (f"Calibrator({type(self.model).__name__}, {len(self.branches)} branches, K={self.lookahead}, "
-                f"{runs} run(s) recorded, {state})")
-
-    # --------------------------------------------------------------- lifecycle
-    def enable(self) -> "Calibrator":
-        """Wrap the model; calling it again while enabled does nothing."""
-        self.hooks.enable()
-        return self
-
-    def disable(self) -> None:
-        """Finish the running generation (if any), fold it into the profile and restore the model."""
-        self.hooks.disable()
-
-    @property
-    def enabled(self) -> bool:
-        return self.hooks.enabled
-
-    def __enter__(self) -> "Calibrator":
-        self.hooks.__enter__()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.hooks.__exit__(exc_type, exc, tb)
+        return (
+            f"Calibrator({type(self.model).__name__}, {len(self.branches)} branches, K={self.lookahead}, "
+            f"{runs} run(s) recorded, {state})"
+        )
 
     @property
     def profile(self) -> CalibrationProfile:
         """The error tables of every completed generation so far."""
-        if self.recorder.profile is None:
-            raise CalibrationError("no calibration run has completed: run the pipeline inside the Calibrator first")
-        return self.recorder.profile
+        if self.policy.profile is None:
+            raise CalibrationError(
+                "no calibration run has completed: run the pipeline inside the Calibrator first"
+            )
+        return self.policy.profile
+
+
+__getattr__ = moved(
+    __name__,
+    {
+        "ErrorRecorder": "smoothcache.calibration:CalibratorPolicy",
+        "CalibrationError": "smoothcache.errors:CalibrationError",
+    },
+)

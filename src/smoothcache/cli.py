@@ -44,14 +44,21 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", sched
 
     folder = Path(model).expanduser()
     shipped = {"digits": zoo.DIGITS_DIR, "audio": zoo.AUDIO_DIR, "video": zoo.VIDEO_DIR}
-    name = model if model in ZOO_MODELS else next(
-        (k for k, path in shipped.items() if folder.is_dir() and folder.resolve() == path), None)
+    name = (
+        model
+        if model in ZOO_MODELS
+        else next((k for k, path in shipped.items() if folder.is_dir() and folder.resolve() == path), None)
+    )
     if name is not None:
         pipe = getattr(zoo, f"{name}_pipeline")(torch_dtype=getattr(torch, dtype))
     elif folder.is_dir():
         if not (folder / "model_index.json").is_file():
-            raise FileNotFoundError(f"{folder} is not a diffusers pipeline folder (it has no model_index.json)")
-        pipe = DiTPipeline.from_pretrained(str(folder), local_files_only=True, **dtype_kwargs(getattr(torch, dtype)))
+            raise FileNotFoundError(
+                f"{folder} is not a diffusers pipeline folder (it has no model_index.json)"
+            )
+        pipe = DiTPipeline.from_pretrained(
+            str(folder), local_files_only=True, **dtype_kwargs(getattr(torch, dtype))
+        )
     elif _looks_like_path(model) or folder.exists():
         raise FileNotFoundError(f"no pipeline folder at {model} (shipped models: {', '.join(ZOO_MODELS)})")
     else:
@@ -60,14 +67,16 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", sched
         pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
     elif scheduler in ("dpm", "dpm-sde"):
         algorithm = "sde-dpmsolver++" if scheduler == "dpm-sde" else "dpmsolver++"
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type=algorithm)
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+            pipe.scheduler.config, algorithm_type=algorithm
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 
 
 def _check_classes(pipe, classes: Sequence[int], model: str = "") -> None:
-    """Class ids the pipeline knows: the shipped models' 0-9, its labels (``id2label``), else the transformer's
-    class table."""
+    """Class ids the pipeline knows: the shipped models' 0-9, its labels (``id2label``), else the
+    transformer's class table."""
     labels = getattr(pipe, "labels", None)
     valid = list(range(10)) if model in ZOO_MODELS else sorted(set(labels.values())) if labels else None
     if valid is None:
@@ -87,24 +96,34 @@ def _calibrate(args: argparse.Namespace) -> int:
     from .calibration import Calibrator
 
     distributed.init()  # under torchrun: each rank calibrates its share of the runs
-    device = f"cuda:{torch.cuda.current_device()}" if distributed.is_distributed() and args.device == "cuda" \
+    device = (
+        f"cuda:{torch.cuda.current_device()}"
+        if distributed.is_distributed() and args.device == "cuda"
         else args.device
+    )
     pipe = load_pipeline(args.model, device, args.dtype, args.scheduler)
     _check_classes(pipe, args.classes, args.model)
     guidance = args.guidance if args.guidance is not None else _default_guidance(args.model)
     runs = distributed.shard(range(args.runs))
     with Calibrator(pipe.transformer, args.components, args.lookahead) as cal:
         for run in tqdm(runs, desc="calibrating", unit="run", disable=distributed.rank() != 0):
-            pipe(class_labels=args.classes, num_inference_steps=args.steps, guidance_scale=guidance,
-                 generator=torch.Generator("cpu").manual_seed(args.seed + run), output_type="np")
+            pipe(
+                class_labels=args.classes,
+                num_inference_steps=args.steps,
+                guidance_scale=guidance,
+                generator=torch.Generator("cpu").manual_seed(args.seed + run),
+                output_type="np",
+            )
     profile = distributed.all_reduce_profile(cal.profile if runs else None)
     is_writer = distributed.rank() == 0
     distributed.finish()
     if not is_writer:
         return 0
     out = profile.save(args.out)
-    print(f"profile: {out} ({profile.runs} runs x {len(args.classes)} classes, {profile.num_steps} steps, "
-          f"branches {profile.keys}, K={profile.lookahead}, predictors {profile.predictors})")
+    print(
+        f"profile: {out} ({profile.runs} runs x {len(args.classes)} classes, {profile.num_steps} steps, "
+        f"branches {profile.keys}, K={profile.lookahead}, predictors {profile.predictors})"
+    )
     if args.plot:
         from .zoo.plot import plot_profile
 
@@ -121,7 +140,7 @@ def _default_guidance(model: str) -> float:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from .flops import MacReport
+    from .costs import MacReport
     from .profile import CalibrationProfile
     from .schedule import Schedule
 
@@ -132,14 +151,31 @@ def _schedule(args: argparse.Namespace) -> int:
     if args.alpha is not None:
         if args.planner == "optimal":
             raise ValueError("--planner optimal plans for a budget: give --speedup or --compute-fraction")
-        schedule = Schedule.from_profile(profile, args.alpha, lookahead=args.lookahead, per_block=args.per_block,
-                                         num_steps=args.steps, predictor=args.predictor)
+        schedule = Schedule.from_profile(
+            profile,
+            args.alpha,
+            lookahead=args.lookahead,
+            per_block=args.per_block,
+            num_steps=args.steps,
+            predictor=args.predictor or "reuse",
+        )
     else:
-        schedule = Schedule.for_budget(profile, speedup=args.speedup, compute_fraction=args.compute_fraction,
-                                       lookahead=args.lookahead, per_block=args.per_block, num_steps=args.steps,
-                                       predictor=args.predictor, planner=args.planner)
+        schedule = Schedule.for_budget(
+            profile,
+            speedup=args.speedup,
+            compute_fraction=args.compute_fraction,
+            lookahead=args.lookahead,
+            per_block=args.per_block,
+            num_steps=args.steps,
+            predictor=args.predictor or "linear",
+            planner=args.planner or "optimal",
+        )
     path = schedule.save(args.out)
-    how = f"alpha={args.alpha:g}" if args.alpha is not None else f"{args.planner} plan for {given[0]}"
+    how = (
+        f"alpha={args.alpha:g}"
+        if args.alpha is not None
+        else f"{schedule.metadata['planner']} plan for {given[0].replace('_', ' ')}"
+    )
     print(f"schedule: {path} ({schedule.num_steps} steps, {how}, predictor {schedule.predictor})")
     fractions = schedule.compute_fraction()
     if args.per_block:
@@ -150,8 +186,10 @@ def _schedule(args: argparse.Namespace) -> int:
             print(f"  {key:<14} computes {fraction:6.1%} of steps")
     if "total" in profile.macs:
         report = MacReport.from_profile(profile)
-        print(f"  compute fraction (MACs): {report.compute_fraction(schedule):.1%}; "
-              f"theoretical speed-up {report.speedup(schedule):.2f}x")
+        print(
+            f"  compute fraction (MACs): {report.compute_fraction(schedule):.1%}; "
+            f"theoretical speed-up {report.speedup(schedule):.2f}x"
+        )
     return 0
 
 
@@ -168,12 +206,23 @@ def _demo(args: argparse.Namespace) -> int:
     from .zoo.demo import DEMO_MODELS, format_table, run_demo
 
     if args.alpha is not None and args.speedup is not None:
-        raise ValueError("give --alpha (the original's greedy scan) or --speedup (the recommended mode), not both")
+        raise ValueError(
+            "give --alpha (the original's greedy scan) or --speedup (the recommended mode), not both"
+        )
     spec = DEMO_MODELS[args.model]
-    samples = args.samples if args.samples is not None else (spec.quick_samples if args.quick else spec.samples)
+    samples = (
+        args.samples if args.samples is not None else (spec.quick_samples if args.quick else spec.samples)
+    )
     say = None if args.json else (lambda line: print(line, flush=True))
-    result = run_demo(model=args.model, out=args.out, steps=args.steps, samples=samples, alpha=args.alpha,
-                      speedup=args.speedup, progress=say)
+    result = run_demo(
+        model=args.model,
+        out=args.out,
+        steps=args.steps,
+        samples=samples,
+        alpha=args.alpha,
+        speedup=args.speedup,
+        progress=say,
+    )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -187,17 +236,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     cal = sub.add_parser("calibrate", help="record error tables of a class-conditional DiT pipeline")
-    cal.add_argument("model", help="a shipped model (digits, audio, video), a local save_pretrained folder, or a hub id "
-                                   "(facebook/DiT-XL-2-256)")
+    cal.add_argument(
+        "model",
+        help="a shipped model (digits, audio, video), a local save_pretrained folder, or a hub id "
+        "(facebook/DiT-XL-2-256)",
+    )
     cal.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
     cal.add_argument("--classes", type=int, nargs="+", default=[207, 360, 387], help="class ids of each run")
     cal.add_argument("--runs", type=int, default=1, help="pipeline runs (seeds seed, seed+1, ...)")
     cal.add_argument("--seed", type=int, default=0)
-    cal.add_argument("--guidance", type=float, default=None,
-                     help="classifier-free guidance scale (default: the shipped model's, else 4.0)")
-    cal.add_argument("--scheduler", choices=SCHEDULERS, default="keep", help="sampler (default: the pipeline's)")
+    cal.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance scale (default: the shipped model's, else 4.0)",
+    )
+    cal.add_argument(
+        "--scheduler", choices=SCHEDULERS, default="keep", help="sampler (default: the pipeline's)"
+    )
     cal.add_argument("--components", nargs="+", default=None, help="branches to record (default: all)")
-    cal.add_argument("--lookahead", type=int, default=3, help="K, the largest prediction distance (default 3)")
+    cal.add_argument(
+        "--lookahead", type=int, default=3, help="K, the largest prediction distance (default 3)"
+    )
     cal.add_argument("--device", default="cpu")
     cal.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), default="float32")
     cal.add_argument("--out", required=True, help="profile file to write (.safetensors)")
@@ -208,13 +268,27 @@ def build_parser() -> argparse.ArgumentParser:
     sch.add_argument("profile", help="calibration profile (.safetensors)")
     budget = sch.add_argument_group("one of")
     budget.add_argument("--alpha", type=float, default=None, help="greedy scan at this error threshold")
-    budget.add_argument("--speedup", type=float, default=None, help="theoretical speed-up to reach (e.g. 2.0)")
+    budget.add_argument(
+        "--speedup", type=float, default=None, help="theoretical speed-up to reach (e.g. 2.0)"
+    )
     budget.add_argument("--compute-fraction", type=float, default=None, help="share of the compute to keep")
-    sch.add_argument("--predictor", choices=PREDICTORS, default="reuse",
-                     help="what skipped steps return (default reuse, as the original)")
-    sch.add_argument("--planner", choices=PLANNERS, default="greedy", help="how a budget is met (default greedy)")
+    sch.add_argument(
+        "--predictor",
+        choices=PREDICTORS,
+        default=None,
+        help="what skipped steps return (default: linear for a budget, the recommended mode; reuse "
+        "with --alpha, as the original)",
+    )
+    sch.add_argument(
+        "--planner",
+        choices=PLANNERS,
+        default=None,
+        help="how a budget is met (default optimal; --alpha always scans greedily)",
+    )
     sch.add_argument("--steps", type=int, default=None, help="schedule length (default: the calibration's)")
-    sch.add_argument("--lookahead", type=int, default=None, help="largest prediction distance (default: profile's K)")
+    sch.add_argument(
+        "--lookahead", type=int, default=None, help="largest prediction distance (default: profile's K)"
+    )
     sch.add_argument("--per-block", action="store_true", help="one schedule per block ('attn1-3' keys)")
     sch.add_argument("--out", required=True, help="schedule JSON to write")
     sch.set_defaults(func=_schedule)
@@ -230,11 +304,21 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="an embedded model with and without SmoothCache")
     demo.add_argument("--model", choices=list(DEMO_MODELS), default="digits", help="default: digits (images)")
     demo.add_argument("--out", default="demo_output", help="folder for the outputs (default demo_output)")
-    demo.add_argument("--speedup", type=float, default=None,
-                      help=f"plan the recommended mode for this theoretical speed-up (default {DEMO_SPEEDUP})")
-    demo.add_argument("--alpha", type=float, default=None, help="use the original's greedy scan at this threshold")
-    demo.add_argument("--samples", type=int, default=None, help="samples per variant (default: digits 300, audio and video 100; "
-                      "with --quick 100 / 20)")
+    demo.add_argument(
+        "--speedup",
+        type=float,
+        default=None,
+        help=f"plan the recommended mode for this theoretical speed-up (default {DEMO_SPEEDUP})",
+    )
+    demo.add_argument(
+        "--alpha", type=float, default=None, help="use the original's greedy scan at this threshold"
+    )
+    demo.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="samples per variant (default: digits 300, audio and video 100; with --quick 100 / 20)",
+    )
     demo.add_argument("--steps", type=int, default=None, help="sampler steps (default: the model's)")
     demo.add_argument("--quick", action="store_true", help="fewer samples: about a minute on 2 idle cores")
     demo.add_argument("--json", action="store_true", help="print machine-readable results")
@@ -245,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
     try:
         return args.func(args)
     except (ValueError, OSError, RuntimeError, TypeError) as err:

@@ -16,11 +16,12 @@ from typing import List, Mapping, Optional, Sequence, Type, Union
 
 import torch.nn as nn
 
-from .cache import SmoothCache, SmoothCacheWarning
+from .cache import SmoothCache
 from .calibration import Calibrator
-from .planning import plan_from_profile
+from .errors import ScheduleError, SmoothCacheWarning
+from .planning import threshold_rows
 from .profile import CalibrationProfile
-from .schedule import Schedule, ScheduleError
+from .schedule import Schedule
 
 __all__ = [
     "SmoothCacheHelper",
@@ -63,12 +64,14 @@ class SmoothCacheHelper:
         self.schedule = Schedule.coerce(schedule)
         if self.schedule.predictor != "reuse":
             raise ScheduleError(
-                f"this schedule forecasts skipped steps with the {self.schedule.predictor!r} predictor; the original "
-                "implementation's helpers only reuse cached outputs: apply it with smoothcache.SmoothCache(model, "
+                f"this schedule forecasts skipped steps with the {self.schedule.predictor!r} predictor; the "
+                "original "
+                "implementation's helpers only reuse cached outputs: apply it with "
+                "smoothcache.SmoothCache(model, "
                 "schedule)"
             )
         self._cache = SmoothCache(
-            model, self.schedule, components=self.components_to_wrap, block_classes=self.block_classes
+            model, self.schedule, keys=self.components_to_wrap, block_classes=self.block_classes
         )
 
     def enable(self) -> None:
@@ -97,7 +100,8 @@ class DiffuserCacheHelper(SmoothCacheHelper):
 
 
 class DiTCacheHelper(SmoothCacheHelper):
-    """SmoothCache for facebookresearch/DiT models (``DiTBlock``: ``attn``, ``mlp``), without importing them."""
+    """SmoothCache for facebookresearch/DiT models (``DiTBlock``: ``attn``, ``mlp``), without importing
+    them."""
 
     def __init__(self, model: nn.Module, schedule: Union[Mapping[str, Sequence[int]], Schedule, str, Path]):
         super().__init__(model, ["DiTBlock"], ["norm1", "norm2", "attn", "mlp"], schedule)
@@ -134,7 +138,10 @@ class CalibrationHelper:
         self.schedule_length = schedule_length
         self.log_file = log_file
         self._calibrator = Calibrator(
-            model, self.components_to_wrap, calibration_lookahead, block_classes=self.block_classes,
+            model,
+            self.components_to_wrap,
+            calibration_lookahead,
+            block_classes=self.block_classes,
             predictors=["reuse"],
         )
         self.profile: Optional[CalibrationProfile] = None
@@ -152,20 +159,22 @@ class CalibrationHelper:
         self.profile = self._calibrator.profile
         if self.profile.num_steps != self.schedule_length:
             warnings.warn(
-                f"calibration ran {self.profile.num_steps} steps but schedule_length is {self.schedule_length}; "
+                f"calibration ran {self.profile.num_steps} steps but schedule_length is "
+                f"{self.schedule_length}; "
                 "steps without calibration data are computed",
                 SmoothCacheWarning,
                 stacklevel=2,
             )
-        rows, metadata = plan_from_profile(self.profile, self.calibration_threshold, pad_to=self.schedule_length)
-        self.schedule = Schedule(rows, metadata)
+        rows = threshold_rows(self.profile, self.calibration_threshold, length=self.schedule_length)
+        self.schedule = Schedule(rows, {"alpha": self.calibration_threshold, "planner": "greedy"})
         self.schedule.save(self.log_file)
         logger.info("wrote schedule to %s: %s", self.log_file, self.schedule)
         return self.schedule
 
 
 class DiffuserCalibrationHelper(CalibrationHelper):
-    """:class:`CalibrationHelper` for diffusers ``BasicTransformerBlock`` models; wraps ``attn1`` by default."""
+    """:class:`CalibrationHelper` for diffusers ``BasicTransformerBlock`` models; wraps ``attn1`` by
+    default."""
 
     def __init__(
         self,

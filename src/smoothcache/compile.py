@@ -5,7 +5,8 @@ graph, that state becomes a guard and every step recompiles (the original implem
 smoothcache's wrappers are excluded from tracing (``torch.compiler.disable``): a compiled block breaks its
 graph at each wrapped branch, and the branch itself, when computed, runs its own compiled graph. Repeated
 blocks share graphs (their parameters are graph inputs), so a DiT compiles a handful of graphs once and
-never again per step.
+never again per step. The compiled functions of a model are held through its modules, weakly: a model that
+is dropped frees them.
 """
 
 from __future__ import annotations
@@ -17,25 +18,44 @@ from typing import Any, Callable, Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from .targets import find_branches
-
 __all__ = ["compile_repeated_blocks", "compiled_forward"]
 
-_OPTIONS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
-_COMPILED: dict[tuple, Callable] = {}
+
+class _Compilation:
+    """The ``torch.compile`` options of one model and its compiled ``forward`` functions, one per class."""
+
+    def __init__(self, options: dict[str, Any]):
+        self.options = dict(options)
+        self.functions: dict[Callable, Callable] = {}
+
+    def compiled(self, func: Callable) -> Callable:
+        found = self.functions.get(func)
+        if found is None:
+            found = self.functions[func] = torch.compile(func, **self.options)
+        return found
+
+
+#: module -> the compilation of the model it belongs to (weak keys: a dropped model frees its graphs).
+_COMPILATIONS: "weakref.WeakKeyDictionary[nn.Module, _Compilation]" = weakref.WeakKeyDictionary()
+#: for modules compiled with ``module.compile()`` and default options.
+_DEFAULT = _Compilation({})
 
 
 def compile_repeated_blocks(
     model: nn.Module,
-    components: Iterable[str] | None = None,
+    keys: Iterable[str] | None = None,
     block_classes: Sequence[type | str] | type | str | None = None,
+    *,
+    components: Iterable[str] | None = None,
     **compile_kwargs: Any,
 ) -> nn.Module:
     """Compile every transformer block and every cacheable branch of ``model`` in place.
 
     Works before or after a :class:`~smoothcache.SmoothCache` is enabled, and without one. Keyword
     arguments go to ``torch.compile`` (``backend``, ``mode``, ``dynamic``...); ``fullgraph=True`` is not
-    possible with a cache, whose decisions are graph breaks.
+    possible with a cache, whose decisions are graph breaks. ``keys`` and ``block_classes`` choose the
+    branches as for :func:`~smoothcache.targets.find_branches` (``components`` is the former name of
+    ``keys``).
 
     Example:
         >>> from diffusers import DiTTransformer2DModel
@@ -44,17 +64,17 @@ def compile_repeated_blocks(
         ...                               out_channels=4, num_layers=2, sample_size=8)
         >>> model = smoothcache.compile_repeated_blocks(model, backend="eager")
     """
+    from .branches import block_paths
+    from .targets import find_branches
+
     if compile_kwargs.get("fullgraph"):
         raise ValueError("fullgraph=True cannot be used: smoothcache's cache decisions are graph breaks")
-    branches = find_branches(model, components, block_classes)
+    branches = find_branches(model, keys, block_classes, components=components)
     modules = dict(model.named_modules())
-    block_paths = dict.fromkeys(b.block_path or b.path.rsplit(".", 1)[0] for b in branches)
-    for path in block_paths:
-        modules[path].compile(**compile_kwargs)
-        _OPTIONS[modules[path]] = dict(compile_kwargs)  # a fused block's wrapper calls its compiled forward
-    for branch in branches:
-        branch.module.compile(**compile_kwargs)
-        _OPTIONS[branch.module] = dict(compile_kwargs)
+    compilation = _Compilation(compile_kwargs)
+    for module in [modules[path] for path in block_paths(branches)] + [b.module for b in branches]:
+        module.compile(**compile_kwargs)
+        _COMPILATIONS[module] = compilation  # a wrapper that computes the module calls the compiled forward
     return model
 
 
@@ -63,12 +83,8 @@ def compiled_forward(module: nn.Module, original: Callable) -> Callable:
     compiled (by :func:`compile_repeated_blocks` or ``module.compile()``), else ``original``."""
     if getattr(module, "_compiled_call_impl", None) is None:
         return original
-    options = _OPTIONS.get(module, {})
     func = getattr(original, "__func__", None)
     if func is None or getattr(original, "__self__", None) is not module:
         return original  # an instance-level forward (offloading hook...): keep it eager
-    key = (func, tuple(sorted((k, repr(v)) for k, v in options.items())))
-    compiled = _COMPILED.get(key)
-    if compiled is None:
-        compiled = _COMPILED[key] = torch.compile(func, **options)
-    return functools.partial(compiled, module)
+    compilation = _COMPILATIONS.get(module, _DEFAULT)
+    return functools.partial(compilation.compiled(func), module)

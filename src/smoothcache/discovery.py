@@ -1,23 +1,26 @@
-"""Structural discovery: the transformer blocks and residual branches of a diffusers model without a table row.
+"""Structural discovery: the transformer blocks and residual branches of a diffusers model without a table
+row.
 
 Blocks are the items of the model's ``nn.ModuleList`` s and the instances of the classes the model declares in
 ``_repeated_blocks`` (diffusers' list for regional compilation) that hold a diffusers attention module; a
-candidate holding other blocks (HunyuanVideo's ``token_refiner``) is a container, not a block. Branches are the
-attention and feed-forward modules inside a block (searched depth-first, never inside another branch):
+candidate holding other blocks (HunyuanVideo's ``token_refiner``) is a container, not a block. Branches are
+the attention and feed-forward modules inside a block (searched depth-first, never inside another branch):
 
 - attention: a subclass of diffusers' ``Attention`` or ``AttentionModuleMixin``, or a diffusers class named
   ``*Attention`` (``MochiAttention``, ``PerceiverAttention``...);
-- feed-forward: a subclass of diffusers' ``FeedForward``, or a module with two or more weight layers whose class
-  name (``*FeedForward``, ``*MLP``, ``*FFN``, ``GLUMBConv``...) or attribute name (``ff``, ``ffn``, ``mlp``,
-  ``img_mlp``, ``ff_context``, ``feed_forward``...) says so. Norms, embeddings and lone projections never are.
+- feed-forward: a subclass of diffusers' ``FeedForward``, or a module with two or more weight layers whose
+  class name (``*FeedForward``, ``*MLP``, ``*FFN``, ``GLUMBConv``...) or attribute name (``ff``, ``ffn``,
+  ``mlp``, ``img_mlp``, ``ff_context``, ``feed_forward``...) says so. Norms, embeddings and lone projections
+  never are.
 
 Key naming rule: a branch is keyed by its attribute name in the block (the relative path with ``_`` when that
-name is not unique there), prefixed by its block list: the list's attribute name minus a ``transformer_blocks``
-/ ``blocks`` / ``layers`` ending, so ``transformer_blocks.3.attn`` -> ``attn``,
+name is not unique there), prefixed by its block list: the list's attribute name minus a
+``transformer_blocks`` / ``blocks`` / ``layers`` ending, so ``transformer_blocks.3.attn`` -> ``attn``,
 ``single_transformer_blocks.0.attn`` -> ``single_attn``, ``noise_refiner.1.feed_forward`` ->
 ``noise_refiner_feed_forward``. Blocks of different classes in one list add their distinguishing class-name
-part (``MotifVideoSingleTransformerBlock`` vs ``MotifVideoTransformerBlock`` -> ``single_``). Two lists that would
-share a prefix (or clash with a table family's keys) use their whole path instead (``encoder_``, ``decoder_``).
+part (``MotifVideoSingleTransformerBlock`` vs ``MotifVideoTransformerBlock`` -> ``single_``). Two lists that
+would share a prefix (or clash with a table family's keys) use their whole path instead (``encoder_``,
+``decoder_``).
 
 Nothing here imports diffusers: classes are recognised by name and module through the MRO.
 """
@@ -25,13 +28,14 @@ Nothing here imports diffusers: classes are recognised by name and module throug
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch.nn as nn
 
+from .branches import Branch
 from .safety import SkipRecord, branch_problems
 
-__all__ = ["DiscoveredBranch", "Discovery", "discover", "is_attention", "is_feed_forward"]
+__all__ = ["Discovery", "discover", "is_attention", "is_feed_forward"]
 
 _FF_CLASS = re.compile(r"FeedForward|FFN|Ffn|MLP|Mlp|GLU|MoE|MOE")
 _FF_ATTR = re.compile(r"^(ff|ffn|mlp|feed_forward|feedforward)(_\w+)?$|_(ff|ffn|mlp)$")
@@ -48,7 +52,8 @@ def _weight_layers(module: nn.Module) -> int:
 
 
 def is_attention(module: nn.Module) -> bool:
-    """True for diffusers attention modules (``Attention``, ``AttentionModuleMixin`` subclasses, ``*Attention``)."""
+    """True for diffusers attention modules (``Attention``, ``AttentionModuleMixin`` subclasses,
+    ``*Attention``)."""
     for cls in _diffusers_mro(module):
         if cls.__name__ in ("Attention", "AttentionModuleMixin"):
             return True
@@ -58,7 +63,8 @@ def is_attention(module: nn.Module) -> bool:
 
 
 def is_feed_forward(module: nn.Module, attr: str = "") -> bool:
-    """True for a whole feed-forward: diffusers' ``FeedForward`` or an equivalent MLP (see the module docs)."""
+    """True for a whole feed-forward: diffusers' ``FeedForward`` or an equivalent MLP (see the module
+    docs)."""
     if isinstance(module, (nn.Linear, nn.ModuleList, nn.ModuleDict)) or is_attention(module):
         return False
     if any(c.__name__ == "FeedForward" for c in _diffusers_mro(module)):
@@ -94,23 +100,11 @@ def _has_attention(block: nn.Module) -> bool:
 
 
 @dataclass
-class DiscoveredBranch:
-    """A branch found structurally: ``module`` is ``<block path>.<attr>``; ``family`` names its block group."""
-
-    path: str
-    key: str
-    block: int
-    family: str
-    module: nn.Module = field(repr=False)
-    block_path: str = ""
-
-
-@dataclass
 class Discovery:
     """Result of :func:`discover`: the blocks found, their branches, and the branches left out and why."""
 
     blocks: list[str]
-    branches: list[DiscoveredBranch]
+    branches: list[Branch]
     skipped: list[SkipRecord]
 
 
@@ -120,8 +114,10 @@ def _candidates(model: nn.Module, claimed: list[str]) -> dict[str, nn.Module]:
     claimed_set = set(claimed)
 
     def free(path: str) -> bool:
-        return path not in claimed_set and not _inside(path, claimed) and not any(
-            c.startswith(path + ".") for c in claimed
+        return (
+            path not in claimed_set
+            and not _inside(path, claimed)
+            and not any(c.startswith(path + ".") for c in claimed)
         )
 
     out: dict[str, nn.Module] = {}
@@ -142,7 +138,9 @@ def _inside(path: str, prefixes) -> bool:
 
 def _blocks(model: nn.Module, claimed: list[str]) -> list[tuple[str, nn.Module]]:
     """Innermost candidates holding a diffusers attention module, in module order."""
-    cands = {p: m for p, m in _candidates(model, claimed).items() if _has_attention(m) and not is_attention(m)}
+    cands = {
+        p: m for p, m in _candidates(model, claimed).items() if _has_attention(m) and not is_attention(m)
+    }
     blocks = [p for p in cands if not any(q.startswith(p + ".") for q in cands)]  # a container holds blocks
     order = {p: i for i, (p, _) in enumerate(model.named_modules())}
     return sorted(((p, cands[p]) for p in blocks), key=lambda pm: order[pm[0]])
@@ -214,7 +212,8 @@ def _attr_keys(paths: list[str]) -> dict[str, str]:
 
 
 def discover(model: nn.Module, claimed: list[str] = (), reserved: set[str] = frozenset()) -> Discovery:
-    """Blocks and branches of ``model`` found structurally, outside the ``claimed`` block paths (table matches).
+    """Blocks and branches of ``model`` found structurally, outside the ``claimed`` block paths (table
+    matches).
 
     Args:
         model: the denoiser.
@@ -235,7 +234,7 @@ def discover(model: nn.Module, claimed: list[str] = (), reserved: set[str] = fro
     classes = [g[1] for g in groups]
     family = {g: g[1] if classes.count(g[1]) == 1 else f"{g[1]} ({g[0]})" for g in groups}
 
-    branches: list[DiscoveredBranch] = []
+    branches: list[Branch] = []
     skipped: list[SkipRecord] = []
     counters: dict[tuple[str, str], int] = {}
     for path, block, g, rel, keys in per_block:
@@ -248,5 +247,5 @@ def discover(model: nn.Module, claimed: list[str] = (), reserved: set[str] = fro
             if r in problems:
                 skipped.append(SkipRecord(full, key, problems[r]))
                 continue
-            branches.append(DiscoveredBranch(full, key, index, family[g], module, path))
+            branches.append(Branch(full, key, index, family[g], module, block_path=path))
     return Discovery([p for p, *_ in per_block], branches, skipped)

@@ -69,7 +69,7 @@ def shard(items: Sequence[T]) -> list[T]:
     """This rank's contiguous share of ``items`` (sizes differ by at most one; rank 0 gets the first)."""
     n, size, r = len(items), world_size(), rank()
     start = r * (n // size) + min(r, n % size)
-    return list(items[start:start + n // size + (1 if r < n % size else 0)])
+    return list(items[start : start + n // size + (1 if r < n % size else 0)])
 
 
 def all_reduce_profile(profile: CalibrationProfile | None) -> CalibrationProfile:
@@ -82,19 +82,27 @@ def all_reduce_profile(profile: CalibrationProfile | None) -> CalibrationProfile
         if profile is None:
             raise ProfileError("no calibration profile to reduce")
         return profile
-    layout = None if profile is None else (profile.lookahead, profile.num_steps, sorted(profile.errors),
-                                           profile.predictors)
+    layout = (
+        None
+        if profile is None
+        else (profile.lookahead, profile.num_steps, sorted(profile.errors), profile.predictors)
+    )
     layouts: list = [None] * world_size()
     dist.all_gather_object(layouts, layout)
     known = [x for x in layouts if x is not None]
     if not known:
         raise ProfileError("no rank completed a calibration run")
     if any(x != known[0] for x in known):
-        raise ProfileError(f"ranks calibrated different layouts (lookahead, steps, branches, predictors): {layouts}")
+        raise ProfileError(
+            f"ranks calibrated different layouts (lookahead, steps, branches, predictors): {layouts}"
+        )
     lookahead, num_steps, names, predictors = known[0]
     source = layouts.index(known[0])
-    meta = [None if profile is None else (profile.macs, profile.model,
-                                          {n: (b.key, b.block) for n, b in profile.errors.items()})]
+    meta = [
+        None
+        if profile is None
+        else (profile.macs, profile.model, {n: (b.key, b.block) for n, b in profile.errors.items()})
+    ]
     dist.broadcast_object_list(meta, src=source)
     macs, model, keys = meta[0]
 
@@ -105,7 +113,11 @@ def all_reduce_profile(profile: CalibrationProfile | None) -> CalibrationProfile
             sums = profile.errors[name].tables[predictor] if profile is not None else ErrorSums.zeros(shape)
             parts += [sums.total, sums.total_sq, sums.count]
     runs = 0 if profile is None else profile.runs
-    ts = np.zeros(num_steps) if profile is None or profile.timesteps is None else np.nan_to_num(profile.timesteps)
+    ts = (
+        np.zeros(num_steps)
+        if profile is None or profile.timesteps is None
+        else np.nan_to_num(profile.timesteps)
+    )
     flat = torch.from_numpy(np.concatenate([p.ravel() for p in parts] + [ts * runs, [runs]])).to(_device())
     dist.all_reduce(flat)  # float64 sums
     flat = flat.cpu().numpy()
@@ -116,7 +128,7 @@ def all_reduce_profile(profile: CalibrationProfile | None) -> CalibrationProfile
     def take(shape: tuple[int, ...]) -> np.ndarray:
         nonlocal offset
         size = int(np.prod(shape))
-        chunk = flat[offset:offset + size].reshape(shape)
+        chunk = flat[offset : offset + size].reshape(shape)
         offset += size
         return chunk
 

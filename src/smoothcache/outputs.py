@@ -30,13 +30,15 @@ def check_cacheable(out: Any, path: str) -> None:
     if bad or not any(isinstance(leaf, torch.Tensor) for leaf in leaves):
         what = ", ".join(dict.fromkeys(bad)) or "nothing"
         raise TypeError(
-            f"{path} returned {what} besides tensors; smoothcache can only cache branches that return tensors "
+            f"{path} returned {what} besides tensors; smoothcache can only cache branches that return "
+            "tensors "
             "(or tuples of them): leave this branch out with components=[...]"
         )
 
 
 def versions(out: Any) -> tuple:
-    """Version counters of the tensors (to detect in-place edits of a cached output); None for inference tensors."""
+    """Version counters of the tensors (to detect in-place edits of a cached output); None for inference
+    tensors."""
     return tuple(None if t.is_inference() else t._version for t in tensors(out))
 
 
@@ -64,7 +66,8 @@ def dtypes(out: Any) -> Any:
 
 
 def cast_back(out: Any, dtype_tree: Any) -> Any:
-    """``out`` with each floating tensor cast to the matching dtype of ``dtype_tree`` (from :func:`dtypes`)."""
+    """``out`` with each floating tensor cast to the matching dtype of ``dtype_tree`` (from
+    :func:`dtypes`)."""
     if isinstance(out, torch.Tensor):
         return _cast_leaf(out, dtype_tree)
     return pytree.tree_map(lambda leaf, dt: _cast_leaf(leaf, dt) if dt is not None else leaf, out, dtype_tree)
@@ -74,4 +77,6 @@ def lerp(start: Any, end: Any, weight: float) -> Any:
     """``start + weight * (end - start)`` for every tensor pair (``weight > 1`` extrapolates past ``end``)."""
     if isinstance(end, torch.Tensor):
         return torch.lerp(start, end, weight)
-    return pytree.tree_map(lambda a, b: torch.lerp(a, b, weight) if isinstance(b, torch.Tensor) else b, start, end)
+    return pytree.tree_map(
+        lambda a, b: torch.lerp(a, b, weight) if isinstance(b, torch.Tensor) else b, start, end
+    )

@@ -13,13 +13,14 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-__all__ = ["ForwardPatch", "owner_of", "restore_all"]
+__all__ = ["ForwardPatch", "listen_for_return", "owner_of", "restore_all", "stop_listening"]
 
 _OWNERS: "weakref.WeakKeyDictionary[Callable, object]" = weakref.WeakKeyDictionary()
 
 
 def owner_of(module: nn.Module) -> object | None:
-    """The owner (SmoothCache, Calibrator...) whose wrapper is ``module.forward`` or wrapped inside it, if any.
+    """The owner (SmoothCache, Calibrator...) whose wrapper is ``module.forward`` or wrapped inside it, if
+    any.
 
     Wrappers added on top by other libraries are followed through their ``__wrapped__`` attribute.
     """
@@ -69,7 +70,8 @@ class ForwardPatch:
         if self._splice():
             return
         raise RuntimeError(
-            f"{type(self.module).__name__}.forward was replaced by something else after smoothcache wrapped it; "
+            f"{type(self.module).__name__}.forward was replaced by something else after smoothcache wrapped "
+            "it; "
             "smoothcache's wrapper now passes calls straight through, but remove the other wrapper and "
             "disable smoothcache before it to restore the module exactly"
         )
@@ -105,3 +107,49 @@ def restore_all(patches: list[ForwardPatch]) -> None:
     patches.clear()
     if first_error is not None:
         raise first_error
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The end of a pipeline call. Every diffusers pipeline calls ``self.maybe_free_model_hooks()`` when a
+# generation returns; while someone listens, that method of the pipeline instance is wrapped to tell them.
+
+_LISTENERS: dict[int, tuple[object, dict[int, Callable[[], None]], Callable, object]] = {}
+_ABSENT = object()
+
+
+def listen_for_return(pipe: object, key: object, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` each time ``pipe`` returns from a generation, until :func:`stop_listening`."""
+    entry = _LISTENERS.get(id(pipe))
+    if entry is None:
+        saved = pipe.__dict__.get("maybe_free_model_hooks", _ABSENT)
+        original = pipe.maybe_free_model_hooks
+        callbacks: dict[int, Callable[[], None]] = {}
+
+        def maybe_free_model_hooks(*args, **kwargs):
+            try:
+                return original(*args, **kwargs)
+            finally:
+                for listener in list(callbacks.values()):
+                    listener()
+
+        maybe_free_model_hooks.__wrapped__ = original
+        pipe.maybe_free_model_hooks = maybe_free_model_hooks
+        entry = _LISTENERS[id(pipe)] = (pipe, callbacks, maybe_free_model_hooks, saved)
+    entry[1][id(key)] = callback
+
+
+def stop_listening(pipe: object, key: object) -> None:
+    """Stop calling ``key``'s callback; the pipeline's own method is put back when nobody listens any more."""
+    entry = _LISTENERS.get(id(pipe))
+    if entry is None:
+        return
+    _, callbacks, wrapper, saved = entry
+    callbacks.pop(id(key), None)
+    if callbacks:
+        return
+    del _LISTENERS[id(pipe)]
+    if pipe.__dict__.get("maybe_free_model_hooks") is wrapper:
+        if saved is _ABSENT:
+            del pipe.maybe_free_model_hooks
+        else:
+            pipe.maybe_free_model_hooks = saved

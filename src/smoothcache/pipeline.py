@@ -22,11 +22,13 @@ from typing import Any, Mapping, Sequence
 import torch.nn as nn
 
 from .cache import SmoothCache
-from .targets import DENOISER_NAME, TargetError, denoisers
+from .denoisers import DENOISER_NAME, denoisers
+from .errors import TargetError
 
-__all__ = ["denoisers", "disable", "enable", "summary"]
+__all__ = ["disable", "enable", "summary"]
 
 logger = logging.getLogger(__name__)
+
 
 class _Registry:
     """The caches ``enable`` put on each pipeline: weakly keyed, or by id (holding the pipeline) for objects
@@ -59,7 +61,9 @@ _ACTIVE = _Registry()
 
 
 def _is_row(value: Any) -> bool:
-    return isinstance(value, Sequence) and not isinstance(value, str) and all(isinstance(v, int) for v in value)
+    return (
+        isinstance(value, Sequence) and not isinstance(value, str) and all(isinstance(v, int) for v in value)
+    )
 
 
 def _per_denoiser(schedule: Any, models: Mapping[str, nn.Module], pipe: Any) -> dict[str, Any]:
@@ -79,8 +83,7 @@ def _per_denoiser(schedule: Any, models: Mapping[str, nn.Module], pipe: Any) -> 
     return {name: schedule for name in models}
 
 
-def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, speedup: float | None = None,
-           **kwargs: Any) -> dict:
+def enable(pipe: Any, schedule: Any = None, **kwargs: Any) -> dict:
     """Cache every denoiser of ``pipe``; returns ``{name: SmoothCache}``.
 
     Calling it again replaces the caches (the previous ones are disabled first). Each denoiser counts its own
@@ -91,13 +94,13 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, speed
         pipe: the pipeline.
         schedule: a :class:`Schedule` (or its dict / JSON path) used for every denoiser, or a mapping
             ``{"transformer": schedule, "transformer_2": other}``; a denoiser mapped to None, or left out of
-            the mapping, is not cached.
-        alpha: instead of a schedule, the one-line mode: each denoiser calibrates on the first generation(s)
-            and then caches with the schedule for this threshold.
-        speedup: instead of a schedule, the recommended one-line mode: calibrate as with ``alpha``, then the
-            optimal linear-forecast plan for this theoretical speed-up.
-        **kwargs: passed to every :class:`SmoothCache` (``components``, ``block_classes``, ``calls_per_step``,
-            ``cache_dtype``, ``lookahead``, ``calibration_runs``, ``per_block``).
+            the mapping, is not cached. Without a schedule, give ``speedup=`` (the recommended one-line mode:
+            each denoiser calibrates on the first generation(s), then caches with the optimal linear-forecast
+            plan for this theoretical speed-up) or ``alpha=`` (the same with the original's greedy schedule).
+        **kwargs: passed to every :class:`SmoothCache`: ``speedup`` or ``alpha``, and ``keys``,
+            ``block_classes``, ``calls_per_step``, ``cache_dtype``, ``fuse_blocks``; with ``speedup`` /
+            ``alpha`` also ``lookahead``, ``calibration_runs``, ``per_block``, ``predictor`` (a keyword of
+            the other mode raises a ``TypeError``, as in :class:`SmoothCache`).
 
     Example:
         >>> import smoothcache
@@ -110,9 +113,6 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, speed
             f"{type(pipe).__name__} has no denoiser (transformer, transformer_2, unet...); "
             "use SmoothCache(model, ...) on the model itself"
         )
-    if sum(x is not None for x in (schedule, alpha, speedup)) != 1:
-        raise ValueError("give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
-                         "exactly one of the three")
     plan = {name: None for name in models} if schedule is None else _per_denoiser(schedule, models, pipe)
     if _ACTIVE.get(pipe):
         logger.info("smoothcache.enable: replacing the caches already on %s", type(pipe).__name__)
@@ -120,9 +120,7 @@ def enable(pipe: Any, schedule: Any = None, *, alpha: float | None = None, speed
     caches: dict[str, SmoothCache] = {}
     try:
         for name, model in models.items():
-            if schedule is None:
-                caches[name] = SmoothCache(model, alpha=alpha, speedup=speedup, **kwargs).enable()
-            elif plan[name] is not None:
+            if schedule is None or plan[name] is not None:
                 caches[name] = SmoothCache(model, plan[name], **kwargs).enable()
     except Exception:
         for cache in caches.values():
@@ -157,7 +155,9 @@ def _describe(name: str, model: nn.Module, cache: Any) -> list[str]:
         return [f"{head}: not cached"]
     state = "enabled" if cache.enabled else "disabled"
     if cache.calibrating:
-        return [f"{head}: {state}, calibrating (one-line mode): the schedule comes after the first generation(s)"]
+        return [
+            f"{head}: {state}, calibrating (one-line mode): the schedule comes after the first generation(s)"
+        ]
     branches = cache.branches
     keys = list(dict.fromkeys(b.key for b in branches))
     lines = [f"{head}: {state}, {len(branches)} branch modules, keys {keys}"]

@@ -6,20 +6,19 @@
   ``y(t) = y_a + (t - t_a) / (t_b - t_a) * (y_b - y_a)``, one fused ``torch.lerp`` per skipped call.
   With only one computed step so far it falls back to ``reuse``.
 
-Calibration records each predictor's error (:mod:`smoothcache.calibration`), planners choose the steps to
-compute for it (:mod:`smoothcache.planning`), and the cache applies it (:mod:`smoothcache.cache`). A cache
-holds ``order + 1`` outputs per branch and CFG call: one for ``reuse``, two for ``linear``.
+Every predictor listed here runs end to end: calibration records its errors (:mod:`smoothcache.calibration`),
+the planners choose the steps to compute for it (:mod:`smoothcache.planning`), and the cache applies it
+(:mod:`smoothcache.cache`). A cache keeps ``order + 1`` outputs per branch and CFG call: one for ``reuse``,
+two for ``linear``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Sequence
 
-import torch
+from .outputs import lerp
 
-from .outputs import cast, cast_back, dtypes, lerp, versions
-
-__all__ = ["PREDICTORS", "ORDER", "Kept", "predict", "predict_kept", "sources_needed", "table_shape"]
+__all__ = ["PREDICTORS", "ORDER", "predict", "predict_kept", "sources_needed", "table_shape"]
 
 #: Known predictors, by increasing order.
 PREDICTORS = ("reuse", "linear")
@@ -44,7 +43,8 @@ def table_shape(predictor: str, lookahead: int, num_steps: int) -> tuple[int, ..
 
 
 def predict(predictor: str, sources: Sequence[tuple[float, Any]], time: float) -> Any:
-    """The predicted output at ``time`` from ``sources``: ``(time, output)`` of computed steps, oldest first."""
+    """The predicted output at ``time`` from ``sources``: ``(time, output)`` of computed steps, oldest
+    first."""
     t_b, y_b = sources[-1]
     if predictor == "reuse" or len(sources) < 2:
         return y_b
@@ -54,20 +54,7 @@ def predict(predictor: str, sources: Sequence[tuple[float, Any]], time: float) -
     return lerp(y_a, y_b, (time - t_a) / (t_b - t_a))
 
 
-class Kept:
-    """One computed output kept for prediction: its step time, the (possibly low-precision) output, and
-    what is needed to check and restore it."""
-
-    __slots__ = ("time", "out", "versions", "dtypes")
-
-    def __init__(self, time: float, out: Any, dtype: torch.dtype | None):
-        self.dtypes = None if dtype is None else dtypes(out)
-        self.out = out if dtype is None else cast(out, dtype)
-        self.time = time
-        self.versions = versions(self.out)
-
-
-def predict_kept(predictor: str, kept: Sequence[Kept], time: float) -> Any:
-    """:func:`predict` from kept outputs, cast back to the computed outputs' dtypes if they were stored lower."""
+def predict_kept(predictor: str, kept: Sequence[Any], time: float) -> Any:
+    """:func:`predict` from :class:`~smoothcache.store.Kept` outputs, in the computed outputs' dtypes."""
     out = predict(predictor, [(k.time, k.out) for k in kept], time)
-    return out if kept[-1].dtypes is None else cast_back(out, kept[-1].dtypes)
+    return kept[-1].restored(out)

@@ -3,7 +3,8 @@
 For every wrapped branch (one block's ``attn1``, say) the profile keeps running sums over calibration
 samples of each predictor's relative L1 error ``|y_s - prediction|_1 / |y_s|_1``:
 
-- ``reuse``, shape ``[K, T]``: entry ``[k-1, b]`` is the error at step ``b + k`` of reusing step ``b``'s output;
+- ``reuse``, shape ``[K, T]``: entry ``[k-1, b]`` is the error at step ``b + k`` of reusing step ``b``'s
+  output;
 - ``linear``, shape ``[K, D, T]``: entry ``[k-1, d-1, b]`` is the error at step ``b + k`` of extrapolating
   linearly (in timestep) from the outputs of steps ``b - d`` and ``b``.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -78,8 +80,9 @@ class BranchErrors:
     tables: dict[str, ErrorSums]
 
     @classmethod
-    def empty(cls, key: str, block: int, lookahead: int, num_steps: int,
-              predictors: Iterable[str] = ("reuse",)) -> "BranchErrors":
+    def empty(
+        cls, key: str, block: int, lookahead: int, num_steps: int, predictors: Iterable[str] = ("reuse",)
+    ) -> "BranchErrors":
         return cls(key, block, {p: ErrorSums.zeros(table_shape(p, lookahead, num_steps)) for p in predictors})
 
     def add(self, k: int, step: int, value: float, spacing: int | None = None) -> None:
@@ -115,8 +118,10 @@ class CalibrationProfile:
 
     def __repr__(self) -> str:
         blocks = len({b.block for b in self.errors.values()})
-        return (f"CalibrationProfile({self.model or 'model'}: {self.num_steps} steps, K={self.lookahead}, "
-                f"{self.runs} run(s), keys {self.keys} over {blocks} block(s), predictors {self.predictors})")
+        return (
+            f"CalibrationProfile({self.model or 'model'}: {self.num_steps} steps, K={self.lookahead}, "
+            f"{self.runs} run(s), keys {self.keys} over {blocks} block(s), predictors {self.predictors})"
+        )
 
     # ------------------------------------------------------------------ views
     @property
@@ -142,11 +147,15 @@ class CalibrationProfile:
             raise ProfileError(f"the profile has no branch {key!r}{where}; it has {self.keys}")
         return chosen
 
-    def curves(self, key: str, block: int | None = None, predictor: str = "reuse") -> tuple[np.ndarray, np.ndarray]:
-        """Mean and spread (std over samples) of a predictor's errors, pooled over blocks and runs."""
+    def mean_errors(
+        self, key: str, block: int | None = None, predictor: str = "reuse"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread (std over samples) of a predictor's errors for ``key``, pooled over runs and over
+        blocks (or of one ``block``); NaN where nothing was recorded."""
         if predictor not in self.predictors:
             raise ProfileError(
-                f"this profile did not record the {predictor!r} predictor's errors (it has {self.predictors}); "
+                f"this profile did not record the {predictor!r} predictor's errors (it has "
+                f"{self.predictors}); "
                 "calibrate again with this version of smoothcache"
             )
         items = self.select(key, block)
@@ -155,10 +164,26 @@ class CalibrationProfile:
             pooled = pooled + item.tables[predictor]
         return pooled.mean_std()
 
+    def curves(
+        self, key: str, block: int | None = None, predictor: str = "reuse"
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Deprecated name of :meth:`mean_errors`."""
+        warnings.warn("CalibrationProfile.curves() is now mean_errors()", DeprecationWarning, stacklevel=2)
+        return self.mean_errors(key, block, predictor)
+
     def rows(self, key: str, block: int | None = None) -> list[list[float]]:
-        """The greedy scan's input: for k = 1..K the mean reuse errors by start step (length T - k)."""
-        mean, _ = self.curves(key, block)
-        return [[float(v) for v in mean[k - 1, : max(self.num_steps - k, 0)]] for k in range(1, self.lookahead + 1)]
+        """Deprecated: the mean reuse errors per lookahead k, by start step (length T - k); use
+        :meth:`mean_errors`."""
+        warnings.warn(
+            "CalibrationProfile.rows() is deprecated; use mean_errors(key, block)[0]",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        mean, _ = self.mean_errors(key, block)
+        return [
+            [float(v) for v in mean[k - 1, : max(self.num_steps - k, 0)]]
+            for k in range(1, self.lookahead + 1)
+        ]
 
     # -------------------------------------------------------------- combining
     def merge(self, other: "CalibrationProfile") -> "CalibrationProfile":
@@ -170,12 +195,18 @@ class CalibrationProfile:
             )
         if set(self.errors) != set(other.errors) or self.predictors != other.predictors:
             raise ProfileError("cannot merge profiles recorded on different branches or predictors")
-        merged = CalibrationProfile(self.lookahead, self.num_steps, runs=self.runs + other.runs,
-                                    macs=dict(self.macs or other.macs), model=self.model or other.model)
+        merged = CalibrationProfile(
+            self.lookahead,
+            self.num_steps,
+            runs=self.runs + other.runs,
+            macs=dict(self.macs or other.macs),
+            model=self.model or other.model,
+        )
         for path, mine in self.errors.items():
             theirs = other.errors[path].tables
-            merged.errors[path] = BranchErrors(mine.key, mine.block,
-                                               {p: sums + theirs[p] for p, sums in mine.tables.items()})
+            merged.errors[path] = BranchErrors(
+                mine.key, mine.block, {p: sums + theirs[p] for p, sums in mine.tables.items()}
+            )
         merged.timesteps = _mean_timesteps(self.timesteps, self.runs, other.timesteps, other.runs)
         return merged
 
@@ -189,10 +220,18 @@ class CalibrationProfile:
         where = positions(self.num_steps, self.timesteps, num_steps, timesteps)
         if num_steps == self.num_steps and timesteps is None:
             return self
-        out = CalibrationProfile(self.lookahead, num_steps, runs=self.runs, macs=dict(self.macs), model=self.model)
+        out = CalibrationProfile(
+            self.lookahead, num_steps, runs=self.runs, macs=dict(self.macs), model=self.model
+        )
         for path, b in self.errors.items():
-            out.errors[path] = BranchErrors(b.key, b.block, {
-                p: ErrorSums.of_mean(resample_table(p, sums.mean_std()[0], where)) for p, sums in b.tables.items()})
+            out.errors[path] = BranchErrors(
+                b.key,
+                b.block,
+                {
+                    p: ErrorSums.of_mean(resample_table(p, sums.mean_std()[0], where))
+                    for p, sums in b.tables.items()
+                },
+            )
         if self.timesteps is not None:
             out.timesteps = np.interp(where, np.arange(self.num_steps), self.timesteps)
         return out
@@ -205,7 +244,9 @@ class CalibrationProfile:
             return profile
         if isinstance(profile, (str, Path)):
             return cls.load(profile)
-        raise TypeError(f"expected a CalibrationProfile or the path of a saved one, got {type(profile).__name__}")
+        raise TypeError(
+            f"expected a CalibrationProfile or the path of a saved one, got {type(profile).__name__}"
+        )
 
     def save(self, path: str | Path) -> Path:
         """Write the profile as safetensors (arrays + JSON header)."""
@@ -219,13 +260,22 @@ class CalibrationProfile:
             index[name] = {"key": b.key, "block": b.block, "id": i}
             for predictor, sums in b.tables.items():
                 for part in _PARTS:
-                    tensors[f"b{i}.{predictor}.{part}"] = np.ascontiguousarray(getattr(sums, part), dtype=np.float64)
+                    tensors[f"b{i}.{predictor}.{part}"] = np.ascontiguousarray(
+                        getattr(sums, part), dtype=np.float64
+                    )
         tensors["timesteps"] = np.asarray(
-            self.timesteps if self.timesteps is not None else np.full(self.num_steps, np.nan), dtype=np.float64
+            self.timesteps if self.timesteps is not None else np.full(self.num_steps, np.nan),
+            dtype=np.float64,
         )
         header = {
-            "format": _FORMAT, "version": _VERSION, "lookahead": self.lookahead, "num_steps": self.num_steps,
-            "runs": self.runs, "model": self.model, "macs": self.macs, "branches": index,
+            "format": _FORMAT,
+            "version": _VERSION,
+            "lookahead": self.lookahead,
+            "num_steps": self.num_steps,
+            "runs": self.runs,
+            "model": self.model,
+            "macs": self.macs,
+            "branches": index,
             "predictors": self.predictors,
         }
         save_file(tensors, str(path), metadata={"smoothcache": json.dumps(header)})
@@ -266,7 +316,11 @@ def _from_parts(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) -
     if not (isinstance(k, int) and k >= 1 and isinstance(t, int) and t >= 1):
         raise fail(f"invalid lookahead {k!r} or num_steps {t!r}")
     predictors = header.get("predictors", ["reuse"]) if version == _VERSION else ["reuse"]
-    if not isinstance(predictors, list) or "reuse" not in predictors or any(p not in PREDICTORS for p in predictors):
+    if (
+        not isinstance(predictors, list)
+        or "reuse" not in predictors
+        or any(p not in PREDICTORS for p in predictors)
+    ):
         raise fail(f"invalid predictors {predictors!r}; known: {list(PREDICTORS)}")
     macs = header.get("macs", {})
     if not isinstance(macs, Mapping) or not all(
@@ -276,8 +330,9 @@ def _from_parts(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) -
     runs = header.get("runs", 0)
     if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
         raise fail(f"invalid run count {runs!r}")
-    profile = CalibrationProfile(k, t, runs=runs, macs={str(a): float(b) for a, b in macs.items()},
-                                 model=str(header.get("model", "")))
+    profile = CalibrationProfile(
+        k, t, runs=runs, macs={str(a): float(b) for a, b in macs.items()}, model=str(header.get("model", ""))
+    )
     branches = header.get("branches")
     if not isinstance(branches, Mapping) or not branches:
         raise fail("the profile names no branches")
@@ -296,8 +351,10 @@ def _from_parts(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) -
             shape = table_shape(predictor, k, t)
             for part in parts:
                 if part.shape != shape or not np.all(np.isfinite(part)):
-                    raise fail(f"branch {name!r} {predictor} table has shape {part.shape} or non-finite values; "
-                               f"expected finite {list(shape)}")
+                    raise fail(
+                        f"branch {name!r} {predictor} table has shape {part.shape} or non-finite values; "
+                        f"expected finite {list(shape)}"
+                    )
             if np.any(parts[0] < 0) or np.any(parts[2] < 0):
                 raise fail(f"branch {name!r} has negative errors or counts")
             tables[predictor] = ErrorSums(*parts)

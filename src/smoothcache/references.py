@@ -14,9 +14,11 @@ from typing import Mapping
 
 import torch.nn as nn
 
+from .branches import parse_key
+from .denoisers import as_denoiser
 from .errors import ScheduleError
-from .schedule import Schedule, parse_key
-from .targets import as_denoiser, find_branches
+from .schedule import Schedule
+from .targets import find_branches
 
 __all__ = ["KEY_MAPS", "REFERENCE_DIR", "load_reference", "map_keys", "reference_names"]
 
@@ -44,13 +46,15 @@ def map_keys(schedule: Schedule, mapping: Mapping[str, str]) -> Schedule:
     return Schedule(entries, {**schedule.metadata, "mapped": dict(mapping)}, predictor=schedule.predictor)
 
 
-def load_reference(name: str, model: nn.Module | None = None, *, drop_missing_blocks: bool = False) -> Schedule:
+def load_reference(
+    name: str, model: nn.Module | None = None, *, drop_missing_blocks: bool = False
+) -> Schedule:
     """A shipped schedule by name, e.g. ``load_reference("50-N-3-threshold-0.08")``.
 
     Args:
         name: one of :func:`reference_names`.
-        model: if given, the keys are mapped to this model's branches (``attn``->``attn1``, ``mlp``->``ff`` for
-            diffusers' DiT) and checked against it.
+        model: if given, the keys are mapped to this model's branches (``attn``->``attn1``, ``mlp``->``ff``
+            for diffusers' DiT) and checked against it.
         drop_missing_blocks: drop per-block keys for blocks the model does not have (``50-N-2-l2c`` has 28
             blocks; a smaller DiT keeps the first ones) instead of raising.
     """
@@ -64,17 +68,20 @@ def load_reference(name: str, model: nn.Module | None = None, *, drop_missing_bl
     branches = find_branches(model)
     available = {b.key for b in branches}
     if not set(schedule.branch_keys) <= available:
-        mapping = next((m for m in KEY_MAPS.values()
-                        if {m.get(k, k) for k in schedule.branch_keys} <= available), None)
+        mapping = next(
+            (m for m in KEY_MAPS.values() if {m.get(k, k) for k in schedule.branch_keys} <= available), None
+        )
         if mapping is None:
             raise ScheduleError(
-                f"schedule {name!r} names {schedule.branch_keys}; {type(model).__name__} has {sorted(available)} "
+                f"schedule {name!r} names {schedule.branch_keys}; {type(model).__name__} has "
+                f"{sorted(available)} "
                 "and no known key mapping fits: use map_keys(schedule, {...}) yourself"
             )
         schedule = map_keys(schedule, mapping)
     if drop_missing_blocks:
         blocks = {(b.key, b.block) for b in branches}
-        kept = {k: v for k, v in schedule.entries.items()
-                if parse_key(k)[1] is None or parse_key(k) in blocks}
+        kept = {
+            k: v for k, v in schedule.entries.items() if parse_key(k)[1] is None or parse_key(k) in blocks
+        }
         schedule = Schedule(kept, schedule.metadata, predictor=schedule.predictor)
     return schedule

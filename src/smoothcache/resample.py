@@ -23,7 +23,9 @@ def positions(old_steps: int, old_timesteps: np.ndarray | None, num_steps: int, 
     """Fractional old step index of every new step."""
     if timesteps is None or old_timesteps is None or not np.all(np.isfinite(old_timesteps)):
         return np.arange(num_steps) * (old_steps / num_steps)
-    new = np.asarray(timesteps.cpu() if hasattr(timesteps, "cpu") else timesteps, dtype=np.float64).reshape(-1)
+    new = np.asarray(timesteps.cpu() if hasattr(timesteps, "cpu") else timesteps, dtype=np.float64).reshape(
+        -1
+    )
     if new.shape != (num_steps,):
         raise ProfileError(f"got {new.size} timesteps for a {num_steps}-step run")
     old = old_timesteps
@@ -53,7 +55,8 @@ def reuse_grid(mean: np.ndarray, positions: np.ndarray) -> np.ndarray:
 
 
 def linear_grid(mean: np.ndarray, positions: np.ndarray) -> np.ndarray:
-    """A ``[K, D, T']`` grid read off a ``[K, D, T]`` mean grid: per calibrated spacing, then across spacings."""
+    """A ``[K, D, T']`` grid read off a ``[K, D, T]`` mean grid: per calibrated spacing, then across
+    spacings."""
     lookahead, spacings, num_steps = mean.shape[0], mean.shape[1], positions.size
     per_spacing = [reuse_grid(mean[:, d], positions) for d in range(spacings)]  # each [K, T']
     grid = np.full((lookahead, spacings, num_steps), np.nan)

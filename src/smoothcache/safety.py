@@ -1,6 +1,7 @@
 """Structural checks that a discovered branch's output may be reused on a later step.
 
-A branch is left out (never wrapped) when, read from its code and attributes, reusing its output would be wrong:
+A branch is left out (never wrapped) when, read from its code and attributes, reusing its output would be
+wrong:
 
 - its output is not a residual branch: a diffusers ``Attention(residual_connection=True)`` (UNet attention
   blocks) adds its own input, so reusing it would bring back a stale hidden state;
@@ -29,7 +30,14 @@ from typing import Iterable
 
 import torch.nn as nn
 
-__all__ = ["SkipRecord", "branch_problems", "inplace_uses", "residual_problem", "return_problem", "state_problem"]
+__all__ = [
+    "SkipRecord",
+    "branch_problems",
+    "inplace_uses",
+    "residual_problem",
+    "return_problem",
+    "state_problem",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -39,9 +47,28 @@ _STATE_NAME = re.compile(
 _STATE_CLASS = re.compile(r"Cache$|KVCache|KVLayerCache")
 _BAD_RETURN = re.compile(r"\b(dict|Dict|list|List|Mapping|Sequence|str|\w+Output|\w*Cache)\b")
 _VIEW_METHODS = {
-    "view", "view_as", "reshape", "reshape_as", "unsqueeze", "squeeze", "transpose", "permute", "flatten",
-    "unflatten", "narrow", "expand", "expand_as", "t", "contiguous", "detach", "as_strided", "movedim", "split",
-    "chunk", "unbind", "tensor_split",
+    "view",
+    "view_as",
+    "reshape",
+    "reshape_as",
+    "unsqueeze",
+    "squeeze",
+    "transpose",
+    "permute",
+    "flatten",
+    "unflatten",
+    "narrow",
+    "expand",
+    "expand_as",
+    "t",
+    "contiguous",
+    "detach",
+    "as_strided",
+    "movedim",
+    "split",
+    "chunk",
+    "unbind",
+    "tensor_split",
 }
 _SPLITTERS = {"split", "chunk", "unbind", "tensor_split"}
 
@@ -89,14 +116,19 @@ def state_problem(module: nn.Module) -> str | None:
 
 
 def return_problem(module: nn.Module) -> str | None:
-    """Why the annotated return type of ``module.forward`` is not tensors or tuples of tensors, if it is not."""
+    """Why the annotated return type of ``module.forward`` is not tensors or tuples of tensors, if it is
+    not."""
     try:
         annotation = inspect.signature(type(module).forward).return_annotation
     except (TypeError, ValueError):
         return None
     if annotation is inspect.Signature.empty:
         return None
-    text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", None) or repr(annotation)
+    text = (
+        annotation
+        if isinstance(annotation, str)
+        else getattr(annotation, "__name__", None) or repr(annotation)
+    )
     text = text.replace("typing.", "")
     match = _BAD_RETURN.search(text)
     if match:
@@ -121,7 +153,8 @@ def _branch_attr(node: ast.AST) -> str | None:
 
 
 class _InPlaceFinder(ast.NodeVisitor):
-    """Follow names bound to branch outputs (and their views) through a forward; note in-place edits of them."""
+    """Follow names bound to branch outputs (and their views) through a forward; note in-place edits of
+    them."""
 
     def __init__(self, attrs: set[str]):
         self.attrs = attrs
@@ -137,9 +170,17 @@ class _InPlaceFinder(ast.NodeVisitor):
             return self.alias.get(node.id)
         if isinstance(node, ast.Subscript):
             return self._source(node.value)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _VIEW_METHODS:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _VIEW_METHODS
+        ):
             return self._source(node.func.value)
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in _SPLITTERS:
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _SPLITTERS
+        ):
             return next((s for s in map(self._source, node.args[:1]) if s), None)
         if isinstance(node, ast.Attribute):
             return self._source(node.value) if node.attr in ("T", "mT", "data") else None
@@ -159,7 +200,9 @@ class _InPlaceFinder(ast.NodeVisitor):
 
     def _note(self, source: str | None, node: ast.AST, what: str) -> None:
         if source and source not in self.found:
-            self.found[source] = f"its output is modified in place downstream ({what}, line {node.lineno} of forward)"
+            self.found[source] = (
+                f"its output is modified in place downstream ({what}, line {node.lineno} of forward)"
+            )
 
     def visit_Assign(self, node: ast.Assign) -> None:
         self.generic_visit(node)
@@ -208,7 +251,8 @@ _WARNED: set[tuple[str, str, str]] = set()
 
 
 def branch_problems(block: nn.Module, branches: list[tuple[str, nn.Module]]) -> dict[str, str]:
-    """Relative branch path -> why it must not be cached, for the branches of one block; logs each kind once."""
+    """Relative branch path -> why it must not be cached, for the branches of one block; logs each kind
+    once."""
     problems: dict[str, str] = {}
     owners: dict[str, list[str]] = {}
     for path, _ in branches:
@@ -219,7 +263,9 @@ def branch_problems(block: nn.Module, branches: list[tuple[str, nn.Module]]) -> 
         found = inplace_uses(type(block.get_submodule(owner) if owner else block), attrs)
         inplace.update({f"{owner}.{a}" if owner else a: why for a, why in found.items()})
     for path, module in branches:
-        reason = residual_problem(module) or state_problem(module) or return_problem(module) or inplace.get(path)
+        reason = (
+            residual_problem(module) or state_problem(module) or return_problem(module) or inplace.get(path)
+        )
         if reason is None:
             continue
         problems[path] = reason
@@ -227,6 +273,10 @@ def branch_problems(block: nn.Module, branches: list[tuple[str, nn.Module]]) -> 
         if marker not in _WARNED:
             _WARNED.add(marker)
             logger.warning(
-                "smoothcache leaves %s.%s (%s) uncached: %s", type(block).__name__, path, type(module).__name__, reason
+                "smoothcache leaves %s.%s (%s) uncached: %s",
+                type(block).__name__,
+                path,
+                type(module).__name__,
+                reason,
             )
     return problems

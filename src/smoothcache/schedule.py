@@ -12,12 +12,12 @@ forecast schedule adds ``"predictor": "linear"``, which only smoothcache's :clas
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
+from .branches import parse_key, row_for
 from .errors import ScheduleError
-from .planning import plan_for_budget, plan_from_profile
+from .planning import plan
 from .predictors import PREDICTORS
 from .validate import check_choice, check_int
 
@@ -25,19 +25,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from .profile import CalibrationProfile
 
 __all__ = ["Schedule", "ScheduleError", "parse_key"]
-
-_KEY = re.compile(r"^(?P<branch>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>\d+))?$")
-
-
-def parse_key(key: str) -> tuple[str, int | None]:
-    """Split a schedule key into its branch name and optional block index: ``"attn-3"`` -> ``("attn", 3)``."""
-    match = _KEY.match(key) if isinstance(key, str) else None
-    if match is None:
-        raise ScheduleError(
-            f"schedule key {key!r} is not a branch name or 'branch-<block index>' (e.g. 'attn1' or 'attn1-3')"
-        )
-    block = match.group("block")
-    return match.group("branch"), (int(block) if block is not None else None)
 
 
 def _validated_entries(name: str, values: object) -> tuple[int, ...]:
@@ -54,7 +41,8 @@ def _validated_entries(name: str, values: object) -> tuple[int, ...]:
         out.append(int(v))
     if out[0] != 1:
         raise ScheduleError(
-            f"schedule {name!r}: step 0 is 0, but the first step must compute (1): there is nothing cached yet"
+            f"schedule {name!r}: step 0 is 0, but the first step must compute (1): there is nothing cached "
+            "yet"
         )
     return tuple(out)
 
@@ -71,18 +59,26 @@ class Schedule:
             under the key ``"predictor"``, as forecast schedule files do.
     """
 
-    def __init__(self, entries: Mapping[str, Sequence[int]], metadata: Mapping[str, object] | None = None,
-                 predictor: str | None = None):
+    def __init__(
+        self,
+        entries: Mapping[str, Sequence[int]],
+        metadata: Mapping[str, object] | None = None,
+        predictor: str | None = None,
+    ):
         if isinstance(entries, Schedule):
             predictor = predictor or entries.predictor
             entries = entries.entries
         if not isinstance(entries, Mapping):
-            raise ScheduleError(f"a schedule must be a mapping of branch name to 0/1 list, got {type(entries).__name__}")
+            raise ScheduleError(
+                f"a schedule must be a mapping of branch name to 0/1 list, got {type(entries).__name__}"
+            )
         if "predictor" in entries:
             entries = dict(entries)
             named = entries.pop("predictor")
             if predictor is not None and predictor != named:
-                raise ScheduleError(f"the schedule names predictor {named!r} but predictor={predictor!r} was given")
+                raise ScheduleError(
+                    f"the schedule names predictor {named!r} but predictor={predictor!r} was given"
+                )
             predictor = named
         self.predictor = check_choice(predictor or "reuse", "predictor", PREDICTORS, error=ScheduleError)
         if len(entries) == 0:
@@ -94,7 +90,9 @@ class Schedule:
         lengths = {key: len(v) for key, v in parsed.items()}
         if len(set(lengths.values())) > 1:
             listing = ", ".join(f"{k}: {n}" for k, n in lengths.items())
-            raise ScheduleError(f"schedule lists have different lengths ({listing}); all need one entry per step")
+            raise ScheduleError(
+                f"schedule lists have different lengths ({listing}); all need one entry per step"
+            )
         self.entries: dict[str, tuple[int, ...]] = parsed
         self.metadata: dict[str, object] = dict(metadata or {})
 
@@ -116,13 +114,10 @@ class Schedule:
         """Block indices that have their own key for ``branch``."""
         return sorted(b for k in self.entries for n, b in [parse_key(k)] if n == branch and b is not None)
 
-    def for_block(self, branch: str, block: int | None) -> tuple[int, ...] | None:
-        """The list for ``branch`` in ``block``: the per-block key wins over the bare key; None if neither."""
-        if block is not None:
-            specific = self.entries.get(f"{branch}-{block}")
-            if specific is not None:
-                return specific
-        return self.entries.get(branch)
+    def for_block(self, key: str, block: int | None) -> tuple[int, ...] | None:
+        """The row of branch key ``key`` in ``block``: the per-block key wins over the bare key; None if
+        neither."""
+        return row_for(self.entries, key, block)
 
     def compute_fraction(self, key: str | None = None) -> float | dict[str, float]:
         """Fraction of steps computed: for one key, or a dict for every key."""
@@ -142,7 +137,11 @@ class Schedule:
         return out
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Schedule) and self.entries == other.entries and self.predictor == other.predictor
+        return (
+            isinstance(other, Schedule)
+            and self.entries == other.entries
+            and self.predictor == other.predictor
+        )
 
     def __repr__(self) -> str:
         fractions = ", ".join(f"{k}={f:.2f}" for k, f in list(self.compute_fraction().items())[:6])
@@ -174,7 +173,10 @@ class Schedule:
         path = Path(path)
         if path.parent and not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [f"    {json.dumps(k)}: {json.dumps(list(v), separators=(',', ':'))}" for k, v in self.entries.items()]
+        lines = [
+            f"    {json.dumps(k)}: {json.dumps(list(v), separators=(',', ':'))}"
+            for k, v in self.entries.items()
+        ]
         if self.predictor != "reuse":
             lines.append(f'    "predictor": {json.dumps(self.predictor)}')
         path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
@@ -197,15 +199,19 @@ class Schedule:
         return cls({b: [1] * num_steps for b in branches}, metadata={"kind": "full"}, predictor=predictor)
 
     @classmethod
-    def fixed_interval(cls, num_steps: int, interval: int, branches: Iterable[str],
-                       predictor: str = "reuse") -> "Schedule":
+    def fixed_interval(
+        cls, num_steps: int, interval: int, branches: Iterable[str], predictor: str = "reuse"
+    ) -> "Schedule":
         """FORA-style schedule: compute every ``interval``-th step, always computing the last step."""
         check_int(num_steps, "num_steps", error=ScheduleError)
         check_int(interval, "interval", error=ScheduleError)
         row = [1 if i % interval == 0 else 0 for i in range(num_steps)]
         row[-1] = 1
-        return cls({b: row for b in branches}, metadata={"kind": "fixed_interval", "interval": interval},
-                   predictor=predictor)
+        return cls(
+            {b: row for b in branches},
+            metadata={"kind": "fixed_interval", "interval": interval},
+            predictor=predictor,
+        )
 
     @classmethod
     def from_profile(
@@ -217,39 +223,81 @@ class Schedule:
         num_steps: int | None = None,
         predictor: str = "reuse",
     ) -> "Schedule":
-        """Error-guided schedule from calibration tables and threshold ``alpha``: the greedy n-row scan
-        (:mod:`smoothcache.scan`), which for ``predictor="reuse"`` gives the original implementation's schedules.
+        """The original implementation's schedule: the greedy scan of the calibrated errors at threshold
+        ``alpha`` (:mod:`smoothcache.planning.greedy`); with the default ``predictor="reuse"`` it gives the
+        original's rows.
 
-        ``per_block`` gives every block its own list (``"attn1-3"`` keys); ``num_steps`` other than the
-        calibration's resamples the tables to that step count; ``predictor="linear"`` scans the forecast's
-        own errors and returns a forecast schedule.
+        Args:
+            profile: the calibration (or the path of a saved profile).
+            alpha: the error threshold, a relative L1 error (e.g. 0.08); larger skips more.
+            lookahead: the longest skip run (default None: the profile's K).
+            per_block: one row per block (``"attn1-3"`` keys) instead of one per branch key (default False).
+            num_steps: the schedule's step count (default None: the calibration's); another resamples the
+                tables.
+            predictor: ``"reuse"`` (default) or ``"linear"`` (scan the forecast's own errors).
+
+        Raises:
+            ScheduleError: a bad alpha or lookahead, or a predictor the profile did not record.
+            ProfileError: a profile path that does not hold a valid profile.
         """
-        entries, metadata = plan_from_profile(profile, alpha, lookahead=lookahead, per_block=per_block,
-                                              num_steps=num_steps, predictor=predictor)
-        return cls(entries, metadata, predictor=predictor)
+        result = plan(
+            profile,
+            alpha=alpha,
+            lookahead=lookahead,
+            per_block=per_block,
+            num_steps=num_steps,
+            predictor=predictor,
+        )
+        return cls(result.rows, result.metadata, predictor=predictor)
 
     @classmethod
     def for_budget(
         cls,
         profile: "CalibrationProfile | str | Path",
         *,
-        compute_fraction: float | None = None,
         speedup: float | None = None,
+        compute_fraction: float | None = None,
+        predictor: str | None = None,
+        planner: str = "optimal",
         lookahead: int | None = None,
         per_block: bool = False,
         num_steps: int | None = None,
-        predictor: str = "reuse",
-        planner: str = "greedy",
     ) -> "Schedule":
-        """A schedule that keeps at most ``compute_fraction`` of the compute (MAC-weighted when the profile
-        recorded MACs), or reaches a theoretical ``speedup``.
+        """The schedule with the least calibrated error that reaches a theoretical ``speedup`` (or keeps at
+        most ``compute_fraction`` of the compute), in the recommended mode by default.
 
-        ``planner="greedy"``: the least aggressive greedy scan that meets the budget (alpha by bisection).
-        ``planner="optimal"``: each row's compute steps chosen to minimise the total calibrated error of
-        ``predictor`` under the budget (dynamic programming per row, a Lagrange multiplier across rows;
-        :mod:`smoothcache.planner`).
+        Budgets are MAC-weighted when the profile recorded MACs (a skipped ``ff`` saves more than a skipped
+        ``attn1``), else every branch call counts the same. The metadata records the budget, the fraction
+        achieved and, for the optimal planner, the planned error.
+
+        Args:
+            profile: the calibration (or the path of a saved profile).
+            speedup: the theoretical speed-up to reach, >= 1 (give this or ``compute_fraction``).
+            compute_fraction: the share of the uncached compute to keep, in (0, 1].
+            predictor: what a skipped step returns: ``"linear"`` (the recommended forecast) or ``"reuse"``
+                (the cached output, as in the paper). Default None: ``"linear"`` if the profile recorded its
+                errors, else ``"reuse"`` (with a logged warning).
+            planner: ``"optimal"`` (default: whole-step rows chosen by exact dynamic programming) or
+                ``"greedy"`` (the original's scan at the smallest alpha that meets the budget).
+            lookahead: the longest skip run (default None: the profile's K).
+            per_block: plan each block on its own (``"attn1-3"`` keys; default False).
+            num_steps: the schedule's step count (default None: the calibration's); another resamples the
+                tables.
+
+        Raises:
+            ScheduleError: none or both of speedup / compute_fraction, a budget these tables cannot reach (the
+                message names the best reachable speed-up), a predictor the profile did not record (calibrate
+                with it), an unknown planner, a lookahead beyond the profile's.
+            ProfileError: a profile path that does not hold a valid profile.
         """
-        entries, metadata = plan_for_budget(profile, compute_fraction=compute_fraction, speedup=speedup,
-                                            lookahead=lookahead, per_block=per_block, num_steps=num_steps,
-                                            predictor=predictor, planner=planner)
-        return cls(entries, metadata, predictor=predictor)
+        result = plan(
+            profile,
+            speedup=speedup,
+            compute_fraction=compute_fraction,
+            predictor=predictor,
+            planner=planner,
+            lookahead=lookahead,
+            per_block=per_block,
+            num_steps=num_steps,
+        )
+        return cls(result.rows, result.metadata, predictor=result.predictor)

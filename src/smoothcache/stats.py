@@ -1,7 +1,8 @@
-"""Counters of a cached run: calls computed and reused per branch, and the bytes the cache holds."""
+"""Counters of a cached run: calls computed and predicted per branch, and the memory the cache holds."""
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 __all__ = ["BranchCounter", "CacheStats"]
@@ -9,70 +10,95 @@ __all__ = ["BranchCounter", "CacheStats"]
 
 @dataclass
 class BranchCounter:
-    """Calls of one wrapped branch module."""
+    """Calls of one wrapped branch module: computed, and predicted (answered without computing)."""
 
     path: str
     key: str
     block: int
     computed: int = 0
-    reused: int = 0
+    predicted: int = 0
 
     @property
     def calls(self) -> int:
-        return self.computed + self.reused
+        return self.computed + self.predicted
 
 
 class CacheStats:
-    """Computed and reused calls per branch module since the cache was enabled, plus cache memory.
+    """Computed and predicted calls per branch module since the cache was enabled, plus cache memory.
 
-    ``reused`` counts the calls served by the schedule's predictor (the cached output, or a forecast).
-    ``cache_bytes`` is what the cache holds now: ``order + 1`` outputs per branch and CFG call (one for
-    ``reuse``, two for ``linear``).
+    ``predicted`` counts the calls served by the schedule's predictor (the cached output, or a forecast),
+    whether the branch alone or its whole block was skipped. ``cache_bytes`` is what the cache holds now
+    (0 once the cache is disabled: ``released``), ``peak_bytes`` the most it held at once.
     """
 
-    def __init__(self, counters: list[BranchCounter], cache_bytes: int = 0, predictor: str = "reuse"):
+    def __init__(
+        self,
+        counters: list[BranchCounter],
+        cache_bytes: int = 0,
+        predictor: str = "reuse",
+        *,
+        peak_bytes: int = 0,
+        released: bool = False,
+    ):
         self.counters = {c.path: c for c in counters}
         self.cache_bytes = cache_bytes
+        self.peak_bytes = max(peak_bytes, cache_bytes)
         self.predictor = predictor
+        self.released = released
 
     @property
     def computed(self) -> int:
         return sum(c.computed for c in self.counters.values())
 
     @property
+    def predicted(self) -> int:
+        return sum(c.predicted for c in self.counters.values())
+
+    @property
     def reused(self) -> int:
-        return sum(c.reused for c in self.counters.values())
+        """Deprecated name of :attr:`predicted`."""
+        warnings.warn("CacheStats.reused is now CacheStats.predicted", DeprecationWarning, stacklevel=2)
+        return self.predicted
 
     def by_key(self) -> dict[str, dict[str, int]]:
-        """Totals per branch key (``attn1``, ``ff``...): ``{"attn1": {"computed": 26, "reused": 24}}``."""
+        """Totals per branch key (``attn1``, ``ff``...): ``{"attn1": {"computed": 26, "predicted": 24}}``."""
         out: dict[str, dict[str, int]] = {}
         for c in self.counters.values():
-            row = out.setdefault(c.key, {"computed": 0, "reused": 0})
+            row = out.setdefault(c.key, {"computed": 0, "predicted": 0})
             row["computed"] += c.computed
-            row["reused"] += c.reused
+            row["predicted"] += c.predicted
         return out
 
     def as_dict(self) -> dict:
         return {
             "computed": self.computed,
-            "reused": self.reused,
+            "predicted": self.predicted,
             "cache_bytes": self.cache_bytes,
+            "peak_bytes": self.peak_bytes,
             "predictor": self.predictor,
             "by_key": self.by_key(),
-            "branches": {p: {"computed": c.computed, "reused": c.reused} for p, c in self.counters.items()},
+            "branches": {
+                p: {"computed": c.computed, "predicted": c.predicted} for p, c in self.counters.items()
+            },
         }
 
+    def _memory(self) -> str:
+        now = "released" if self.released else f"{self.cache_bytes / 2**20:.2f} MiB"
+        return f"{now} (peak {self.peak_bytes / 2**20:.2f} MiB)"
+
     def __str__(self) -> str:
-        lines = [f"{'branch':<16}{'computed':>10}{'reused':>10}{'reused %':>10}"]
+        lines = [f"{'branch':<16}{'computed':>10}{'predicted':>11}{'predicted %':>13}"]
         for key, row in self.by_key().items():
-            total = row["computed"] + row["reused"]
-            share = 100.0 * row["reused"] / total if total else 0.0
-            lines.append(f"{key:<16}{row['computed']:>10}{row['reused']:>10}{share:>9.1f}%")
-        lines.append(f"predictor: {self.predictor}; cache memory: {self.cache_bytes / 2**20:.2f} MiB")
+            total = row["computed"] + row["predicted"]
+            share = 100.0 * row["predicted"] / total if total else 0.0
+            lines.append(f"{key:<16}{row['computed']:>10}{row['predicted']:>11}{share:>12.1f}%")
+        lines.append(f"predictor: {self.predictor}; cache memory: {self._memory()}")
         return "\n".join(lines)
 
     def __repr__(self) -> str:
-        total = self.computed + self.reused
-        share = self.reused / total if total else 0.0
-        return (f"CacheStats({len(self.counters)} branch modules: {self.computed} computed, {self.reused} "
-                f"{self.predictor} ({share:.1%}), {self.cache_bytes / 2**20:.2f} MiB cached)")
+        total = self.computed + self.predicted
+        share = self.predicted / total if total else 0.0
+        return (
+            f"CacheStats({len(self.counters)} branch modules: {self.computed} computed, {self.predicted} "
+            f"predicted by {self.predictor} ({share:.1%}), cache {self._memory()})"
+        )

@@ -17,15 +17,37 @@ without a timestep need ``calls_per_step=n``: then every ``n`` calls form one st
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import torch
 
 from .validate import check_int
 
-__all__ = ["StepTracker"]
+__all__ = ["StepTracker", "find_timestep"]
 
 logger = logging.getLogger(__name__)
+
+_TIMESTEP_KWARGS = ("timestep", "timesteps", "t", "sigma")
+
+
+def find_timestep(args: tuple, kwargs: Mapping[str, Any]) -> Any:
+    """The timestep of a denoiser call: a known keyword, else the second positional argument.
+
+    Covers diffusers transformers (``timestep=``) and facebookresearch/DiT's ``forward(x, t, y)``. A tensor
+    of several timesteps (one per sample, or per token as Wan 2.2 TI2V's image-to-video pipeline passes,
+    with 0 for the clean conditioning frame) is reduced to its largest entry: the current noise level.
+    """
+    for name in _TIMESTEP_KWARGS:
+        value = kwargs.get(name)
+        if value is not None:
+            return _highest(value)
+    return _highest(args[1]) if len(args) > 1 else None
+
+
+def _highest(value: Any) -> Any:
+    if isinstance(value, torch.Tensor) and value.numel() > 1 and value.dtype != torch.bool:
+        return value.detach().amax()
+    return value
 
 
 def _scalar(timestep: Any) -> float | None:
@@ -49,7 +71,9 @@ class StepTracker:
             ends (a new generation starts, or :meth:`finish` is called).
     """
 
-    def __init__(self, calls_per_step: int | None = None, on_generation_end: Callable[[int, list], None] | None = None):
+    def __init__(
+        self, calls_per_step: int | None = None, on_generation_end: Callable[[int, list], None] | None = None
+    ):
         self.calls_per_step = None if calls_per_step is None else check_int(calls_per_step, "calls_per_step")
         self.on_generation_end = on_generation_end
         self.depth = 0  # nesting of denoiser calls: branches are followed inside the outermost one only
@@ -79,8 +103,10 @@ class StepTracker:
         if t is None and self.calls_per_step is None and not self._warned_no_timestep:
             self._warned_no_timestep = True
             logger.warning(
-                "the denoiser was called without a recognisable timestep: every call counts as a new step and "
-                "generations are only separated by reset(); pass calls_per_step= if the pipeline uses CFG calls"
+                "the denoiser was called without a recognisable timestep: every call counts as a new step "
+                "and "
+                "generations are only separated by reset(); pass calls_per_step= if the pipeline uses CFG "
+                "calls"
             )
         against = False
         if t is not None and self.last_timestep is not None and t != self.last_timestep and self.step >= 0:

@@ -10,24 +10,18 @@ lists, attention and feed-forward modules); user-given ``block_classes=`` replac
 
 from __future__ import annotations
 
-import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
 
-from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
-
-import torch
 import torch.nn as nn
 
+from .branches import Branch
+from .denoisers import not_a_model
+from .deprecation import moved, renamed
 from .discovery import discover
+from .errors import NotADenoiserError, TargetError
 
-__all__ = [
-    "BlockFamily", "Branch", "NotADenoiserError", "TargetError", "TARGETS", "as_denoiser", "denoisers",
-    "find_branches", "find_timestep", "is_stateful_call", "not_a_model",
-]
-
-
-class TargetError(ValueError):
-    """The model has no blocks or branches SmoothCache can hook."""
+__all__ = ["BlockFamily", "TARGETS", "find_branches"]
 
 
 @dataclass(frozen=True)
@@ -68,19 +62,26 @@ def _same(*names: str) -> dict[str, str]:
 
 #: The known block families, checked in order. A block matched by one family is not matched again.
 TARGETS: tuple[BlockFamily, ...] = (
-    # diffusers BasicTransformerBlock: DiT, PixArt-alpha/Sigma, Latte. Latte's spatial and temporal blocks share
-    # the keys (temporal ones have no attn2): spatial are blocks 0..L-1, temporal L..2L-1 ("attn1-3" keys).
+    # diffusers BasicTransformerBlock: DiT, PixArt-alpha/Sigma, Latte. Latte's spatial and temporal blocks
+    # share the keys (temporal ones have no attn2): spatial are blocks 0..L-1, temporal L..2L-1 ("attn1-3"
+    # keys).
     BlockFamily("diffusers-basic", ("BasicTransformerBlock",), _same("attn1", "attn2", "ff"), "diffusers"),
-    # facebookresearch/DiT models.py (and Open-Sora-Plan style copies): x + gate * attn(...), x + gate * mlp(...).
+    # facebookresearch/DiT models.py (and Open-Sora-Plan style copies): x + gate * attn(...), x + gate *
+    # mlp(...).
     BlockFamily("dit", ("DiTBlock",), _same("attn", "mlp"), requires=("attn", "mlp", "adaLN_modulation")),
-    # SD3 / SD3.5 MMDiT joint blocks: attn returns (image, context) outputs; attn2 only in SD3.5's dual-attention
-    # layers, ff_context not in the last (context_pre_only) block.
-    BlockFamily("sd3-joint", ("JointTransformerBlock",), _same("attn", "attn2", "ff", "ff_context"), "diffusers"),
+    # SD3 / SD3.5 MMDiT joint blocks: attn returns (image, context) outputs; attn2 only in SD3.5's
+    # dual-attention layers, ff_context not in the last (context_pre_only) block.
+    BlockFamily(
+        "sd3-joint", ("JointTransformerBlock",), _same("attn", "attn2", "ff", "ff_context"), "diffusers"
+    ),
     # Flux double-stream and single-stream blocks. A single block feeds [attn; act(proj_mlp)] to one shared
     # proj_out, so its MLP branch is proj_mlp (act_mlp and proj_out run every step).
     BlockFamily("flux-double", ("FluxTransformerBlock",), _same("attn", "ff", "ff_context"), "diffusers"),
     BlockFamily(
-        "flux-single", ("FluxSingleTransformerBlock",), {"single_attn": "attn", "single_mlp": "proj_mlp"}, "diffusers"
+        "flux-single",
+        ("FluxSingleTransformerBlock",),
+        {"single_attn": "attn", "single_mlp": "proj_mlp"},
+        "diffusers",
     ),
     # Stable Audio Open.
     BlockFamily("stable-audio", ("StableAudioDiTBlock",), _same("attn1", "attn2", "ff"), "diffusers"),
@@ -91,29 +92,16 @@ TARGETS: tuple[BlockFamily, ...] = (
     # Any other Flux-style single-stream block (HunyuanVideo, HunyuanImage, Chroma, Bria, LongCat, Ovis...):
     # [attn; act(proj_mlp)] -> proj_out, so the MLP branch is proj_mlp, keyed like Flux's.
     BlockFamily(
-        "flux-like-single", (), {"single_attn": "attn", "single_mlp": "proj_mlp"}, "diffusers",
+        "flux-like-single",
+        (),
+        {"single_attn": "attn", "single_mlp": "proj_mlp"},
+        "diffusers",
         requires=("attn", "proj_mlp", "act_mlp", "proj_out"),
     ),
 )
 
 
-@dataclass
-class Branch:
-    """One wrapped residual branch: ``module`` is ``block.<attr>`` of the ``block``-th block of its family.
-
-    ``block_path`` is the path of that block (a discovered branch may sit deeper than ``block.<attr>``, as in
-    HiDream's ``double_stream_blocks.0.block.attn1``).
-    """
-
-    path: str
-    key: str
-    block: int
-    family: str
-    module: nn.Module = field(repr=False)
-    block_path: str = ""
-
-
-def _as_family(block_classes: Sequence[type | str] | type | str, components: Iterable[str]) -> BlockFamily:
+def _as_family(block_classes: Sequence[type | str] | type | str, keys: Iterable[str]) -> BlockFamily:
     if isinstance(block_classes, (type, str)):
         block_classes = [block_classes]
     names = []
@@ -126,25 +114,29 @@ def _as_family(block_classes: Sequence[type | str] | type | str, components: Ite
             raise TargetError(f"block_classes must hold nn.Module subclasses or class names, got {cls!r}")
     if not names:
         raise TargetError("block_classes is empty")
-    return BlockFamily("custom", tuple(names), _same(*components))
+    return BlockFamily("custom", tuple(names), _same(*keys))
 
 
 def find_branches(
     model: nn.Module,
-    components: Iterable[str] | None = None,
+    keys: Iterable[str] | None = None,
     block_classes: Sequence[type | str] | type | str | None = None,
+    *,
+    components: Iterable[str] | None = None,
 ) -> list[Branch]:
     """Every cacheable branch in ``model``, block by block in module order.
 
     Table families first (:data:`TARGETS`), then the blocks :func:`smoothcache.discovery.discover` finds
-    structurally in what the table left. Branches discovery finds but must not cache (state, non-tensor output,
-    in-place use) are left out with a logged warning, and named in the error if ``components`` asks for them.
+    structurally in what the table left. Branches discovery finds but must not cache (state, non-tensor
+    output, in-place use) are left out with a logged warning, and named in the error if ``keys`` asks for
+    them.
 
     Args:
         model: the denoiser (e.g. ``pipe.transformer``); a pipeline is refused with the attribute to pass.
-        components: branch keys to keep (``["attn1", "ff"]``); None keeps every branch found.
-        block_classes: user-given block classes (or class names); then ``components`` names the branch
+        keys: branch keys to keep (``["attn1", "ff"]``); None keeps every branch found.
+        block_classes: user-given block classes (or class names); then ``keys`` names the branch
             attributes, and neither the table nor discovery is used.
+        components: the former name of ``keys`` (deprecated).
 
     Example:
         >>> from diffusers import DiTTransformer2DModel
@@ -154,14 +146,15 @@ def find_branches(
         >>> [(b.path, b.key) for b in find_branches(model, ["attn1"])]
         [('transformer_blocks.0.attn1', 'attn1'), ('transformer_blocks.1.attn1', 'attn1')]
     """
+    keys = renamed(keys, components, "components", "keys")
     if not isinstance(model, nn.Module):
         raise NotADenoiserError(not_a_model(model))
-    wanted = None if components is None else list(dict.fromkeys(components))
+    wanted = None if keys is None else list(dict.fromkeys(keys))
     if wanted is not None and not wanted:
-        raise TargetError("components is empty: name at least one branch to wrap")
+        raise TargetError("keys is empty: name at least one branch to wrap")
     if block_classes is not None:
         if wanted is None:
-            raise TargetError("with block_classes, also pass components: the branch attribute names to wrap")
+            raise TargetError("with block_classes, also pass keys: the branch attribute names to wrap")
         families: tuple[BlockFamily, ...] = (_as_family(block_classes, wanted),)
     else:
         families = TARGETS
@@ -182,7 +175,9 @@ def find_branches(
         for j, (key, attr) in enumerate(family.branches.items()):
             sub = getattr(module, attr, None)
             if isinstance(sub, nn.Module):
-                branch = Branch(f"{path}.{attr}" if path else attr, key, index, family.name, sub, path)
+                branch = Branch(
+                    f"{path}.{attr}" if path else attr, key, index, family.name, sub, block_path=path
+                )
                 found.append((order[path], j, branch))
 
     skipped = []
@@ -191,8 +186,8 @@ def find_branches(
         generic = discover(model, claimed, reserved={b.key for _, _, b in found})
         skipped = generic.skipped
         blocks += len(generic.blocks)
-        for j, d in enumerate(generic.branches):
-            found.append((order[d.block_path], j, Branch(d.path, d.key, d.block, d.family, d.module, d.block_path)))
+        for j, branch in enumerate(generic.branches):
+            found.append((order[branch.block_path], j, branch))
     found.sort(key=lambda item: item[:2])
     available = list(dict.fromkeys(b.key for _, _, b in found))
     branches = [b for _, _, b in found if wanted is None or b.key in wanted]
@@ -202,7 +197,7 @@ def find_branches(
         hint = "" if block_classes is not None else " or blocks holding diffusers attention modules"
         raise TargetError(
             f"no transformer blocks found in {type(model).__name__}: smoothcache looks for {known}{hint}. "
-            "Pass block_classes=[YourBlock] and components=['attn', 'mlp'] for other models."
+            "Pass block_classes=[YourBlock] and keys=['attn', 'mlp'] for other models."
         )
     if wanted is not None:
         missing = [c for c in wanted if c not in available]
@@ -215,8 +210,7 @@ def find_branches(
             )
         if missing:
             raise TargetError(
-                f"component(s) {missing} match no branch of {type(model).__name__}; "
-                f"its blocks have: {available}"
+                f"key(s) {missing} match no branch of {type(model).__name__}; its blocks have: {available}"
             )
     if not branches:
         why = f" (left out: {'; '.join(map(str, skipped[:3]))})" if skipped else ""
@@ -224,106 +218,16 @@ def find_branches(
     return branches
 
 
-_TIMESTEP_KWARGS = ("timestep", "timesteps", "t", "sigma")
-
-
-def find_timestep(args: tuple, kwargs: Mapping[str, Any]) -> Any:
-    """The timestep of a denoiser call: a known keyword, else the second positional argument.
-
-    Covers diffusers transformers (``timestep=``) and facebookresearch/DiT's ``forward(x, t, y)``. A tensor
-    of several timesteps (one per sample, or per token as Wan 2.2 TI2V's image-to-video pipeline passes,
-    with 0 for the clean conditioning frame) is reduced to its largest entry: the current noise level.
-    """
-    for name in _TIMESTEP_KWARGS:
-        value = kwargs.get(name)
-        if value is not None:
-            return _highest(value)
-    return _highest(args[1]) if len(args) > 1 else None
-
-
-def _highest(value: Any) -> Any:
-    if isinstance(value, torch.Tensor) and value.numel() > 1 and value.dtype != torch.bool:
-        return value.detach().amax()
-    return value
-
-
-DENOISER_NAME = re.compile(r"^(transformer|unet|denoiser)(_\d+)?$")
-_KIND_ORDER = ("transformer", "denoiser", "unet")
-
-
-def _component_names(pipe: Any) -> list[str]:
-    components = getattr(pipe, "components", None)
-    names = list(components) if isinstance(components, Mapping) else list(getattr(pipe, "__dict__", {}))
-    names = [n for n in names if DENOISER_NAME.match(n)]
-
-    def rank(name: str) -> tuple[int, int]:
-        kind, _, number = name.partition("_")
-        return _KIND_ORDER.index(kind), int(number or 1)
-
-    return sorted(names, key=rank)
-
-
-def denoisers(pipe: Any) -> dict[str, nn.Module]:
-    """The denoisers of ``pipe`` by attribute name: ``{"transformer": ..., "transformer_2": ...}``.
-
-    Args:
-        pipe: a diffusers pipeline (or any object with ``transformer`` / ``unet`` attributes). Components
-            that are None (Wan 2.2's ``transformer_2`` in a one-expert pipeline) are left out.
-
-    Example:
-        >>> from types import SimpleNamespace
-        >>> import torch.nn as nn
-        >>> list(denoisers(SimpleNamespace(transformer=nn.Linear(2, 2), transformer_2=None, vae=nn.Linear(2, 2))))
-        ['transformer']
-    """
-    if isinstance(pipe, nn.Module):
-        raise TypeError(f"{type(pipe).__name__} is a model, not a pipeline: use SmoothCache(model, ...) directly")
-    found = {}
-    for name in _component_names(pipe):
-        module = getattr(pipe, name, None)
-        if isinstance(module, nn.Module):
-            found[name] = module
-    return found
-
-
-def not_a_model(obj: Any) -> str:
-    """The message for a non-module where a denoiser was expected; names the attribute(s) to pass instead."""
-    try:
-        names = list(denoisers(obj))
-    except Exception:  # any odd object: the plain message
-        names = []
-    if not names:
-        return f"expected a torch.nn.Module (the denoiser), got {type(obj).__name__}"
-    attrs = " and ".join(f"pipe.{n}" for n in names)
-    one = "one cache each" if len(names) > 1 else "the model"
-    return (
-        f"expected the denoiser, got the pipeline {type(obj).__name__}: pass {attrs} ({one}), "
-        "or use smoothcache.enable(pipe, ...) to cache every denoiser of the pipeline"
-    )
-
-
-#: Keyword arguments through which a branch call reads and writes a key/value cache: such a call changes state
-#: that a skipped call would not, so the cache always computes it.
-STATEFUL_KWARGS = ("kv_cache", "kv_caches", "layer_cache", "past_key_value", "past_key_values")
-
-
-def is_stateful_call(kwargs: Mapping[str, Any]) -> bool:
-    """True when a branch call carries a key/value cache object (see :data:`STATEFUL_KWARGS`)."""
-    return any(kwargs.get(name) is not None for name in STATEFUL_KWARGS)
-
-
-class NotADenoiserError(TargetError, TypeError):
-    """A pipeline or another object was given where a denoiser module was expected."""
-
-
-def as_denoiser(model: Any) -> nn.Module:
-    """``model`` itself, or the one denoiser of a pipeline; :class:`NotADenoiserError` naming what to pass otherwise."""
-    if isinstance(model, nn.Module):
-        return model
-    try:
-        found = denoisers(model)
-    except Exception:  # any odd object: the plain message below
-        found = {}
-    if len(found) == 1:
-        return next(iter(found.values()))
-    raise NotADenoiserError(not_a_model(model))
+__getattr__ = moved(
+    __name__,
+    {
+        "Branch": "smoothcache.branches:Branch",
+        "TargetError": "smoothcache.errors:TargetError",
+        "NotADenoiserError": "smoothcache.errors:NotADenoiserError",
+        "find_timestep": "smoothcache.steps:find_timestep",
+        "denoisers": "smoothcache.denoisers:denoisers",
+        "as_denoiser": "smoothcache.denoisers:as_denoiser",
+        "not_a_model": "smoothcache.denoisers:not_a_model",
+        "is_stateful_call": "smoothcache.calls:is_stateful_call",
+    },
+)

@@ -46,3 +46,4 @@ def check_dtype(value, name: str) -> torch.dtype | None:
     if value is not None and not (isinstance(value, torch.dtype) and value.is_floating_point):
         raise ValueError(f"{name} must be a floating torch.dtype, got {value!r}")
     return value
+

@@ -10,7 +10,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from conftest import make_tiny_pipe  # noqa: E402
 
-from smoothcache import Calibrator, Schedule, SmoothCache, distributed  # noqa: E402
+from smoothcache import Calibrator, Schedule, SmoothCache  # noqa: E402
+from smoothcache import distributed
 
 out = Path(sys.argv[1])
 seeds = list(range(5))

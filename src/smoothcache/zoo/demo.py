@@ -21,7 +21,7 @@ import torch
 
 from ..cache import SmoothCache
 from ..calibration import Calibrator
-from ..flops import MacReport
+from ..costs import MacReport
 from ..profile import CalibrationProfile
 from ..schedule import Schedule
 
@@ -69,6 +69,10 @@ class DemoModel:
     guidance: float | None = None
     samples: int = 300
     quick_samples: int = 100
+
+    def load(self, what: str) -> Callable:
+        """The function a ``"module:function"`` field names (``"pipeline"``, ``"evaluator"``, ``"fidelity"``...)."""
+        return _load(getattr(self, what))
 
 
 DEMO_MODELS = {

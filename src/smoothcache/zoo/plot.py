@@ -38,7 +38,7 @@ def plot_profile(
     fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), squeeze=False, sharey=True)
     steps = np.arange(profile.num_steps)
     for ax, key in zip(axes[0], keys):
-        mean, std = profile.curves(key)
+        mean, std = profile.mean_errors(key)
         for k in range(1, profile.lookahead + 1):
             valid = ~np.isnan(mean[k - 1])
             t = steps[valid] + k
