@@ -23,7 +23,7 @@ from .denoisers import as_denoiser
 from .deprecation import moved, renamed
 from .errors import ScheduleError, TargetError, warn
 from .flops import MacPolicy
-from .fusion import BlockFusion
+from .fusion import FUSION_MODES, BlockFusion
 from .hooks import BranchHooks, Lifecycle
 from .outputs import check_cacheable
 from .planning import budget_fraction, check_alpha
@@ -53,6 +53,7 @@ class SmoothCachePolicy(BranchPolicy):
         num_steps: the schedule's length, for the end-of-schedule checks.
         fusable: paths of the blocks to skip whole on steps where all their branches skip (None: no fusion).
         schedule: the schedule the rows come from (kept for reports).
+        fusion: ``"runs"`` (runs of blocks skipped as one) or ``"blocks"`` (each block on its own).
     """
 
     #: A schedule-following cache records no calibration.
@@ -66,6 +67,7 @@ class SmoothCachePolicy(BranchPolicy):
         num_steps: int | None = None,
         fusable: set[str] | None = None,
         schedule: Schedule | None = None,
+        fusion: str = "runs",
     ):
         self.rows = list(rows)
         self.schedule = schedule
@@ -74,14 +76,13 @@ class SmoothCachePolicy(BranchPolicy):
             num_steps if num_steps is not None else max(len(r) for r in self.rows if r is not None)
         )
         self.store = KeptOutputs(sources_needed(predictor), check_dtype(cache_dtype, "cache_dtype"))
-        # outputs are kept only while a 0 step is still ahead: none after a row's last 0 (none for all-ones
-        # rows)
-        self._last_zero = [
-            -1 if r is None or 0 not in r else len(r) - 1 - r[::-1].index(0) for r in self.rows
-        ]
+        self._zeros = [() if r is None else tuple(s for s, v in enumerate(r) if v == 0) for r in self.rows]
+        self._keep_until: list[int] = []
         self.counters: list[BranchCounter] = []
         self._warned_shape = False
-        self.fusion = None if fusable is None else BlockFusion(self.rows, predictor, self.store, fusable)
+        self.fusion = (
+            None if fusable is None else BlockFusion(self.rows, predictor, self.store, fusable, fusion)
+        )
         self.wants_blocks = self.fusion is not None
 
     def attach(self, hooks: BranchHooks) -> None:
@@ -89,6 +90,20 @@ class SmoothCachePolicy(BranchPolicy):
         self.counters = [BranchCounter(b.path, b.key, b.block) for b in hooks.branches]
         if self.fusion is not None:
             self.fusion.attach(hooks)
+        self._plan_keeping()
+
+    def _plan_keeping(self) -> None:
+        """Per branch, the last 0 step that fusion does not serve: outputs are kept only until then."""
+        position = {i: j for j, g in enumerate(self.hooks.blocks) for i in g.branches}
+        fusion = self.fusion
+        self._keep_until = [
+            max((z for z in zeros if fusion is None or not fusion.covers(position.get(i, -1), z)), default=-1)
+            for i, zeros in enumerate(self._zeros)
+        ]
+        self._fusion_layout = None if fusion is None else fusion.version
+        for i, until in enumerate(self._keep_until):
+            if until <= self.hooks.step:  # fusion serves every 0 step left: the kept outputs are not needed
+                self.store.drop(("branch", i))
 
     def start(self) -> None:
         self.store.clear()
@@ -96,16 +111,26 @@ class SmoothCachePolicy(BranchPolicy):
             counter.computed = counter.predicted = 0
 
     def stop(self, interrupted: bool) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
         self.store.clear()
+        if self.fusion is not None:
+            self.fusion.clear()
 
     @property
     def stats(self) -> CacheStats:
+        fusion = self.fusion
         return CacheStats(
             self.counters,
             self.store.nbytes,
             self.predictor,
             peak_bytes=self.store.peak_bytes,
             released=not self.hooks.enabled,
+            bytes_by_kind=dict(self.store.bytes_by_kind),
+            fused_blocks=0 if fusion is None else len(fusion.skipped_blocks),
+            runs=0 if fusion is None else len(fusion.runs),
+            refused={} if fusion is None else dict(fusion.refused),
         )
 
     def begin_call(self):
@@ -113,8 +138,7 @@ class SmoothCachePolicy(BranchPolicy):
         if step >= self.num_steps:
             raise ScheduleError(
                 f"denoising step {step} is past the end of the {self.num_steps}-step schedule: the pipeline "
-                "runs "
-                "more steps than the schedule covers; use a schedule made for this step count"
+                "runs more steps than the schedule covers; use a schedule made for this step count"
             )
         return None
 
@@ -123,6 +147,8 @@ class SmoothCachePolicy(BranchPolicy):
         if predicted:
             for i in self.hooks.blocks[position].branches:
                 self.counters[i].predicted += 1
+        if self._fusion_layout != self.fusion.version:  # blocks were refused or fused apart
+            self._plan_keeping()
         return out
 
     def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
@@ -131,7 +157,8 @@ class SmoothCachePolicy(BranchPolicy):
             counter.computed += 1
             return fn(*args, **kwargs)
         shape = input_shape(args, kwargs)
-        kept = self.store.sources(index, slot, shape)
+        owner = ("branch", index)
+        kept = self.store.sources(owner, slot, shape)
         if row[hooks.step] == 0:
             if kept is not None:
                 if not unmodified(kept):
@@ -142,17 +169,17 @@ class SmoothCachePolicy(BranchPolicy):
                     )
                 counter.predicted += 1
                 return predict_kept(self.predictor, kept, hooks.time)
-            if self.store.holds(index, slot):
+            if self.store.holds(owner, slot):
                 self._shape_changed(index)
         out = fn(*args, **kwargs)
         counter.computed += 1
-        if hooks.step < self._last_zero[index]:
+        if hooks.step < self._keep_until[index]:
             check_cacheable(out, hooks.branches[index].path)
-            self.store.add(index, slot, shape, hooks.time, out)
+            self.store.add(owner, slot, shape, hooks.time, out)
         return out
 
     def end_generation(self, steps: int, timesteps: list) -> None:
-        self.store.clear()
+        self._clear()
         if steps < self.num_steps:
             warn(
                 f"the generation ended after {steps} steps but the schedule has {self.num_steps}; "
@@ -231,8 +258,10 @@ class SmoothCache(Lifecycle):
         calls_per_step: denoiser calls per step, for samplers whose timesteps cannot tell steps apart.
         cache_dtype: keep cached outputs in this (lower) precision, cast back on use.
         fuse_blocks: on a step where every branch of a block is skipped, skip the whole block (norms and
-            modulation too) and predict its residual with the same predictor (:mod:`smoothcache.fusion`).
-            Default: on for forecasts, off for ``reuse``, whose branch-level behaviour is the original's.
+            modulation too) and predict its residual with the same predictor (:mod:`smoothcache.fusion`):
+            ``True`` or ``"runs"`` fuses runs of consecutive blocks as one (constant memory in depth),
+            ``"blocks"`` each block on its own, ``False`` never. Default: runs for forecasts, off for
+            ``reuse``, whose branch-level behaviour is the original's.
         lookahead: one-line mode: K of the calibration (default 3).
         calibration_runs: one-line mode: generations to calibrate on (default 1).
         per_block: one-line mode: one schedule per block instead of one per branch type (default False).
@@ -295,8 +324,8 @@ class SmoothCache(Lifecycle):
                     f"{', '.join(stray)} belong to the one-line mode (alpha= or speedup=); a given "
                     "schedule already fixes them"
                 )
-        if fuse_blocks is not None and not isinstance(fuse_blocks, bool):
-            raise TypeError(f"fuse_blocks must be True, False or None, got {fuse_blocks!r}")
+        if fuse_blocks is not None and not isinstance(fuse_blocks, bool) and fuse_blocks not in FUSION_MODES:
+            raise TypeError(f"fuse_blocks must be True, False, None, 'runs' or 'blocks', got {fuse_blocks!r}")
         self.model = as_denoiser(model)
         self.cache_dtype = check_dtype(cache_dtype, "cache_dtype")
         self.fuse_blocks, self._block_classes = fuse_blocks, block_classes
@@ -333,7 +362,7 @@ class SmoothCache(Lifecycle):
         recorder = CalibratorPolicy(
             options["lookahead"], [predictor], type(self.model).__name__, meter=MacPolicy()
         )
-        fuse = self.fuse_blocks if self.fuse_blocks is not None else predictor != "reuse"
+        fuse = self._fusion(predictor) is not None
         return AutoPolicy(
             recorder,
             runs,
@@ -343,12 +372,25 @@ class SmoothCache(Lifecycle):
             wants_blocks=fuse,
         )
 
+    def _fusion(self, predictor: str) -> str | None:
+        """The fusion mode for a schedule of ``predictor`` (None: no fusion)."""
+        fuse = self.fuse_blocks if self.fuse_blocks is not None else predictor != "reuse"
+        if fuse is False:
+            return None
+        return "runs" if fuse is True else fuse
+
     def _cache_policy(self, schedule: Schedule, branches: list[Branch]) -> SmoothCachePolicy:
         rows = [schedule.for_block(b.key, b.block) for b in branches]
-        fuse = self.fuse_blocks if self.fuse_blocks is not None else schedule.predictor != "reuse"
-        fusable = _fusable(self.model, branches, rows, self._block_classes) if fuse else None
+        mode = self._fusion(schedule.predictor)
+        fusable = None if mode is None else _fusable(self.model, branches, rows, self._block_classes)
         return SmoothCachePolicy(
-            rows, schedule.predictor, self.cache_dtype, schedule.num_steps, fusable, schedule=schedule
+            rows,
+            schedule.predictor,
+            self.cache_dtype,
+            schedule.num_steps,
+            fusable,
+            schedule=schedule,
+            fusion=mode or "runs",
         )
 
     def __repr__(self) -> str:

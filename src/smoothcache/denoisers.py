@@ -92,10 +92,10 @@ def as_denoiser(model: Any) -> nn.Module:
 
 
 def calling_pipeline(model: nn.Module) -> Any | None:
-    """The pipeline whose ``__call__`` is running ``model`` now, if any: the first ``__call__`` frame up the stack
-    whose ``self`` has ``model`` among its denoisers and a ``maybe_free_model_hooks`` method (every diffusers
-    pipeline calls it when a generation returns). Only ``__call__`` frames are read (reading a frame's locals
-    keeps a snapshot of them until the frame returns)."""
+    """The pipeline whose ``__call__`` is running ``model`` now, if any: the first ``__call__`` frame up the
+    stack whose ``self`` has ``model`` among its denoisers and a ``maybe_free_model_hooks`` method (every
+    diffusers pipeline calls it when a generation returns). Only ``__call__`` frames are read (reading a
+    frame's locals keeps a snapshot of them until the frame returns)."""
     frame = sys._getframe(1)
     for _ in range(_FRAMES):
         if frame is None:

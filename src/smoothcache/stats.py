@@ -28,23 +28,25 @@ class CacheStats:
 
     ``predicted`` counts the calls served by the schedule's predictor (the cached output, or a forecast),
     whether the branch alone or its whole block was skipped. ``cache_bytes`` is what the cache holds now
-    (0 once the cache is disabled: ``released``), ``peak_bytes`` the most it held at once.
+    (0 once the cache is disabled: ``released``), ``peak_bytes`` the most it held at once;
+    ``bytes_by_kind`` splits the bytes held now between branch outputs (``"branch"``) and the residuals of
+    fused runs of blocks (``"run"``). ``fused_blocks`` counts the blocks skipped whole at least once,
+    ``runs`` the runs of blocks fused as one, and ``refused`` names the blocks fusion left to branch-level
+    skipping, with the reason.
     """
 
-    def __init__(
-        self,
-        counters: list[BranchCounter],
-        cache_bytes: int = 0,
-        predictor: str = "reuse",
-        *,
-        peak_bytes: int = 0,
-        released: bool = False,
-    ):
+    def __init__(self, counters: list[BranchCounter], cache_bytes: int = 0, predictor: str = "reuse", *,
+                 peak_bytes: int = 0, released: bool = False, bytes_by_kind: dict[str, int] | None = None,
+                 fused_blocks: int = 0, runs: int = 0, refused: dict[str, str] | None = None):
         self.counters = {c.path: c for c in counters}
         self.cache_bytes = cache_bytes
         self.peak_bytes = max(peak_bytes, cache_bytes)
         self.predictor = predictor
         self.released = released
+        self.bytes_by_kind = dict(bytes_by_kind or {})
+        self.fused_blocks = fused_blocks
+        self.runs = runs
+        self.refused = dict(refused or {})
 
     @property
     def computed(self) -> int:
@@ -75,6 +77,10 @@ class CacheStats:
             "predicted": self.predicted,
             "cache_bytes": self.cache_bytes,
             "peak_bytes": self.peak_bytes,
+            "bytes_by_kind": dict(self.bytes_by_kind),
+            "fused_blocks": self.fused_blocks,
+            "runs": self.runs,
+            "refused": dict(self.refused),
             "predictor": self.predictor,
             "by_key": self.by_key(),
             "branches": {
@@ -93,6 +99,9 @@ class CacheStats:
             share = 100.0 * row["predicted"] / total if total else 0.0
             lines.append(f"{key:<16}{row['computed']:>10}{row['predicted']:>11}{share:>12.1f}%")
         lines.append(f"predictor: {self.predictor}; cache memory: {self._memory()}")
+        if self.fused_blocks or self.refused:
+            lines.append(f"fused: {self.fused_blocks} blocks skipped whole, in {self.runs} run(s)"
+                         + "".join(f"\n  not fused: {path}: {why}" for path, why in self.refused.items()))
         return "\n".join(lines)
 
     def __repr__(self) -> str:

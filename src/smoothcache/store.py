@@ -36,9 +36,11 @@ class Kept:
 
 
 class KeptOutputs:
-    """The last ``keep`` computed outputs per owner (a branch or a fused block) and slot (CFG call, repeat).
+    """The last ``keep`` computed outputs per owner and slot (CFG call, repeat).
 
-    Outputs are kept per input shape: a call whose input shape differs from the kept outputs' starts over.
+    An owner is a tuple whose first item is its kind (``("branch", 3)``, ``("run", 0)``); bytes are counted
+    per kind. Outputs are kept per input shape: a call whose input shape differs from the kept outputs'
+    starts over.
 
     Args:
         keep: outputs kept per owner and slot (one for ``reuse``, two for ``linear``).
@@ -49,8 +51,13 @@ class KeptOutputs:
         self.keep = keep
         self.dtype = dtype
         self._slots: dict[Hashable, tuple[Any, deque[Kept]]] = {}
-        self.nbytes = 0
+        self.bytes_by_kind: dict[str, int] = {}
         self.peak_bytes = 0
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes held now."""
+        return sum(self.bytes_by_kind.values())
 
     def __len__(self) -> int:
         """The number of outputs held."""
@@ -68,27 +75,40 @@ class KeptOutputs:
         """True if outputs of ``owner`` in ``slot`` are kept (for any input shape)."""
         return (owner, slot) in self._slots
 
-    def add(self, owner: Hashable, slot: Hashable, shape: Any, time: float, out: Any) -> None:
+    def add(self, owner: tuple, slot: Hashable, shape: Any, time: float, out: Any) -> None:
         """Keep ``out`` (computed at ``time`` for inputs of ``shape``), dropping the oldest beyond
         ``keep``."""
         held = self._slots.get((owner, slot))
+        change = 0
         if held is None or held[0] != shape:
             if held is not None:
-                self.nbytes -= sum(k.nbytes for k in held[1])
+                change -= sum(k.nbytes for k in held[1])
             held = (shape, deque(maxlen=self.keep))
             self._slots[(owner, slot)] = held
         kept = held[1]
         if len(kept) == self.keep:
-            self.nbytes -= kept[0].nbytes
+            change -= kept[0].nbytes
         entry = Kept(time, out, self.dtype)
         kept.append(entry)
-        self.nbytes += entry.nbytes
+        kind = owner[0]
+        self.bytes_by_kind[kind] = self.bytes_by_kind.get(kind, 0) + change + entry.nbytes
         self.peak_bytes = max(self.peak_bytes, self.nbytes)
+
+    def drop(self, owner: tuple) -> None:
+        """Drop the outputs kept for ``owner`` (every slot)."""
+        for key in [k for k in self._slots if k[0] == owner]:
+            _, kept = self._slots.pop(key)
+            self.bytes_by_kind[owner[0]] -= sum(e.nbytes for e in kept)
+
+    def keep_only(self, kind: str, owners: set) -> None:
+        """Drop the outputs kept for owners of ``kind`` that are not in ``owners``."""
+        for owner in {k[0] for k in self._slots if k[0][0] == kind and k[0] not in owners}:
+            self.drop(owner)
 
     def clear(self) -> None:
         """Drop every kept output (the peak is remembered)."""
         self._slots.clear()
-        self.nbytes = 0
+        self.bytes_by_kind.clear()
 
 
 def unmodified(kept: deque[Kept]) -> bool:
