@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
+from pathlib import Path
 from typing import Iterable
 
 import torch
 
-__all__ = ["check_choice", "check_dtype", "check_fraction", "check_int", "check_number"]
+__all__ = ["check_choice", "check_dtype", "check_file", "check_fraction", "check_int",
+           "check_number"]
 
 
 def check_int(value, name: str, minimum: int = 1, error: type[Exception] = ValueError) -> int:
@@ -31,6 +35,26 @@ def check_fraction(value, name: str, error: type[Exception] = ValueError) -> flo
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise error(f"{name} must be in (0, 1], got {value!r}")
     return float(value)
+
+
+def check_file(path, what: str, error: type[Exception] = ValueError) -> Path:
+    """``path`` as a Path, after checking that it names an existing regular file (not a folder, a pipe...)."""
+    try:
+        path = Path(os.fspath(path))
+        mode = path.stat().st_mode
+    except TypeError:
+        raise error(f"the {what} must be given as a path, got {type(path).__name__}") from None
+    except ValueError as err:  # an embedded NUL byte, a name the file system cannot encode
+        raise error(f"cannot read {what} {str(path)!r}: not a usable path ({err})") from None
+    except OSError as err:
+        if isinstance(err, FileNotFoundError):
+            raise error(f"cannot read {what} {path}: it does not exist") from None
+        raise error(f"cannot read {what} {path}: {err.strerror or err}") from None
+    if stat.S_ISDIR(mode):
+        raise error(f"cannot read {what} {path}: it is a folder, not a file")
+    if not stat.S_ISREG(mode):
+        raise error(f"cannot read {what} {path}: it is not a regular file")
+    return path
 
 
 def check_choice(value, name: str, choices: Iterable[str], error: type[Exception] = ValueError) -> str:
