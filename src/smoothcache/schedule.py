@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 from .errors import ScheduleError
 from .planning import plan_for_budget, plan_from_profile
 from .predictors import PREDICTORS
-from .validate import check_choice, check_file, check_int
+from .validate import check_alpha, check_choice, check_file, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from .profile import CalibrationProfile
@@ -278,6 +278,7 @@ class Schedule:
         calibration's resamples the tables to that step count; ``predictor="linear"`` scans the forecast's
         own errors and returns a forecast schedule.
         """
+        alpha = check_alpha(alpha, error=ScheduleError)
         entries, metadata = plan_from_profile(profile, alpha, lookahead=lookahead, per_block=per_block,
                                               num_steps=num_steps, predictor=predictor)
         return cls(entries, metadata, predictor=predictor)

@@ -10,7 +10,7 @@ from typing import Iterable
 
 import torch
 
-__all__ = ["check_choice", "check_dtype", "check_file", "check_fraction", "check_int",
+__all__ = ["check_alpha", "check_choice", "check_dtype", "check_file", "check_fraction", "check_int",
            "check_number"]
 
 
@@ -24,10 +24,20 @@ def check_int(value, name: str, minimum: int = 1, error: type[Exception] = Value
 def check_number(value, name: str, minimum: float = 0.0, finite: bool = True,
                  error: type[Exception] = ValueError) -> float:
     """A real number (not a bool) of at least ``minimum``; finite unless ``finite=False``."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= minimum
-            or (finite and not math.isfinite(value))):
-        raise error(f"{name} must be a {'finite ' if finite else ''}number >= {minimum:g}, got {value!r}")
+    real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not real or _too_large(value) or not value >= minimum or (finite and not math.isfinite(value)):
+        shown = repr(value) if len(repr(value)) < 40 else f"{repr(value)[:20]}... ({len(repr(value))} digits)"
+        raise error(f"{name} must be a {'finite ' if finite else ''}number >= {minimum:g}, got {shown}")
     return float(value)
+
+
+def _too_large(value: int | float) -> bool:
+    """An integer beyond the range of a float (10**400), which math and float() refuse with OverflowError."""
+    try:
+        float(value)
+    except OverflowError:
+        return True
+    return False
 
 
 def check_fraction(value, name: str, error: type[Exception] = ValueError) -> float:
@@ -35,6 +45,19 @@ def check_fraction(value, name: str, error: type[Exception] = ValueError) -> flo
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
         raise error(f"{name} must be in (0, 1], got {value!r}")
     return float(value)
+
+
+def check_alpha(value, name: str = "alpha", error: type[Exception] = ValueError) -> float:
+    """The greedy scan's threshold: a relative L1 error, so a number in [0, 1] (0.08 in the paper).
+
+    A value above 1 is almost always a percentage typed as a fraction (``8`` for ``0.08``), which would plan
+    the most aggressive schedule there is without a word; it is refused with the likely intent.
+    """
+    value = check_number(value, name, error=error)
+    if value > 1:
+        hint = f"; did you mean {value / 100:g}?" if value <= 100 else ""
+        raise error(f"{name} is a relative error threshold (a fraction such as 0.08), got {value:g}{hint}")
+    return value
 
 
 def check_file(path, what: str, error: type[Exception] = ValueError) -> Path:
