@@ -2,18 +2,25 @@
 
 ``make test`` runs :data:`EXAMPLES` examples per property (default 60); for a long run set
 ``SMOOTHCACHE_FUZZ_EXAMPLES`` (e.g. ``SMOOTHCACHE_FUZZ_EXAMPLES=3000 pytest tests/test_fuzz_*.py``).
-Hypothesis keeps no example database (``database=None``), so nothing is written into the clone; a failure
-prints the falsifying example and the ``@reproduce_failure`` line instead.
+Hypothesis keeps no example database (``database=None``) and its caches go to the system's temporary folder,
+so nothing is written into the clone; a failure prints the falsifying example instead.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 import tracemalloc
 from contextlib import contextmanager
+from pathlib import Path
 
 from hypothesis import HealthCheck, settings
+from hypothesis.configuration import set_hypothesis_home_dir
+
+# Hypothesis caches unicode tables and constants in ./.hypothesis even without a database: not in the clone.
+set_hypothesis_home_dir(os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY")
+                        or Path(tempfile.gettempdir()) / "smoothcache-hypothesis")
 
 EXAMPLES = int(os.environ.get("SMOOTHCACHE_FUZZ_EXAMPLES", "60"))
 #: Wall-clock limit of one example; generous because the test machine is shared (the target is ~1 s).

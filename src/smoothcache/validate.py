@@ -31,7 +31,7 @@ def check_number(value, name: str, minimum: float = 0.0, finite: bool = True,
     return float(value)
 
 
-def _too_large(value: int | float) -> bool:
+def _too_large(value: float) -> bool:
     """An integer beyond the range of a float (10**400), which math and float() refuse with OverflowError."""
     try:
         float(value)
