@@ -19,8 +19,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 
 # Hypothesis caches unicode tables and constants in ./.hypothesis even without a database: not in the clone.
-set_hypothesis_home_dir(os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY")
-                        or Path(tempfile.gettempdir()) / "smoothcache-hypothesis")
+set_hypothesis_home_dir(
+    os.environ.get("HYPOTHESIS_STORAGE_DIRECTORY") or Path(tempfile.gettempdir()) / "smoothcache-hypothesis"
+)
 
 EXAMPLES = int(os.environ.get("SMOOTHCACHE_FUZZ_EXAMPLES", "60"))
 #: Wall-clock limit of one example; generous because the test machine is shared (the target is ~1 s).

@@ -1,6 +1,7 @@
 """Property-based tests of the command line's arguments: ``smoothcache calibrate / schedule / plot / demo``
 with bad numbers, missing files and files of the wrong kind exit with code 2 and a message naming the option
-or the file, never a traceback, and before anything slow starts (no calibration, training or plotting runs)."""
+or the file, never a traceback, and before anything slow starts (no calibration, training or plotting
+runs)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,42 @@ from smoothcache.cli import main
 from smoothcache.profile import BranchErrors
 
 K, T = 3, 10
-NUMBERS = st.sampled_from(["0", "1", "2", "3", "-1", "8", "0.08", "0.5", "1.5", "100", "1e999", "-1e999", "nan",
-                           "inf", "-inf", "abc", "", "1_0", " 3 ", "10000", "10001", "99999999999999999999",
-                           "1.0", "1e-9"]) | st.integers(-5, 20).map(str) | st.floats(-2, 20).map(repr)
+NUMBERS = (
+    st.sampled_from(
+        [
+            "0",
+            "1",
+            "2",
+            "3",
+            "-1",
+            "8",
+            "0.08",
+            "0.5",
+            "1.5",
+            "100",
+            "1e999",
+            "-1e999",
+            "nan",
+            "inf",
+            "-inf",
+            "abc",
+            "",
+            "1_0",
+            " 3 ",
+            "10000",
+            "10001",
+            "99999999999999999999",
+            "1.0",
+            "1e-9",
+        ]
+    )
+    | st.integers(-5, 20).map(str)
+    | st.floats(-2, 20).map(repr)
+)
 
 
 def run(argv: list[str]) -> tuple[int, str, str]:
-    """The exit code, stdout and stderr of ``smoothcache ARGV`` (argparse's own errors exit via SystemExit)."""
+    """Exit code, stdout and stderr of ``smoothcache ARGV`` (argparse's own errors exit via SystemExit)."""
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:
@@ -79,10 +109,18 @@ def profile_path(folder) -> Path:
 @pytest.fixture(scope="module")
 def files(folder, profile_path) -> dict[str, Path]:
     """One file of each kind a user might pass by mistake."""
-    kinds = {"profile": profile_path, "missing": folder / "missing.safetensors", "folder": folder / "a-folder"}
+    kinds = {
+        "profile": profile_path,
+        "missing": folder / "missing.safetensors",
+        "folder": folder / "a-folder",
+    }
     kinds["folder"].mkdir(exist_ok=True)
-    for name, content in (("schedule", json.dumps({"attn1": [1, 0, 1]}).encode()), ("empty", b""),
-                          ("png", b"\x89PNG\r\n\x1a\n" + bytes(40)), ("garbage", bytes(range(256)))):
+    for name, content in (
+        ("schedule", json.dumps({"attn1": [1, 0, 1]}).encode()),
+        ("empty", b""),
+        ("png", b"\x89PNG\r\n\x1a\n" + bytes(40)),
+        ("garbage", bytes(range(256))),
+    ):
         kinds[name] = folder / f"{name}.safetensors"
         kinds[name].write_bytes(content)
     return kinds
@@ -111,10 +149,14 @@ def test_calibrate_checks_its_arguments_before_loading_anything(folder, imported
     argv += [f"--{name}={value}" for name, value in values.items()]
     code, _, stderr = run(argv)
     steps, runs = values.get("steps", "50"), values.get("runs", "1")
-    valid = {"--steps": number(steps, int, 2, 10_000), "--runs": number(runs, int, 1),
-             "--lookahead": number(values.get("lookahead", "3"), int, 1),
-             "--seed": number(values.get("seed", "0"), int, 0, 2**64 - (int(runs) if number(runs, int, 1) else 1)),
-             "--guidance": number(values.get("guidance", "4"), float, -math.inf), "--out": not out_is_folder}
+    valid = {
+        "--steps": number(steps, int, 2, 10_000),
+        "--runs": number(runs, int, 1),
+        "--lookahead": number(values.get("lookahead", "3"), int, 1),
+        "--seed": number(values.get("seed", "0"), int, 0, 2**64 - (int(runs) if number(runs, int, 1) else 1)),
+        "--guidance": number(values.get("guidance", "4"), float, -math.inf),
+        "--out": not out_is_folder,
+    }
     invalid = [option for option, ok in valid.items() if not ok]
     if invalid:
         check_invalid(code, stderr, invalid)
@@ -123,8 +165,11 @@ def test_calibrate_checks_its_arguments_before_loading_anything(folder, imported
 
 
 @fuzz()
-@given(values=options(alpha=1, speedup=1, compute_fraction=1, steps=1, lookahead=1),
-       predictor=st.sampled_from([None, "reuse", "linear"]), per_block=st.booleans())
+@given(
+    values=options(alpha=1, speedup=1, compute_fraction=1, steps=1, lookahead=1),
+    predictor=st.sampled_from([None, "reuse", "linear"]),
+    per_block=st.booleans(),
+)
 @example(values={"alpha": "8"}, predictor=None, per_block=False)
 @example(values={"alpha": "0.08"}, predictor=None, per_block=False)
 def test_schedule_checks_its_arguments(folder, profile_path, values, predictor, per_block):
@@ -134,12 +179,14 @@ def test_schedule_checks_its_arguments(folder, profile_path, values, predictor, 
     argv += [f"--{name.replace('_', '-')}={value}" for name, value in values.items()]
     argv += (["--predictor", predictor] if predictor else []) + (["--per-block"] if per_block else [])
     code, _, stderr = run(argv)
-    valid = {"--alpha": number(values.get("alpha", "0"), float, 0, 1),
-             "--speedup": number(values.get("speedup", "1"), float, 1),
-             "--compute-fraction": number(values.get("compute_fraction", "1"), float, 0, 1)
-             and float(values.get("compute_fraction", "1")) > 0,
-             "--steps": number(values.get("steps", "10"), int, 2, 10_000),
-             "--lookahead": number(values.get("lookahead", "1"), int, 1)}
+    valid = {
+        "--alpha": number(values.get("alpha", "0"), float, 0, 1),
+        "--speedup": number(values.get("speedup", "1"), float, 1),
+        "--compute-fraction": number(values.get("compute_fraction", "1"), float, 0, 1)
+        and float(values.get("compute_fraction", "1")) > 0,
+        "--steps": number(values.get("steps", "10"), int, 2, 10_000),
+        "--lookahead": number(values.get("lookahead", "1"), int, 1),
+    }
     invalid = [option for option, ok in valid.items() if not ok]
     budgets = [name for name in ("alpha", "speedup", "compute_fraction") if name in values]
     if invalid:
@@ -155,8 +202,10 @@ def test_schedule_checks_its_arguments(folder, profile_path, values, predictor, 
 
 
 @fuzz()
-@given(kind=st.sampled_from(["profile", "schedule", "missing", "folder", "empty", "png", "garbage"]),
-       command=st.sampled_from(["schedule", "plot"]))
+@given(
+    kind=st.sampled_from(["profile", "schedule", "missing", "folder", "empty", "png", "garbage"]),
+    command=st.sampled_from(["schedule", "plot"]),
+)
 def test_wrong_kinds_of_file_name_the_file(files, folder, kind, command, monkeypatch_plot):
     path = files[kind]
     out = folder / ("s.json" if command == "schedule" else "p.png")
@@ -183,8 +232,10 @@ def monkeypatch_plot():
 @given(values=options(alpha=1))
 @example(values={"alpha": "8"})
 def test_plot_checks_its_threshold(profile_path, folder, values, monkeypatch_plot):
-    code, out, stderr = run(["plot", str(profile_path), "--out", str(folder / "p.png")]
-                            + [f"--alpha={value}" for value in values.values()])
+    code, out, stderr = run(
+        ["plot", str(profile_path), "--out", str(folder / "p.png")]
+        + [f"--alpha={value}" for value in values.values()]
+    )
     if "alpha" in values and not number(values["alpha"], float, 0, 1):
         check_invalid(code, stderr, ["--alpha"])
     else:
@@ -203,7 +254,10 @@ def demo_calls():
 
 
 @fuzz()
-@given(values=options(alpha=1, speedup=1, samples=1, steps=1), out_kind=st.sampled_from(["new", "folder", "file"]))
+@given(
+    values=options(alpha=1, speedup=1, samples=1, steps=1),
+    out_kind=st.sampled_from(["new", "folder", "file"]),
+)
 @example(values={"alpha": "8"}, out_kind="new")
 @example(values={"steps": "0"}, out_kind="new")
 def test_demo_checks_its_arguments_before_running(folder, demo_calls, values, out_kind):
@@ -211,12 +265,16 @@ def test_demo_checks_its_arguments_before_running(folder, demo_calls, values, ou
     (folder / "a-folder").mkdir(exist_ok=True)
     (folder / "a-file").write_text("x")
     demo_calls.clear()
-    code, _, stderr = run(["demo", "--json", "--out", str(out)]
-                          + [f"--{name}={value}" for name, value in values.items()])
-    valid = {"--alpha": number(values.get("alpha", "0.1"), float, 0, 1),
-             "--speedup": number(values.get("speedup", "2"), float, 1),
-             "--samples": number(values.get("samples", "1"), int, 1),
-             "--steps": number(values.get("steps", "10"), int, 2, 10_000), "--out": out_kind != "file"}
+    code, _, stderr = run(
+        ["demo", "--json", "--out", str(out)] + [f"--{name}={value}" for name, value in values.items()]
+    )
+    valid = {
+        "--alpha": number(values.get("alpha", "0.1"), float, 0, 1),
+        "--speedup": number(values.get("speedup", "2"), float, 1),
+        "--samples": number(values.get("samples", "1"), int, 1),
+        "--steps": number(values.get("steps", "10"), int, 2, 10_000),
+        "--out": out_kind != "file",
+    }
     invalid = [option for option, ok in valid.items() if not ok]
     if invalid:
         check_invalid(code, stderr, invalid)
@@ -244,8 +302,12 @@ def test_a_percentage_given_as_alpha_is_refused_alike_by_the_api_and_the_cli(fol
 
 
 @fuzz()
-@given(alpha=st.floats(allow_nan=True, allow_infinity=True) | st.integers(-10, 10**30) | st.booleans()
-       | st.just(10**400))
+@given(
+    alpha=st.floats(allow_nan=True, allow_infinity=True)
+    | st.integers(-10, 10**30)
+    | st.booleans()
+    | st.just(10**400)
+)
 @example(alpha=10**400)
 def test_from_profile_takes_thresholds_in_0_1(profile_path, alpha):
     profile = CalibrationProfile.load(profile_path)

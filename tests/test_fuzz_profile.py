@@ -24,8 +24,30 @@ JSON = st.recursive(
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
     max_leaves=10,
 )
-SPECIAL = st.sampled_from([0, -1, 1, 2, True, False, None, 1.0, 2.5, float("nan"), float("inf"), 10**30,
-                           10**400, -(10**20), "2", "", [], {}, [1], {"a": 1}])
+SPECIAL = st.sampled_from(
+    [
+        0,
+        -1,
+        1,
+        2,
+        True,
+        False,
+        None,
+        1.0,
+        2.5,
+        float("nan"),
+        float("inf"),
+        10**30,
+        10**400,
+        -(10**20),
+        "2",
+        "",
+        [],
+        {},
+        [1],
+        {"a": 1},
+    ]
+)
 
 
 @st.composite
@@ -71,7 +93,10 @@ def check_profile(profile: CalibrationProfile, folder: Path) -> None:
     if profile.timesteps is not None:
         ts = profile.timesteps
         assert ts.dtype == np.float64 and ts.shape == (t,) and (np.isfinite(ts).all() or np.isnan(ts).all())
-    for plan in (lambda: Schedule.from_profile(profile, 0.1), lambda: Schedule.for_budget(profile, speedup=1.5)):
+    for plan in (
+        lambda: Schedule.from_profile(profile, 0.1),
+        lambda: Schedule.for_budget(profile, speedup=1.5),
+    ):
         try:
             schedule = plan()
         except (ScheduleError, ProfileError) as err:
@@ -96,7 +121,7 @@ def load(path: Path, folder: Path) -> CalibrationProfile | None:
 def split(raw: bytes) -> tuple[dict, bytes]:
     """A safetensors file's JSON header and data."""
     size = struct.unpack("<Q", raw[:8])[0]
-    return json.loads(raw[8:8 + size]), raw[8 + size:]
+    return json.loads(raw[8 : 8 + size]), raw[8 + size :]
 
 
 def join(header: dict, data: bytes, size: int | None = None) -> bytes:
@@ -138,8 +163,11 @@ def test_truncated_profiles_raise_a_profile_error(folder, profile, cut):
 
 
 @fuzz()
-@given(profile=profiles(), flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), min_size=1, max_size=6),
-       in_header=st.booleans())
+@given(
+    profile=profiles(),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), min_size=1, max_size=6),
+    in_header=st.booleans(),
+)
 def test_flipped_bytes_load_or_raise_a_profile_error(folder, profile, flips, in_header):
     raw = bytearray(profile.save(folder / "whole.safetensors").read_bytes())
     end = 8 + struct.unpack("<Q", bytes(raw[:8]))[0] if in_header else len(raw)
@@ -151,15 +179,24 @@ def test_flipped_bytes_load_or_raise_a_profile_error(folder, profile, flips, in_
 
 
 @fuzz()
-@given(profile=profiles(), field=st.sampled_from(["dtype", "shape", "data_offsets", "size", "drop"]),
-       which=st.integers(0, 100),
-       dtype=st.sampled_from(["F16", "F32", "BF16", "I64", "I32", "U8", "BOOL", "C64", "F8_E4M3", "X"]),
-       number=st.sampled_from([0, 1, 7, 2**31, 2**32 + 1, 2**62, 2**63, 2**64 - 1, 2**64, -1, -(2**63)])
-       | st.integers(0, 2**64))
-@example(profile=CalibrationProfile(1, 1, {"a.attn1": BranchErrors.empty("attn1", 0, 1, 1)}),
-         field="shape", which=0, dtype="F64", number=2**61)
-def test_lying_safetensors_headers_raise_a_profile_error_in_bounded_memory(folder, profile, field, which, dtype,
-                                                                          number):
+@given(
+    profile=profiles(),
+    field=st.sampled_from(["dtype", "shape", "data_offsets", "size", "drop"]),
+    which=st.integers(0, 100),
+    dtype=st.sampled_from(["F16", "F32", "BF16", "I64", "I32", "U8", "BOOL", "C64", "F8_E4M3", "X"]),
+    number=st.sampled_from([0, 1, 7, 2**31, 2**32 + 1, 2**62, 2**63, 2**64 - 1, 2**64, -1, -(2**63)])
+    | st.integers(0, 2**64),
+)
+@example(
+    profile=CalibrationProfile(1, 1, {"a.attn1": BranchErrors.empty("attn1", 0, 1, 1)}),
+    field="shape",
+    which=0,
+    dtype="F64",
+    number=2**61,
+)
+def test_lying_safetensors_headers_raise_a_profile_error_in_bounded_memory(
+    folder, profile, field, which, dtype, number
+):
     header, data = split(profile.save(folder / "whole.safetensors").read_bytes())
     name = sorted(k for k in header if k != "__metadata__")[which % (len(header) - 1)]
     size = None
@@ -180,9 +217,28 @@ def test_lying_safetensors_headers_raise_a_profile_error_in_bounded_memory(folde
 
 
 @fuzz()
-@given(profile=profiles(), which=st.integers(0, 100),
-       change=st.sampled_from(["int64", "int32", "float16", "float32", "bool", "complex64", "uint8", "shape",
-                               "scalar", "nan", "inf", "negative", "drop", "extra"]))
+@given(
+    profile=profiles(),
+    which=st.integers(0, 100),
+    change=st.sampled_from(
+        [
+            "int64",
+            "int32",
+            "float16",
+            "float32",
+            "bool",
+            "complex64",
+            "uint8",
+            "shape",
+            "scalar",
+            "nan",
+            "inf",
+            "negative",
+            "drop",
+            "extra",
+        ]
+    ),
+)
 def test_wrong_arrays_load_or_raise_a_profile_error(folder, profile, which, change):
     arrays, header = arrays_and_header(profile, folder)
     name = sorted(arrays)[which % len(arrays)]
@@ -205,15 +261,35 @@ def test_wrong_arrays_load_or_raise_a_profile_error(folder, profile, which, chan
     save_file(arrays, str(path), metadata={"smoothcache": json.dumps(header)})
     loaded = load(path, folder)
     if change in ("shape", "scalar", "inf", "int64", "int32", "bool", "complex64", "uint8") or (
-            change in ("drop", "negative") and name != "timesteps"):
+        change in ("drop", "negative") and name != "timesteps"
+    ):
         assert loaded is None, f"{change} {name} was accepted"
 
 
 @fuzz()
-@given(profile=profiles(),
-       field=st.sampled_from(["format", "version", "lookahead", "num_steps", "runs", "model", "macs", "branches",
-                              "predictors", "branch.key", "branch.block", "branch.id", "branch", "macs.total"]),
-       value=SPECIAL | JSON, drop=st.booleans())
+@given(
+    profile=profiles(),
+    field=st.sampled_from(
+        [
+            "format",
+            "version",
+            "lookahead",
+            "num_steps",
+            "runs",
+            "model",
+            "macs",
+            "branches",
+            "predictors",
+            "branch.key",
+            "branch.block",
+            "branch.id",
+            "branch",
+            "macs.total",
+        ]
+    ),
+    value=SPECIAL | JSON,
+    drop=st.booleans(),
+)
 def test_broken_smoothcache_headers_load_or_raise_a_profile_error(folder, profile, field, value, drop):
     arrays, header = arrays_and_header(profile, folder)
     if field.startswith("branch."):
@@ -234,10 +310,23 @@ def test_broken_smoothcache_headers_load_or_raise_a_profile_error(folder, profil
 
 
 @fuzz()
-@given(profile=profiles(), text=st.sampled_from(["", "{", "[]", "null", '"x"', "[" * 100_000, "1" * 5000,
-                                                 '{"format": "smoothcache-profile", "version": ' + "9" * 5000 + "}",
-                                                 '{"format": "smoothcache-profile", "version": 3}'])
-       | st.text(max_size=40))
+@given(
+    profile=profiles(),
+    text=st.sampled_from(
+        [
+            "",
+            "{",
+            "[]",
+            "null",
+            '"x"',
+            "[" * 100_000,
+            "1" * 5000,
+            '{"format": "smoothcache-profile", "version": ' + "9" * 5000 + "}",
+            '{"format": "smoothcache-profile", "version": 3}',
+        ]
+    )
+    | st.text(max_size=40),
+)
 def test_unparsable_smoothcache_headers_raise_a_profile_error(folder, profile, text):
     arrays, _ = arrays_and_header(profile, folder)
     path = folder / "text.safetensors"
@@ -283,8 +372,12 @@ def test_a_schedule_given_as_a_profile_says_so(folder):
 def test_paths_that_are_not_files_raise_a_profile_error(folder, kind):
     import os
 
-    path = {"folder": folder, "missing": folder / "missing.safetensors", "nul": f"{folder}/a\0b",
-            "fifo": folder / "fifo"}[kind]
+    path = {
+        "folder": folder,
+        "missing": folder / "missing.safetensors",
+        "nul": f"{folder}/a\0b",
+        "fifo": folder / "fifo",
+    }[kind]
     if kind == "fifo":
         if not hasattr(os, "mkfifo"):
             pytest.skip("no named pipes here")

@@ -29,39 +29,81 @@ JSON = st.recursive(
     max_leaves=12,
 )
 KEYS = st.one_of(
-    st.sampled_from(["attn1", "ff", "attn1-3", "attn-0", "mlp-27", "norm1.x", "_b-1", "attn1-03", "attn1-+3",
-                     "attn1\n", "attn-\u0663", "\u00e9t\u00e9", "", "-", "1attn", "attn-", "attn-" + "9" * 30,
-                     "attn-" + "1" * 5000, "attn1 ", "att\x00n"]),
+    st.sampled_from(
+        [
+            "attn1",
+            "ff",
+            "attn1-3",
+            "attn-0",
+            "mlp-27",
+            "norm1.x",
+            "_b-1",
+            "attn1-03",
+            "attn1-+3",
+            "attn1\n",
+            "attn-\u0663",
+            "\u00e9t\u00e9",
+            "",
+            "-",
+            "1attn",
+            "attn-",
+            "attn-" + "9" * 30,
+            "attn-" + "1" * 5000,
+            "attn1 ",
+            "att\x00n",
+        ]
+    ),
     st.from_regex(r"[A-Za-z_][A-Za-z0-9_.]{0,6}(-[0-9]{1,3})?", fullmatch=True),
     st.text(max_size=10),
 )
-PREDICTOR_VALUES = st.sampled_from(["reuse", "linear", "LINEAR", "quadratic", "", None, 0, 1, True, [], {},
-                                    ["linear"], 1.5])
-ENCODINGS = ["utf-8", "utf-8-sig", "utf-16", "utf-16-le", "utf-16-be", "utf-32", "latin-1", "cp1252",
-             "shift_jis"]
+PREDICTOR_VALUES = st.sampled_from(
+    ["reuse", "linear", "LINEAR", "quadratic", "", None, 0, 1, True, [], {}, ["linear"], 1.5]
+)
+ENCODINGS = [
+    "utf-8",
+    "utf-8-sig",
+    "utf-16",
+    "utf-16-le",
+    "utf-16-be",
+    "utf-32",
+    "latin-1",
+    "cp1252",
+    "shift_jis",
+]
 
 
 def row(length: int):
     """A valid 0/1 row of ``length`` entries (first entry 1)."""
     return st.lists(st.sampled_from([0, 1]), min_size=length, max_size=length).map(
-        lambda r: [1] + r[1:] if r else r)
+        lambda r: [1] + r[1:] if r else r
+    )
 
 
 @st.composite
 def schedule_data(draw) -> dict:
-    """A JSON object shaped like a schedule: mostly valid, with bad keys, values, lengths and predictors mixed in."""
+    """A JSON object shaped like a schedule: mostly valid, with bad keys, values, lengths and predictors."""
     steps = draw(st.integers(0, 40) | st.sampled_from([1, 2, 1000]))
-    values = row(steps) | st.lists(st.sampled_from([0, 1]), max_size=8) | row(steps + 1) | JSON | st.lists(
-        st.sampled_from([0, 1, 1.0, True, False, 2, -1, None, "1", [1], 10**30]), min_size=1, max_size=6)
-    entries = draw(st.dictionaries(KEYS, st.one_of(row(steps), values) if draw(st.booleans()) else row(steps),
-                                   max_size=5))
+    values = (
+        row(steps)
+        | st.lists(st.sampled_from([0, 1]), max_size=8)
+        | row(steps + 1)
+        | JSON
+        | st.lists(
+            st.sampled_from([0, 1, 1.0, True, False, 2, -1, None, "1", [1], 10**30]), min_size=1, max_size=6
+        )
+    )
+    entries = draw(
+        st.dictionaries(
+            KEYS, st.one_of(row(steps), values) if draw(st.booleans()) else row(steps), max_size=5
+        )
+    )
     if draw(st.integers(0, 3)) == 0:
         entries["predictor"] = draw(PREDICTOR_VALUES)
     return entries
 
 
 def expected(data) -> tuple[dict, str] | None:
-    """What a correct loader returns for this JSON content: (entries, predictor), or None if it must refuse."""
+    """What a correct loader returns for this JSON content: (entries, predictor), or None to refuse."""
     if not isinstance(data, dict):
         return None
     data = dict(data)
@@ -115,13 +157,19 @@ def folder(tmp_path_factory) -> Path:
 
 
 @fuzz()
-@given(data=schedule_data(), encoding=st.sampled_from(ENCODINGS), ascii_only=st.booleans(),
-       indent=st.sampled_from([None, 0, 4]))
+@given(
+    data=schedule_data(),
+    encoding=st.sampled_from(ENCODINGS),
+    ascii_only=st.booleans(),
+    indent=st.sampled_from([None, 0, 4]),
+)
 def test_schedule_json_in_any_encoding_loads_exactly_when_valid(folder, data, encoding, ascii_only, indent):
     text = json.dumps(data, ensure_ascii=ascii_only, indent=indent)
-    # Shift JIS writes '\u00a5' and '\u203e' as the ASCII bytes of '\\' and '~': read as UTF-8, another JSON text
+    # Shift JIS writes '\u00a5' and '\u203e' as the ASCII bytes of '\\' and '~': read as UTF-8, other JSON
     assume(encoding != "shift_jis" or not {"\u00a5", "\u203e"} & set(text))
-    raw = text.encode(encoding, errors="replace")  # '?' for what the encoding lacks: non-ASCII is invalid anyway
+    raw = text.encode(
+        encoding, errors="replace"
+    )  # '?' for what the encoding lacks: non-ASCII is invalid anyway
     path = folder / "schedule.json"
     path.write_bytes(raw)
     loaded, wanted = load(path), expected(data)
@@ -133,16 +181,20 @@ def test_schedule_json_in_any_encoding_loads_exactly_when_valid(folder, data, en
 
 
 @fuzz()
-@given(data=schedule_data(), encoding=st.sampled_from(ENCODINGS), cut=st.floats(0, 1),
-       flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=4),
-       insert=st.binary(max_size=4))
+@given(
+    data=schedule_data(),
+    encoding=st.sampled_from(ENCODINGS),
+    cut=st.floats(0, 1),
+    flips=st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), max_size=4),
+    insert=st.binary(max_size=4),
+)
 @example(data={"attn1": [1, 0]}, encoding="latin-1", cut=1.0, flips=[(0.5, 0x80)], insert=b"\xe9")
 def test_mutated_schedule_files_load_or_raise_a_schedule_error(folder, data, encoding, cut, flips, insert):
     raw = bytearray(json.dumps(data).encode(encoding, errors="replace"))
     for where, mask in flips:
         if raw:
             raw[int(where * (len(raw) - 1))] ^= mask
-    raw = raw[: int(cut * len(raw))] + insert + raw[int(cut * len(raw)):]
+    raw = raw[: int(cut * len(raw))] + insert + raw[int(cut * len(raw)) :]
     path = folder / "mutated.json"
     path.write_bytes(bytes(raw))
     load(path)
@@ -192,12 +244,21 @@ def test_a_very_long_schedule_loads_quickly(folder):
 
 
 @fuzz()
-@given(entries=st.dictionaries(KEYS | st.integers() | st.none() | st.tuples(st.text(max_size=3)),
-                               st.one_of(row(3), JSON, st.tuples(st.sampled_from([0, 1])),
-                                         st.sampled_from([range(1, 2), b"\x01", bytearray(b"\x01\x00"),
-                                                          np.array([1, 0]), (1, 0), "10", {1: 1}])),
-                               max_size=4),
-       predictor=st.none() | PREDICTOR_VALUES)
+@given(
+    entries=st.dictionaries(
+        KEYS | st.integers() | st.none() | st.tuples(st.text(max_size=3)),
+        st.one_of(
+            row(3),
+            JSON,
+            st.tuples(st.sampled_from([0, 1])),
+            st.sampled_from(
+                [range(1, 2), b"\x01", bytearray(b"\x01\x00"), np.array([1, 0]), (1, 0), "10", {1: 1}]
+            ),
+        ),
+        max_size=4,
+    ),
+    predictor=st.none() | PREDICTOR_VALUES,
+)
 @example(entries={"attn1\n": [1, 0]}, predictor=None)  # matched by a '$' regex, never looked up by the cache
 @example(entries={"attn1-03": [1, 0]}, predictor=None)  # parsed as block 3, looked up as "attn1-3"
 @example(entries={"attn1-\u0663": [1, 0]}, predictor=None)  # an Arabic-Indic 3
@@ -212,7 +273,11 @@ def test_constructor_takes_any_mapping_or_raises_a_schedule_error(entries, predi
 
 
 @fuzz()
-@given(value=st.one_of(JSON, st.binary(max_size=8), st.sampled_from(["", ".", "/", "\x00", "a\x00b", "x" * 5000])))
+@given(
+    value=st.one_of(
+        JSON, st.binary(max_size=8), st.sampled_from(["", ".", "/", "\x00", "a\x00b", "x" * 5000])
+    )
+)
 def test_coerce_takes_anything_or_raises_a_schedule_error(value):
     try:
         schedule = Schedule.coerce(value)
@@ -236,7 +301,12 @@ def _profile(folder: Path) -> Path:
 def test_a_profile_given_as_a_schedule_says_how_to_plan_one(folder, name, tiny_dit):
     path = folder / name
     path.write_bytes(_profile(folder).read_bytes())
-    attempts = (Schedule.load, Schedule.coerce, lambda p: Schedule.coerce(str(p)), lambda p: SmoothCache(tiny_dit, p))
+    attempts = (
+        Schedule.load,
+        Schedule.coerce,
+        lambda p: Schedule.coerce(str(p)),
+        lambda p: SmoothCache(tiny_dit, p),
+    )
     for attempt in attempts:
         with pytest.raises(ScheduleError) as info:
             attempt(path)
@@ -256,8 +326,14 @@ def test_a_safetensors_header_with_any_length_is_recognised_or_refused(folder):
 def test_paths_that_are_not_schedule_files_are_named(folder, kind):
     import os
 
-    path = {"folder": folder, "missing": folder / "missing.json", "nul": f"{folder}/a\0b",
-            "fifo": folder / "fifo", "huge": folder / "huge.json", "huge profile": folder / "huge.safetensors"}[kind]
+    path = {
+        "folder": folder,
+        "missing": folder / "missing.json",
+        "nul": f"{folder}/a\0b",
+        "fifo": folder / "fifo",
+        "huge": folder / "huge.json",
+        "huge profile": folder / "huge.safetensors",
+    }[kind]
     if kind == "fifo":
         if not hasattr(os, "mkfifo"):
             pytest.skip("no named pipes here")
