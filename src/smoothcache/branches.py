@@ -18,7 +18,8 @@ from .errors import ScheduleError
 
 __all__ = ["Branch", "block_paths", "parse_key", "row_for"]
 
-_KEY = re.compile(r"^(?P<key>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>\d+))?$")
+# ASCII and matched whole: keys the cache never looks up ("attn1\n", "attn1-03", "attn-\u0663") are errors
+_KEY = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.]*?)(?:-(?P<block>0|[1-9][0-9]{0,8}))?")
 
 Row = TypeVar("Row")
 
@@ -38,10 +39,11 @@ class Branch:
 
 def parse_key(key: str) -> tuple[str, int | None]:
     """Split a schedule key into its branch key and optional block number: ``"attn-3"`` -> ``("attn", 3)``."""
-    match = _KEY.match(key) if isinstance(key, str) else None
+    match = _KEY.fullmatch(key) if isinstance(key, str) else None
     if match is None:
         raise ScheduleError(
-            f"schedule key {key!r} is not a branch name or 'branch-<block index>' (e.g. 'attn1' or 'attn1-3')"
+            f"schedule key {key!r} is not a branch name or 'branch-<block index>' (e.g. 'attn1' or "
+            "'attn1-3'; ASCII letters, digits, '_' and '.', and a block index without sign or leading zeros)"
         )
     block = match.group("block")
     return match.group("key"), (int(block) if block is not None else None)

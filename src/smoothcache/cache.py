@@ -26,14 +26,14 @@ from .flops import MacPolicy
 from .fusion import FUSION_MODES, BlockFusion
 from .hooks import BranchHooks, Lifecycle
 from .outputs import check_cacheable
-from .planning import budget_fraction, check_alpha
+from .planning import budget_fraction
 from .policy import BranchPolicy
 from .predictors import PREDICTORS, predict_kept, sources_needed
 from .schedule import Schedule
 from .stats import BranchCounter, CacheStats
 from .store import KeptOutputs, unmodified
 from .targets import find_branches
-from .validate import check_choice, check_dtype, check_int
+from .validate import check_alpha, check_choice, check_dtype, check_int
 
 __all__ = ["SmoothCache", "SmoothCachePolicy"]
 
@@ -347,7 +347,7 @@ class SmoothCache(Lifecycle):
         runs = check_int(options["calibration_runs"], "calibration_runs")
         per_block = options["per_block"]
         if alpha is not None:
-            alpha = check_alpha(alpha)
+            alpha = check_alpha(alpha, error=ScheduleError)
             label = f"alpha={alpha:g}"
 
             def plan(profile):

@@ -187,7 +187,7 @@ class Calibrator(Lifecycle):
         >>> with Calibrator(model, lookahead=2) as cal:
         ...     for t in (999, 749, 499, 249):
         ...         x = model(x, timestep=torch.tensor([t]), class_labels=y).sample
-        >>> Schedule.from_profile(cal.profile, alpha=10.0).num_steps
+        >>> Schedule.from_profile(cal.profile, alpha=1.0).num_steps
         4
     """
 

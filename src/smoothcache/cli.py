@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -227,6 +228,49 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+#: The most denoising steps a command accepts (samplers use tens; a typo such as 5000000 would hang planning).
+MAX_STEPS = 10_000
+
+
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse bad numbers and output paths before anything slow starts; each message names the option.
+
+    The threshold goes through :func:`smoothcache.validate.check_alpha`, the check ``Schedule.from_profile``
+    makes, so the command line and the API refuse the same values with the same message.
+    """
+    from .validate import check_alpha, check_fraction, check_int, check_number
+
+    def given(option: str):
+        return getattr(args, option.lstrip("-").replace("-", "_"), None)
+
+    for option in ("--steps", "--runs", "--lookahead", "--samples", "--seed"):
+        value = given(option)
+        if value is not None:
+            check_int(value, option, minimum={"--steps": 2, "--seed": 0}.get(option, 1))
+            if option == "--steps" and value > MAX_STEPS:
+                raise ValueError(f"--steps must be at most {MAX_STEPS}, got {value}")
+    if given("--seed") is not None and given("--seed") + given("--runs") > 2**64:
+        raise ValueError("--seed + --runs must be at most 2**64 (the runs use seeds seed, seed+1, ...)")
+    if args.command == "calibrate" and any(c < 0 for c in args.classes):
+        raise ValueError(f"--classes must be class ids >= 0, got {args.classes}")
+    if given("--alpha") is not None:
+        check_alpha(given("--alpha"), "--alpha")
+    if given("--speedup") is not None:
+        check_number(given("--speedup"), "--speedup", minimum=1.0)
+    if given("--compute-fraction") is not None:
+        check_fraction(given("--compute-fraction"), "--compute-fraction")
+    if given("--guidance") is not None:
+        check_number(given("--guidance"), "--guidance", minimum=-math.inf)
+    for option in ("--out", "--plot"):
+        path = given(option)
+        if path is None:
+            continue
+        if args.command != "demo" and Path(path).is_dir():
+            raise ValueError(f"{option} {path} is a folder; give the file to write")
+        if args.command == "demo" and Path(path).exists() and not Path(path).is_dir():
+            raise ValueError(f"--out {path} is a file; the demo writes its outputs into a folder")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .planning import PLANNERS
     from .predictors import PREDICTORS
@@ -333,6 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )
     try:
+        check_arguments(args)
         return args.func(args)
     except (ValueError, OSError, RuntimeError, TypeError) as err:
         print(f"smoothcache {args.command}: error: {err}", file=sys.stderr)

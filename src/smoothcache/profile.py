@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 from .errors import ProfileError
 from .predictors import PREDICTORS, table_shape
 from .resample import positions, resample_table
-from .validate import check_int
+from .validate import check_file, check_int
 
 __all__ = ["BranchErrors", "CalibrationProfile", "ErrorSums", "ProfileError"]
 
@@ -287,20 +288,64 @@ class CalibrationProfile:
         from safetensors import SafetensorError, safe_open
         from safetensors.numpy import load_file
 
-        path = Path(path)
-        if not path.is_file():
-            raise ProfileError(f"calibration profile {path} does not exist")
+        path = check_file(path, "calibration profile", error=ProfileError)
         try:
             with safe_open(str(path), framework="numpy") as f:
                 metadata = f.metadata() or {}
             arrays = load_file(str(path))
-        except (SafetensorError, OSError, ValueError) as err:
-            raise ProfileError(f"{path} is not a calibration profile (safetensors): {err}") from err
+        except (SafetensorError, OSError, ValueError, TypeError, KeyError) as err:
+            if _looks_like_json(path):
+                raise ProfileError(
+                    f"{path} is a schedule JSON, not a calibration profile: give it where a schedule is "
+                    "expected (SmoothCache(model, path), Schedule.load); a profile is what `smoothcache "
+                    "calibrate MODEL --out profile.safetensors` or Calibrator(...).profile.save() writes"
+                ) from None
+            raise ProfileError(f"{path} is not a calibration profile (safetensors): {err}") from None
+        if "smoothcache" not in metadata:
+            raise ProfileError(f"{path} has no smoothcache profile header: it is a safetensors file, but not "
+                               "one that smoothcache calibrate wrote")
         try:
             header = json.loads(metadata["smoothcache"])
-        except (KeyError, json.JSONDecodeError) as err:
-            raise ProfileError(f"{path} has no smoothcache profile header") from err
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, an over-long integer, deep nesting
+            problem = err if isinstance(err, json.JSONDecodeError) else "too deep, or a number too long"
+            raise ProfileError(f"{path}: its smoothcache profile header is not valid JSON ({problem})") \
+                from None
         return _from_parts(header, arrays, str(path))
+
+
+def _looks_like_json(path: Path) -> bool:
+    """The file starts like a JSON object (after a byte-order mark and white space; UTF-8, -16 or -32)."""
+    with open(path, "rb") as f:
+        return f.read(64).lstrip(b"\xef\xbb\xbf\xfe\xff\x00 \t\r\n").startswith(b"{")
+
+
+def _count(value: object, minimum: int = 0) -> int | None:
+    """``value`` if it is an integer (not a bool) of at least ``minimum``, else None."""
+    return value if type(value) is int and value >= minimum else None
+
+
+def _real(value: object) -> float | None:
+    """``value`` as a finite, non-negative float, else None (bools, strings, inf, 10**400 included)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        value = float(value)
+    except OverflowError:
+        return None
+    return value if math.isfinite(value) and value >= 0 else None
+
+
+def _float_array(arrays: Mapping[str, np.ndarray], name: str, fail) -> np.ndarray | None:
+    """The named array as float64, refusing other kinds (ints, bools, complex): smoothcache writes float64."""
+    array = arrays.get(name)
+    if array is None:
+        return None
+    if array.dtype.kind != "f":
+        raise fail(f"array {name!r} has dtype {array.dtype}; a profile holds floating-point arrays (float64)")
+    return np.array(array, dtype=np.float64)
+
+
+_BRANCH_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 
 
 def _from_parts(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) -> CalibrationProfile:
@@ -308,46 +353,47 @@ def _from_parts(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) -
         return ProfileError(f"{where}: {msg}")
 
     if not isinstance(header, Mapping) or header.get("format") != _FORMAT:
-        raise fail("not a smoothcache calibration profile")
+        raise fail('not a smoothcache calibration profile (no "format": "smoothcache-profile" in its header)')
     version = header.get("version")
-    if version not in (1, _VERSION):
-        raise fail(f"profile version {version!r} is not supported (expected 1 or {_VERSION})")
-    k, t = header.get("lookahead"), header.get("num_steps")
-    if not (isinstance(k, int) and k >= 1 and isinstance(t, int) and t >= 1):
-        raise fail(f"invalid lookahead {k!r} or num_steps {t!r}")
+    if _count(version) not in (1, _VERSION):
+        raise fail(f"profile version {version!r} is not supported (expected 1 or {_VERSION}): "
+                   "it was written by another version of smoothcache; calibrate again with this one")
+    k, t = _count(header.get("lookahead"), 1), _count(header.get("num_steps"), 1)
+    if k is None or t is None:
+        raise fail(f"invalid lookahead {header.get('lookahead')!r} or num_steps {header.get('num_steps')!r}; "
+                   "both must be integers >= 1")
     predictors = header.get("predictors", ["reuse"]) if version == _VERSION else ["reuse"]
-    if (
-        not isinstance(predictors, list)
-        or "reuse" not in predictors
-        or any(p not in PREDICTORS for p in predictors)
-    ):
+    if not isinstance(predictors, list) or "reuse" not in predictors or any(
+            not isinstance(p, str) or p not in PREDICTORS for p in predictors):
         raise fail(f"invalid predictors {predictors!r}; known: {list(PREDICTORS)}")
+    predictors = list(dict.fromkeys(predictors))
     macs = header.get("macs", {})
-    if not isinstance(macs, Mapping) or not all(
-        isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in macs.values()
-    ):
-        raise fail("invalid MAC counts")
-    runs = header.get("runs", 0)
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 0:
-        raise fail(f"invalid run count {runs!r}")
-    profile = CalibrationProfile(
-        k, t, runs=runs, macs={str(a): float(b) for a, b in macs.items()}, model=str(header.get("model", ""))
-    )
+    if not isinstance(macs, Mapping) or any(_real(v) is None for v in macs.values()):
+        raise fail(f"invalid MAC counts {macs!r}; they must be finite numbers >= 0")
+    runs = _count(header.get("runs", 0))
+    if runs is None:
+        raise fail(f"invalid run count {header.get('runs')!r}; it must be an integer >= 0")
+    profile = CalibrationProfile(k, t, runs=runs, macs={str(a): _real(b) for a, b in macs.items()},
+                                 model=str(header.get("model", "")))
     branches = header.get("branches")
     if not isinstance(branches, Mapping) or not branches:
         raise fail("the profile names no branches")
+    ids = set()
     for name, info in branches.items():
-        try:
-            key, block, i = str(info["key"]), int(info["block"]), int(info["id"])
-        except (KeyError, TypeError, ValueError) as err:
-            raise fail(f"branch {name!r} is incomplete ({err})") from None
+        info = info if isinstance(info, Mapping) else {}
+        key, block, i = info.get("key"), _count(info.get("block")), _count(info.get("id"))
+        valid_key = isinstance(key, str) and _BRANCH_KEY.fullmatch(key)
+        if not valid_key or block is None or i is None or i in ids:
+            raise fail(f"branch {name!r} is incomplete or invalid ({branches[name]!r}): it needs a \"key\" "
+                       "(a branch name), a \"block\" and a unique \"id\" (integers >= 0)")
+        ids.add(i)
         tables = {}
         for predictor in predictors:
             prefix = f"b{i}." if version == 1 else f"b{i}.{predictor}."
-            try:
-                parts = [arrays[prefix + part] for part in _PARTS]
-            except KeyError as err:
-                raise fail(f"branch {name!r} lacks the array {err}") from None
+            parts = [_float_array(arrays, prefix + part, fail) for part in _PARTS]
+            if any(part is None for part in parts):
+                missing = [prefix + part for part, a in zip(_PARTS, parts) if a is None]
+                raise fail(f"branch {name!r} lacks the array(s) {missing}")
             shape = table_shape(predictor, k, t)
             for part in parts:
                 if part.shape != shape or not np.all(np.isfinite(part)):
@@ -355,11 +401,11 @@ def _from_parts(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) -
                         f"branch {name!r} {predictor} table has shape {part.shape} or non-finite values; "
                         f"expected finite {list(shape)}"
                     )
-            if np.any(parts[0] < 0) or np.any(parts[2] < 0):
+            if any(np.any(part < 0) for part in parts):
                 raise fail(f"branch {name!r} has negative errors or counts")
             tables[predictor] = ErrorSums(*parts)
         profile.errors[str(name)] = BranchErrors(key, block, tables)
-    timesteps = arrays.get("timesteps")
+    timesteps = _float_array(arrays, "timesteps", fail)
     if timesteps is not None:
         if timesteps.shape != (t,):
             raise fail(f"timesteps have shape {timesteps.shape}, expected ({t},)")

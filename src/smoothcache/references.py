@@ -58,10 +58,10 @@ def load_reference(
         drop_missing_blocks: drop per-block keys for blocks the model does not have (``50-N-2-l2c`` has 28
             blocks; a smaller DiT keeps the first ones) instead of raising.
     """
-    path = REFERENCE_DIR / f"{name}.json"
-    if not path.is_file():
-        raise ScheduleError(f"no shipped schedule named {name!r}; choose one of {reference_names()}")
-    schedule = Schedule.load(path)
+    names = reference_names()
+    if not isinstance(name, str) or name not in names:  # a name, never a path ("../x", "/etc/x")
+        raise ScheduleError(f"no shipped schedule named {name!r}; choose one of {names}")
+    schedule = Schedule.load(REFERENCE_DIR / f"{name}.json")
     if model is None:
         return schedule
     model = as_denoiser(model)

@@ -12,6 +12,7 @@ forecast schedule adds ``"predictor": "linear"``, which only smoothcache's :clas
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
@@ -19,12 +20,63 @@ from .branches import parse_key, row_for
 from .errors import ScheduleError
 from .planning import plan
 from .predictors import PREDICTORS
-from .validate import check_choice, check_int
+from .validate import check_choice, check_file, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from .profile import CalibrationProfile
 
 __all__ = ["Schedule", "ScheduleError", "parse_key"]
+
+#: Files larger than this are not schedules (a 50-step per-block schedule of DiT-XL is about 10 KB).
+_MAX_BYTES = 64 * 2**20
+
+
+def _plan_one(path: object = "PROFILE") -> str:
+    return ("plan a schedule from it with Schedule.for_budget(profile, speedup=2.0) (or "
+            "Schedule.from_profile(profile, alpha=0.08)), or on the command line: "
+            f"smoothcache schedule {path} --speedup 2 --out schedule.json")
+
+
+def _read_json(path: Path) -> object:
+    """The JSON content of a schedule file, or a ScheduleError naming the file and what is wrong with it."""
+    try:
+        with open(path, "rb") as f:
+            too_large = os.fstat(f.fileno()).st_size > _MAX_BYTES
+            raw = f.read(16) if too_large else f.read()
+    except OSError as err:
+        raise ScheduleError(f"cannot read schedule file {path}: {err.strerror or err}") from None
+    try:
+        if too_large:
+            raise ScheduleError(f"schedule file {path} is larger than {_MAX_BYTES >> 20} MiB; a schedule "
+                                "JSON is a few KB: is this the right file?")
+        if not raw.strip():
+            raise ScheduleError(f"schedule file {path} is empty; it needs a JSON object of 0/1 lists")
+        try:
+            text = raw.decode(json.detect_encoding(raw))
+        except UnicodeDecodeError as err:
+            bad = raw[err.start:err.start + 1]
+            raise ScheduleError(f"schedule file {path} is not UTF-8 text (nor UTF-16/32): byte {err.start} "
+                                f"({bad!r}) is not {err.encoding}; save it as UTF-8") from None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ScheduleError(f"schedule file {path} is not valid JSON: {err}") from None
+        except RecursionError:
+            raise ScheduleError(f"schedule file {path} nests JSON too deeply to be a schedule "
+                                "(a schedule is an object of flat lists)") from None
+        except ValueError as err:  # an integer of more than sys.get_int_max_str_digits() digits
+            raise ScheduleError(f"schedule file {path} is not a schedule: it holds a number too long to read "
+                                f"({str(err).split(':')[0]})") from None
+    except ScheduleError:
+        if _looks_like_safetensors(raw):
+            raise ScheduleError(f"{path} is a calibration profile, not a schedule JSON: "
+                                f"{_plan_one(path)}") from None
+        raise
+
+
+def _looks_like_safetensors(raw: bytes) -> bool:
+    """A safetensors file: an 8-byte little-endian header length, then the JSON header."""
+    return len(raw) >= 10 and raw[8:9] == b"{" and int.from_bytes(raw[:8], "little") >= 2
 
 
 def _validated_entries(name: str, values: object) -> tuple[int, ...]:
@@ -75,12 +127,16 @@ class Schedule:
         if "predictor" in entries:
             entries = dict(entries)
             named = entries.pop("predictor")
+            if not isinstance(named, str):
+                raise ScheduleError(
+                    f"the schedule's \"predictor\" must be one of {list(PREDICTORS)}, got {named!r}")
             if predictor is not None and predictor != named:
                 raise ScheduleError(
                     f"the schedule names predictor {named!r} but predictor={predictor!r} was given"
                 )
             predictor = named
-        self.predictor = check_choice(predictor or "reuse", "predictor", PREDICTORS, error=ScheduleError)
+        predictor = "reuse" if predictor is None else predictor
+        self.predictor = check_choice(predictor, "predictor", PREDICTORS, error=ScheduleError)
         if len(entries) == 0:
             raise ScheduleError("the schedule is empty: it names no branch")
         parsed: dict[str, tuple[int, ...]] = {}
@@ -151,16 +207,9 @@ class Schedule:
 
     @classmethod
     def load(cls, path: str | Path) -> "Schedule":
-        """Read a schedule JSON file (the reference format)."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as err:
-            raise ScheduleError(f"cannot read schedule file {path}: {err.strerror or err}") from err
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ScheduleError(f"schedule file {path} is not valid JSON: {err}") from err
+        """Read a schedule JSON file (the reference format; UTF-8, or UTF-16/32 with or without a BOM)."""
+        path = check_file(path, "schedule file", error=ScheduleError)
+        data = _read_json(path)
         if not isinstance(data, dict):
             raise ScheduleError(f"schedule file {path} must hold a JSON object, got {type(data).__name__}")
         try:
@@ -185,10 +234,14 @@ class Schedule:
     @classmethod
     def coerce(cls, schedule: "Schedule | Mapping[str, Sequence[int]] | str | Path") -> "Schedule":
         """Accept a Schedule, a dict in the reference format, or a path to a JSON file."""
+        from .profile import CalibrationProfile
+
         if isinstance(schedule, Schedule):
             return schedule
         if isinstance(schedule, (str, Path)):
             return cls.load(schedule)
+        if isinstance(schedule, CalibrationProfile):
+            raise ScheduleError(f"got a calibration profile, not a schedule: {_plan_one()}")
         return cls(schedule)
 
     # ------------------------------------------------------------- generators

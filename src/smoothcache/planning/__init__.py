@@ -32,12 +32,12 @@ from ..costs import MacReport
 from ..errors import ScheduleError
 from ..predictors import PREDICTORS
 from ..profile import CalibrationProfile
-from ..validate import check_choice, check_fraction, check_int, check_number
+from ..validate import check_alpha, check_choice, check_fraction, check_int, check_number
 from .frontier import RowErrors, frontier
 from .greedy import budget_alpha, scan, scan_linear
 from .split import least_cost, split_budget
 
-__all__ = ["PLANNERS", "RUN_POWER", "Plan", "budget_fraction", "check_alpha", "plan", "threshold_rows"]
+__all__ = ["PLANNERS", "RUN_POWER", "Plan", "budget_fraction", "plan", "threshold_rows"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,11 +66,6 @@ def budget_fraction(compute_fraction: float | None = None, speedup: float | None
     if speedup is not None:
         return 1.0 / check_number(speedup, "speedup", minimum=1.0, error=ScheduleError)
     return check_fraction(compute_fraction, "compute_fraction", error=ScheduleError)
-
-
-def check_alpha(alpha: float) -> float:
-    """A greedy threshold: a relative L1 error, so a number >= 0."""
-    return check_number(alpha, "alpha", error=ScheduleError)
 
 
 def _prepare(
@@ -142,7 +137,7 @@ def threshold_rows(
     """Greedy-scan rows at threshold ``alpha``: :func:`plan` with ``alpha``, and ``length`` for the original
     helpers' ``schedule_length`` (the tables scanned as they are into rows of that length, every step past the
     calibrated ones computed; reuse only)."""
-    alpha = check_alpha(alpha)
+    alpha = check_alpha(alpha, error=ScheduleError)
     profile, k = _prepare(profile, lookahead, num_steps, predictor)
     return _threshold(profile, k, alpha, per_block, predictor, length)
 
@@ -198,7 +193,7 @@ def plan(
             )
         if planner not in (None, "greedy"):
             raise ScheduleError("the optimal planner plans for a budget: give speedup= or compute_fraction=")
-        alpha = check_alpha(alpha)
+        alpha = check_alpha(alpha, error=ScheduleError)
         profile, k = _prepare(profile, lookahead, num_steps, predictor)
         rows = _threshold(profile, k, alpha, per_block, predictor, None)
         return Plan(
