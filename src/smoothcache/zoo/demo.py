@@ -75,7 +75,7 @@ DEMO_MODELS = {
     "digits": DemoModel("digits", "smoothcache.zoo.digits_model:digits_pipeline",
                         "smoothcache.zoo.digits_model:digits_evaluator", "images", 50, "DDIM",
                         "smoothcache.zoo.demo:image_fidelity", "smoothcache.zoo.demo:write_image_grid",
-                        guidance=1.0),  # DIGITS_GUIDANCE_SCALE; DiTPipeline's own default is 4.0
+                        guidance=1.0),  # DIGITS_GUIDANCE_SCALE (also digits_pipeline()'s default)
     "audio": DemoModel("audio", "smoothcache.zoo.audio_model:audio_pipeline",
                        "smoothcache.zoo.audio_model:audio_evaluator", "audios", 100, "DPM-Solver++(3M) SDE",
                        "smoothcache.zoo.demo:audio_fidelity", "smoothcache.zoo.demo:write_audio_pairs",
