@@ -107,6 +107,11 @@ def test_demo_cli_runs_end_to_end(tmp_path):
     assert list(result["files"]["samples"]) == [str(w) for w in wavs]
     assert all(w.read_bytes()[:4] == b"RIFF" for w in wavs)
     table = format_table(result)
-    for row in ("DPM-Solver++(3M) SDE", "log-spectral distance vs no cache", "SNR vs no cache",
+    for row in ("DPM-Solver++(3M) SDE", "log-spectral distance vs no cache", "waveform SNR vs no cache",
                 "class consistency", f"{wavs[2]}  pairs: each word uncached, then SmoothCache 2.00x plan"):
         assert row in table
+    # what the SNR and the log-spectral distance are, and how to read them together
+    notes = " ".join(table.split())
+    assert "signal = the uncached clip, noise = the difference" in notes
+    assert "ignores: read a low SNR next to a small log-spectral distance" in notes
+    assert "0 dB: identical spectra" in notes

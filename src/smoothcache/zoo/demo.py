@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,7 +106,19 @@ FIDELITY = {
     "psnr_db": ("PSNR vs no cache", "{:.1f} dB"),
     "ssim": ("SSIM vs no cache", "{:.4f}"),
     "lsd_db": ("log-spectral distance vs no cache", "{:.2f} dB"),
-    "snr_db": ("SNR vs no cache", "{:.1f} dB"),
+    "snr_db": ("waveform SNR vs no cache", "{:.1f} dB"),
+}
+#: What a fidelity metric means and how to read it, printed under the table (see ``audio_eval``).
+FIDELITY_NOTES = {
+    "lsd_db": "log-spectral distance: per STFT frame (256-point FFT, hop 64), the root mean square over "
+              "frequency of the dB difference between the cached and the uncached power spectrum (floored 80 dB "
+              "below the uncached clip's loudest bin), averaged over frames and clips. 0 dB: identical spectra; "
+              "6.02 dB: the same clip at twice the amplitude. Lower is closer.",
+    "snr_db": "waveform SNR: 10 log10(sum uncached^2 / sum (cached - uncached)^2) per clip, i.e. signal = the "
+              "uncached clip, noise = the difference, averaged in dB over clips. 0 dB: the difference is as "
+              "loud as the clip (below 0: louder); each +10 dB divides its energy by 10. It compares samples one by one, so it also "
+              "counts differences of phase, which the log-spectral distance (magnitudes only) ignores: read a low "
+              "SNR next to a small log-spectral distance as waveforms that moved more than their spectra.",
 }
 
 
@@ -300,6 +313,10 @@ def format_table(result: dict) -> str:
     lines = [f"\n{result['model']}: {result['samples']} samples; SmoothCache = {result['schedule']}",
              f"{'':<{width}}  {'no cache':>14}  SmoothCache"]
     lines += [f"{name:<{width}}  {a:>14}  {b}" for name, a, b in rows]
+    notes = [FIDELITY_NOTES[k] for k in result["fidelity"] if k in FIDELITY_NOTES]
+    if notes:
+        lines.append("")
+        lines += [textwrap.fill(note, width=110, subsequent_indent="  ") for note in notes]
     files = result["files"]
     written = {**files["samples"], files["error_curves"]: "calibration error curves",
                files["schedule"]: "the schedule"}
