@@ -55,7 +55,7 @@ def test_audio_fidelity_and_pairs_wav(tmp_path):
     assert list(names) == ["uncached.wav", "smoothcache.wav", "side_by_side_uncached_then_smoothcache.wav"]
     gap = round(0.25 * SAMPLE_RATE)
     clips = {"uncached.wav": 10, "smoothcache.wav": 10,
-             "side_by_side_uncached_then_smoothcache.wav": 10 * 3 - 1}  # pair + pause per class, no last pause
+             "side_by_side_uncached_then_smoothcache.wav": 10 * 3 - 1}  # pair + pause per class, not last
     for path, what in files.items():
         with wave.open(str(path)) as w:
             frames, rate = w.getnframes(), w.getframerate()
@@ -103,7 +103,8 @@ def test_demo_cli_runs_end_to_end(tmp_path):
         assert {"fid", "class_consistency"} <= set(result["metrics"][label])
     assert os.listdir(tmp_path) == ["audio"]  # its own subfolder, beside the other models' demos
     out = tmp_path / "audio"
-    wavs = [out / name for name in ("uncached.wav", "smoothcache.wav", "side_by_side_uncached_then_smoothcache.wav")]
+    names = ("uncached.wav", "smoothcache.wav", "side_by_side_uncached_then_smoothcache.wav")
+    wavs = [out / name for name in names]
     assert list(result["files"]["samples"]) == [str(w) for w in wavs]
     assert all(w.read_bytes()[:4] == b"RIFF" for w in wavs)
     table = format_table(result)

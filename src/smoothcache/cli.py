@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="an embedded model with and without SmoothCache")
     demo.add_argument("--model", choices=list(DEMO_MODELS), default="digits", help="default: digits (images)")
     demo.add_argument("--out", default="demo_output",
-                      help="parent folder: each model writes into its own subfolder (default demo_output/MODEL)")
+                      help="parent folder; each model writes into its subfolder (default demo_output/MODEL)")
     demo.add_argument("--speedup", type=float, default=None,
                       help=f"plan the recommended mode for this theoretical speed-up (default {DEMO_SPEEDUP})")
     demo.add_argument("--alpha", type=float, default=None, help="use the original's greedy scan at this threshold")

@@ -55,8 +55,9 @@ class DemoModel:
         output: attribute of the pipeline output holding the samples (``images``, ``audios``, ``frames``).
         steps: default number of steps; sampler: its description for the table.
         fidelity: ``"module:function"`` of ``f(uncached, cached) -> {metric: value}`` (keys of :data:`FIDELITY`).
-        write: ``"module:function"`` of ``f(folder, uncached, cached, cached_label=...) -> {path: what it holds}``
-            writing the samples both ways, each side labelled (``cached_label`` names the schedule).
+        write: ``"module:function"`` of ``f(folder, uncached, cached, cached_label=...)`` writing the samples
+            both ways, each side labelled (``cached_label`` names the schedule); returns
+            ``{path: what it holds}``.
         guidance: the guidance scale to call the pipeline with (None: the pipeline's default).
         samples, quick_samples: samples per variant by default and with ``--quick`` (about a minute on 2 cores).
     """
@@ -111,14 +112,15 @@ FIDELITY = {
 #: What a fidelity metric means and how to read it, printed under the table (see ``audio_eval``).
 FIDELITY_NOTES = {
     "lsd_db": "log-spectral distance: per STFT frame (256-point FFT, hop 64), the root mean square over "
-              "frequency of the dB difference between the cached and the uncached power spectrum (floored 80 dB "
-              "below the uncached clip's loudest bin), averaged over frames and clips. 0 dB: identical spectra; "
-              "6.02 dB: the same clip at twice the amplitude. Lower is closer.",
-    "snr_db": "waveform SNR: 10 log10(sum uncached^2 / sum (cached - uncached)^2) per clip, i.e. signal = the "
-              "uncached clip, noise = the difference, averaged in dB over clips. 0 dB: the difference is as "
-              "loud as the clip (below 0: louder); each +10 dB divides its energy by 10. It compares samples one by one, so it also "
-              "counts differences of phase, which the log-spectral distance (magnitudes only) ignores: read a low "
-              "SNR next to a small log-spectral distance as waveforms that moved more than their spectra.",
+              "frequency of the dB difference between the cached and the uncached power spectrum "
+              "(floored 80 dB below the uncached clip's loudest bin), averaged over frames and clips. "
+              "0 dB: identical spectra; 6.02 dB: the same clip at twice the amplitude. Lower is closer.",
+    "snr_db": "waveform SNR: 10 log10(sum uncached^2 / sum (cached - uncached)^2) per clip, i.e. "
+              "signal = the uncached clip, noise = the difference, averaged in dB over clips. 0 dB: the "
+              "difference is as loud as the clip (below 0: louder); each +10 dB divides its energy by 10. "
+              "It compares samples one by one, so it also counts differences of phase, which the "
+              "log-spectral distance (magnitudes only) ignores: read a low SNR next to a small log-spectral "
+              "distance as waveforms that moved more than their spectra.",
 }
 
 
@@ -188,7 +190,8 @@ def write_audio_pairs(folder: Path, uncached: torch.Tensor, cached: torch.Tensor
             (torch.cat(pairs), f"pairs: each word uncached, then {cached_label} (same seed)"),
     }
     folder.mkdir(parents=True, exist_ok=True)
-    return {save_wav(folder / name, clips, gap=0.25, title=what): what for name, (clips, what) in files.items()}
+    return {save_wav(folder / name, clips, gap=0.25, title=what): what
+            for name, (clips, what) in files.items()}
 
 
 def demo_schedule(profile: CalibrationProfile, alpha: float | None = None,
@@ -316,7 +319,8 @@ def format_table(result: dict) -> str:
     notes = [FIDELITY_NOTES[k] for k in result["fidelity"] if k in FIDELITY_NOTES]
     if notes:
         lines.append("")
-        lines += [textwrap.fill(note, width=110, subsequent_indent="  ") for note in notes]
+        lines += [textwrap.fill(note, width=110, subsequent_indent="  ", break_on_hyphens=False)
+                  for note in notes]
     files = result["files"]
     written = {**files["samples"], files["error_curves"]: "calibration error curves",
                files["schedule"]: "the schedule"}
