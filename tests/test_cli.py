@@ -105,3 +105,24 @@ def test_schedule_for_a_budget_another_step_count_and_a_forecast(pipe_folder, tm
     assert "give exactly one of --alpha, --speedup or --compute-fraction" in capsys.readouterr().err
     assert main(["schedule", str(profile_path), "--alpha", "0.1", "--planner", "optimal", "--out", str(out)]) == 2
     assert "--planner optimal plans for a budget" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    import smoothcache
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"smoothcache {smoothcache.__version__}"
+
+
+def test_calibrate_defaults_to_the_models_own_classes(pipe_folder, tmp_path, capsys):
+    from smoothcache.zoo import DIGITS_DIR
+
+    out = tmp_path / "p.safetensors"
+    for model in ("digits", str(DIGITS_DIR)):  # a shipped model: its ten classes, not ImageNet ids
+        assert main(["calibrate", model, "--steps", "2", "--out", str(out)]) == 0
+        assert "(1 runs x 10 classes, 2 steps" in capsys.readouterr().out
+    assert main(["calibrate", str(pipe_folder), "--steps", "2", "--out", str(out)]) == 0  # any other DiT
+    assert "(1 runs x 3 classes, 2 steps" in capsys.readouterr().out
+

@@ -16,6 +16,9 @@ logger = logging.getLogger("smoothcache")
 SCHEDULERS = ("keep", "ddim", "dpm", "dpm-sde")
 #: Short names of the models that ship with smoothcache (``smoothcache.zoo``).
 ZOO_MODELS = ("digits", "audio", "video")  # shipped models, by name (classes 0-9 each)
+#: ``calibrate``'s classes when none are given: a shipped model's ten, else three ImageNet classes (DiT-XL/2).
+SHIPPED_CLASSES = list(range(10))
+IMAGENET_CLASSES = [207, 360, 387]
 
 
 def dtype_kwargs(dtype) -> dict:
@@ -31,6 +34,19 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or model.endswith("/") or model.count("/") > 1 or "\\" in model
 
 
+def shipped_model(model: str) -> str | None:
+    """The short name of a shipped model given by name (``digits``) or by its folder, else None."""
+    if model in ZOO_MODELS:
+        return model
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return None
+    from . import zoo
+
+    shipped = {"digits": zoo.DIGITS_DIR, "audio": zoo.AUDIO_DIR, "video": zoo.VIDEO_DIR}
+    return next((name for name, path in shipped.items() if folder.resolve() == path), None)
+
+
 def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", scheduler: str = "keep"):
     """A class-conditional DiT pipeline: a shipped model by short name (``digits``), a local
     ``save_pretrained`` folder, or a hub id (``facebook/DiT-XL-2-256``)."""
@@ -43,9 +59,7 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", sched
     from . import zoo
 
     folder = Path(model).expanduser()
-    shipped = {"digits": zoo.DIGITS_DIR, "audio": zoo.AUDIO_DIR, "video": zoo.VIDEO_DIR}
-    name = model if model in ZOO_MODELS else next(
-        (k for k, path in shipped.items() if folder.is_dir() and folder.resolve() == path), None)
+    name = shipped_model(model)
     if name is not None:
         pipe = getattr(zoo, f"{name}_pipeline")(torch_dtype=getattr(torch, dtype))
     elif folder.is_dir():
@@ -69,7 +83,7 @@ def _check_classes(pipe, classes: Sequence[int], model: str = "") -> None:
     """Class ids the pipeline knows: the shipped models' 0-9, its labels (``id2label``), else the transformer's
     class table."""
     labels = getattr(pipe, "labels", None)
-    valid = list(range(10)) if model in ZOO_MODELS else sorted(set(labels.values())) if labels else None
+    valid = SHIPPED_CLASSES if shipped_model(model) else sorted(set(labels.values())) if labels else None
     if valid is None:
         n = getattr(pipe.transformer.config, "num_embeds_ada_norm", None)
         valid = list(range(n)) if n else None
@@ -90,12 +104,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     device = f"cuda:{torch.cuda.current_device()}" if distributed.is_distributed() and args.device == "cuda" \
         else args.device
     pipe = load_pipeline(args.model, device, args.dtype, args.scheduler)
-    _check_classes(pipe, args.classes, args.model)
+    shipped = shipped_model(args.model)
+    classes = args.classes if args.classes is not None else SHIPPED_CLASSES if shipped else IMAGENET_CLASSES
+    _check_classes(pipe, classes, args.model)
     guidance = args.guidance if args.guidance is not None else _default_guidance(args.model)
     runs = distributed.shard(range(args.runs))
     with Calibrator(pipe.transformer, args.components, args.lookahead) as cal:
         for run in tqdm(runs, desc="calibrating", unit="run", disable=distributed.rank() != 0):
-            pipe(class_labels=args.classes, num_inference_steps=args.steps, guidance_scale=guidance,
+            pipe(class_labels=classes, num_inference_steps=args.steps, guidance_scale=guidance,
                  generator=torch.Generator("cpu").manual_seed(args.seed + run), output_type="np")
     profile = distributed.all_reduce_profile(cal.profile if runs else None)
     is_writer = distributed.rank() == 0
@@ -103,7 +119,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     if not is_writer:
         return 0
     out = profile.save(args.out)
-    print(f"profile: {out} ({profile.runs} runs x {len(args.classes)} classes, {profile.num_steps} steps, "
+    print(f"profile: {out} ({profile.runs} runs x {len(classes)} classes, {profile.num_steps} steps, "
           f"branches {profile.keys}, K={profile.lookahead}, predictors {profile.predictors})")
     if args.plot:
         from .zoo.plot import plot_profile
@@ -113,10 +129,11 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _default_guidance(model: str) -> float:
-    if model in ZOO_MODELS:
+    name = shipped_model(model)
+    if name is not None:
         from . import zoo
 
-        return getattr(zoo, f"{model.upper()}_GUIDANCE_SCALE")
+        return getattr(zoo, f"{name.upper()}_GUIDANCE_SCALE")
     return 4.0
 
 
@@ -179,18 +196,22 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .planning import PLANNERS
     from .predictors import PREDICTORS
 
     parser = argparse.ArgumentParser(prog="smoothcache", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cal = sub.add_parser("calibrate", help="record error tables of a class-conditional DiT pipeline")
     cal.add_argument("model", help="a shipped model (digits, audio, video), a local save_pretrained folder, or a hub id "
                                    "(facebook/DiT-XL-2-256)")
     cal.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    cal.add_argument("--classes", type=int, nargs="+", default=[207, 360, 387], help="class ids of each run")
+    cal.add_argument("--classes", type=int, nargs="+", default=None,
+                     help="class ids of each run (default: 0-9 for a shipped model, else the ImageNet classes "
+                          f"{' '.join(map(str, IMAGENET_CLASSES))})")
     cal.add_argument("--runs", type=int, default=1, help="pipeline runs (seeds seed, seed+1, ...)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument("--guidance", type=float, default=None,
