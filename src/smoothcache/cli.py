@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
-__all__ = ["main"]
+__all__ = ["StepProgress", "main"]
 
 logger = logging.getLogger("smoothcache")
 
@@ -93,6 +94,66 @@ def _check_classes(pipe, classes: Sequence[int], model: str = "") -> None:
         raise ValueError(f"class id(s) {bad} are not classes of this model (valid: {span})")
 
 
+class StepProgress:
+    """Advance a progress bar once per denoising step of the pipeline calls made inside ``with``.
+
+    Through the pipeline's ``callback_on_step_end`` where its ``__call__`` takes one (pass :attr:`call_kwargs`
+    to each call), else by counting the steps its ``progress_bar`` iterates (diffusers pipelines, the shipped
+    ones included, loop ``for t in self.progress_bar(timesteps)``); a call in which neither counted a step
+    advances the bar by ``steps`` when :meth:`end_call` is called after it.
+
+    Args:
+        pipe: the pipeline.
+        bar: the progress bar (anything with ``update(n)``, e.g. ``tqdm``).
+        steps: denoising steps of one call.
+    """
+
+    def __init__(self, pipe, bar, steps: int):
+        self.pipe, self.bar, self.steps = pipe, bar, int(steps)
+        self._counted = 0
+        self._patched = False
+        try:
+            takes_callback = "callback_on_step_end" in inspect.signature(pipe.__call__).parameters
+        except (TypeError, ValueError):  # pragma: no cover - a callable without a signature
+            takes_callback = False
+        #: keyword arguments to pass to each pipeline call
+        self.call_kwargs = {"callback_on_step_end": self._on_step_end} if takes_callback else {}
+
+    def _advance(self) -> None:
+        self._counted += 1
+        self.bar.update(1)
+
+    def _on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        self._advance()
+        return {}
+
+    def _count(self, iterable: Iterable) -> Iterator:
+        for item in iterable:
+            yield item  # the step runs here
+            self._advance()
+
+    def __enter__(self) -> StepProgress:
+        original = getattr(self.pipe, "progress_bar", None)
+        if not self.call_kwargs and callable(original):
+            def counting(iterable=None, total=None):
+                return original(iterable, total) if iterable is None else self._count(iterable)
+
+            self.pipe.progress_bar = counting  # an instance attribute, removed on exit
+            self._patched = True
+        return self
+
+    def end_call(self) -> None:
+        """After each pipeline call: a call whose steps were not seen counts as ``steps`` steps."""
+        if self._counted == 0:
+            self.bar.update(self.steps)
+        self._counted = 0
+
+    def __exit__(self, *exc) -> None:
+        if self._patched:
+            del self.pipe.progress_bar
+            self._patched = False
+
+
 def _calibrate(args: argparse.Namespace) -> int:
     import torch
     from tqdm.auto import tqdm
@@ -109,10 +170,15 @@ def _calibrate(args: argparse.Namespace) -> int:
     _check_classes(pipe, classes, args.model)
     guidance = args.guidance if args.guidance is not None else _default_guidance(args.model)
     runs = distributed.shard(range(args.runs))
-    with Calibrator(pipe.transformer, args.components, args.lookahead) as cal:
-        for run in tqdm(runs, desc="calibrating", unit="run", disable=distributed.rank() != 0):
+    bar = tqdm(total=len(runs) * args.steps, desc="calibrating", unit="step", disable=distributed.rank() != 0)
+    with Calibrator(pipe.transformer, args.components, args.lookahead) as cal, bar, \
+            StepProgress(pipe, bar, args.steps) as progress:
+        for i, run in enumerate(runs):
+            bar.set_postfix_str(f"run {i + 1}/{len(runs)}")
             pipe(class_labels=classes, num_inference_steps=args.steps, guidance_scale=guidance,
-                 generator=torch.Generator("cpu").manual_seed(args.seed + run), output_type="np")
+                 generator=torch.Generator("cpu").manual_seed(args.seed + run), output_type="np",
+                 **progress.call_kwargs)
+            progress.end_call()
     profile = distributed.all_reduce_profile(cal.profile if runs else None)
     is_writer = distributed.rank() == 0
     distributed.finish()
