@@ -109,3 +109,91 @@ def test_schedule_for_a_budget_another_step_count_and_a_forecast(pipe_folder, tm
     assert "give exactly one of --alpha, --speedup or --compute-fraction" in capsys.readouterr().err
     assert main(["schedule", str(profile_path), "--alpha", "0.1", "--planner", "optimal", "--out", str(out)]) == 2
     assert "--planner optimal plans for a budget" in capsys.readouterr().err
+
+
+def test_version_prints_the_package_version(capsys):
+    import smoothcache
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"smoothcache {smoothcache.__version__}"
+
+
+def test_calibrate_defaults_to_the_models_own_classes(pipe_folder, tmp_path, capsys):
+    from smoothcache.zoo import DIGITS_DIR
+
+    out = tmp_path / "p.safetensors"
+    for model in ("digits", str(DIGITS_DIR)):  # a shipped model: its ten classes, not ImageNet ids
+        assert main(["calibrate", model, "--steps", "2", "--out", str(out)]) == 0
+        assert "(1 runs x 10 classes, 2 steps" in capsys.readouterr().out
+    assert main(["calibrate", str(pipe_folder), "--steps", "2", "--out", str(out)]) == 0  # any other DiT
+    assert "(1 runs x 3 classes, 2 steps" in capsys.readouterr().out
+
+
+def test_calibrate_shows_progress_per_denoising_step(tmp_path, capsys):
+    out = tmp_path / "p.safetensors"
+    assert main(["calibrate", "digits", "--steps", "3", "--runs", "2", "--classes", "1", "--out", str(out)]) == 0
+    bar = capsys.readouterr().err.replace("\r", "\n")
+    assert "calibrating: 100%" in bar and "6/6" in bar and "step" in bar and "run 2/2" in bar
+
+
+class _Bar:
+    def __init__(self):
+        self.n = 0
+        self.updates = []
+
+    def update(self, n=1):
+        self.n += n
+        self.updates.append(n)
+
+
+class _CallbackPipe:
+    def __call__(self, steps, callback_on_step_end=None):
+        for i in range(steps):
+            callback_on_step_end(self, i, 1000 - i, {})
+
+
+class _LoopPipe:
+    def progress_bar(self, iterable=None, total=None):
+        return iterable
+
+    def __call__(self, steps):
+        for _ in self.progress_bar(range(steps)):
+            pass
+
+
+class _OpaquePipe:
+    def __call__(self, steps):
+        pass
+
+
+@pytest.mark.parametrize("pipe,updates", [(_CallbackPipe(), [1, 1, 1] * 2), (_LoopPipe(), [1, 1, 1] * 2),
+                                          (_OpaquePipe(), [3, 3])])
+def test_step_progress_counts_steps_where_it_can_and_runs_otherwise(pipe, updates):
+    from smoothcache.cli import StepProgress
+
+    bar = _Bar()
+    with StepProgress(pipe, bar, steps=3) as progress:
+        for _ in range(2):
+            pipe(3, **progress.call_kwargs)
+            progress.end_call()
+    assert bar.updates == updates and bar.n == 6
+    assert "progress_bar" not in vars(pipe)  # the pipeline is left as it was
+
+
+def test_step_progress_advances_during_a_digits_generation():
+    from smoothcache.cli import StepProgress
+    from smoothcache.zoo import digits_pipeline
+
+    pipe = digits_pipeline()
+    bar, seen = _Bar(), []
+    handle = pipe.transformer.register_forward_pre_hook(lambda module, args: seen.append(bar.n))
+    try:
+        with StepProgress(pipe, bar, steps=4) as progress:
+            pipe(class_labels=[1], num_inference_steps=4, output_type="np", **progress.call_kwargs)
+            progress.end_call()
+    finally:
+        handle.remove()
+    assert seen == [0, 1, 2, 3] and bar.n == 4  # one update after each step, not one at the end
+    assert "progress_bar" not in vars(pipe)

@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import math
+import os
+import struct
 import wave
 
 import pytest
@@ -48,12 +50,42 @@ def test_audio_fidelity_and_pairs_wav(tmp_path):
     fid = audio_fidelity(clean, 0.5 * clean)
     assert set(fid) == {"lsd_db", "snr_db"} <= set(FIDELITY)
     assert abs(fid["lsd_db"] - 20 * math.log10(2)) < 0.05 and abs(fid["snr_db"] - 20 * math.log10(2)) < 1e-3
-    path = write_audio_pairs(tmp_path / "out", clean, 0.5 * clean)
-    with wave.open(str(path)) as w:
-        frames, rate = w.getnframes(), w.getframerate()
+    files = write_audio_pairs(tmp_path / "out", clean, 0.5 * clean, cached_label="SmoothCache 2.00x plan")
+    names = {path.name: what for path, what in files.items()}
+    assert list(names) == ["uncached.wav", "smoothcache.wav", "side_by_side_uncached_then_smoothcache.wav"]
     gap = round(0.25 * SAMPLE_RATE)
-    clips = 10 * 3 - 1  # uncached, cached, pause per class; no pause after the last pair
-    assert rate == SAMPLE_RATE and frames == clips * NUM_SAMPLES + (clips - 1) * gap
+    clips = {"uncached.wav": 10, "smoothcache.wav": 10,
+             "side_by_side_uncached_then_smoothcache.wav": 10 * 3 - 1}  # pair + pause per class, not last
+    for path, what in files.items():
+        with wave.open(str(path)) as w:
+            frames, rate = w.getnframes(), w.getframerate()
+        n = clips[path.name]
+        assert rate == SAMPLE_RATE and frames == n * NUM_SAMPLES + (n - 1) * gap
+        assert _wav_info(path)[b"INAM"] == what  # the title players show says what the file holds
+    assert names["uncached.wav"].startswith("uncached:")
+    assert names["smoothcache.wav"].startswith("SmoothCache 2.00x plan:")
+    assert names["side_by_side_uncached_then_smoothcache.wav"] == \
+        "pairs: each word uncached, then SmoothCache 2.00x plan (same seed)"
+    with wave.open(str(tmp_path / "out" / "smoothcache.wav")) as w:  # the cached clips, in class order
+        pcm = torch.frombuffer(bytearray(w.readframes(NUM_SAMPLES)), dtype=torch.int16).float() / 32767
+    assert torch.allclose(pcm, (0.5 * clean[0, 0]).clamp(-1, 1), atol=1 / 32767)
+
+
+def _wav_info(path) -> dict[bytes, str]:
+    """The fields of a WAV file's LIST/INFO chunk."""
+    data = path.read_bytes()
+    assert data[:4] == b"RIFF" and struct.unpack("<I", data[4:8])[0] == len(data) - 8
+    at, fields = 12, {}
+    while at < len(data):
+        kind, size = data[at:at + 4], struct.unpack("<I", data[at + 4:at + 8])[0]
+        if kind == b"LIST" and data[at + 8:at + 12] == b"INFO":
+            sub = at + 12
+            while sub < at + 8 + size:
+                key, n = data[sub:sub + 4], struct.unpack("<I", data[sub + 4:sub + 8])[0]
+                fields[key] = data[sub + 8:sub + 8 + n].rstrip(b"\0").decode()
+                sub += 8 + n + n % 2
+        at += 8 + size + size % 2
+    return fields
 
 
 def test_demo_cli_runs_end_to_end(tmp_path):
@@ -69,8 +101,18 @@ def test_demo_cli_runs_end_to_end(tmp_path):
     assert result["fidelity"]["lsd_db"] > 0 and math.isfinite(result["fidelity"]["snr_db"])
     for label in ("no cache", "smoothcache"):
         assert {"fid", "class_consistency"} <= set(result["metrics"][label])
-    wav = tmp_path / "samples_side_by_side.wav"
-    assert result["files"]["samples"] == str(wav) and wav.read_bytes()[:4] == b"RIFF"
+    assert os.listdir(tmp_path) == ["audio"]  # its own subfolder, beside the other models' demos
+    out = tmp_path / "audio"
+    names = ("uncached.wav", "smoothcache.wav", "side_by_side_uncached_then_smoothcache.wav")
+    wavs = [out / name for name in names]
+    assert list(result["files"]["samples"]) == [str(w) for w in wavs]
+    assert all(w.read_bytes()[:4] == b"RIFF" for w in wavs)
     table = format_table(result)
-    for row in ("DPM-Solver++(3M) SDE", "log-spectral distance vs no cache", "SNR vs no cache", "class consistency"):
+    for row in ("DPM-Solver++(3M) SDE", "log-spectral distance vs no cache", "waveform SNR vs no cache",
+                "class consistency", f"{wavs[2]}  pairs: each word uncached, then SmoothCache 2.00x plan"):
         assert row in table
+    # what the SNR and the log-spectral distance are, and how to read them together
+    notes = " ".join(table.split())
+    assert "signal = the uncached clip, noise = the difference" in notes
+    assert "ignores: read a low SNR next to a small log-spectral distance" in notes
+    assert "0 dB: identical spectra" in notes

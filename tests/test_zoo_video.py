@@ -17,6 +17,7 @@ from smoothcache import Schedule, SmoothCache  # noqa: E402
 from smoothcache.targets import find_branches
 from smoothcache.zoo.video_data import CANVAS, NUM_FRAMES, VELOCITIES, render_videos, sample_motions  # noqa: E402
 from smoothcache.zoo.video_eval import (  # noqa: E402
+    CAPTION_HEIGHT,
     MOTION_TOLERANCE,
     VideoEvaluator,
     motion_residuals,
@@ -311,11 +312,22 @@ def test_video_fidelity_and_grid_gif(tmp_path):
     same, moved = video_fidelity(a, a), video_fidelity(a, b)
     assert same["psnr_db"] == float("inf") and same["ssim"] == pytest.approx(1.0)
     assert 0 < moved["psnr_db"] < 40 and moved["ssim"] < 1
-    path = write_video_gif(tmp_path, a, b)
-    with Image.open(path) as gif:  # 2 rows (uncached, cached) x 3 columns, scale 3, 1-px separators
-        assert gif.n_frames == NUM_FRAMES and gif.size == (3 * (3 * (CANVAS + 1) - 1), 3 * (2 * CANVAS + 1))
+    ((path, what),) = write_video_gif(tmp_path, a, b, cached_label="SmoothCache 2.00x plan").items()
+    assert what == "top row: uncached, bottom row: SmoothCache 2.00x plan (same seeds)"
+    band = CAPTION_HEIGHT
+    with Image.open(path) as gif:  # 2 captioned rows (uncached, cached) x 3 columns, scale 3, 1-px separators
+        assert gif.n_frames == NUM_FRAMES
+        assert gif.size == (3 * (3 * (CANVAS + 1) - 1), 3 * (2 * CANVAS + 1) + 2 * band)
+        assert gif.info["comment"] == b"row 1: uncached; row 2: SmoothCache 2.00x plan"
+        pixels = np.asarray(gif.convert("L"))
+    row_pitch = band + 3 * (CANVAS + 1)
+    for top in (0, row_pitch):  # each caption band is black with white text
+        caption = pixels[top:top + band]
+        assert (caption == 0).mean() > 0.5 and (caption > 200).any()
     with pytest.raises(ValueError, match="rows"):
         save_gif(tmp_path / "bad.gif", a, rows=2)
+    with pytest.raises(ValueError, match="got 1 row labels for 2 rows"):
+        save_gif(tmp_path / "bad.gif", a[:2], rows=2, row_labels=["uncached"])
 
 
 def test_demo_video_end_to_end(tmp_path):
@@ -323,12 +335,16 @@ def test_demo_video_end_to_end(tmp_path):
 
     assert VIDEO_GUIDANCE == VIDEO_GUIDANCE_SCALE and DEMO_MODELS["video"].steps == VIDEO_STEPS
     result = run_demo(model="video", out=tmp_path, steps=8, samples=4)
+    out = tmp_path / "video"  # the model's own subfolder
     assert result["model"] == "video" and result["theoretical_speedup"] > 1
     assert sum(v["predicted"] for v in result["cache_stats"].values()) > 0
     assert 10 < result["fidelity"]["psnr_db"] < 200 and 0 < result["fidelity"]["ssim"] < 1
     for metrics in result["metrics"].values():
         assert {"fid", "class_consistency", "motion_consistency"} <= set(metrics)
-    assert (tmp_path / "samples_side_by_side.gif").read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    gif = out / "samples_side_by_side.gif"
+    assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    assert result["files"]["samples"] == {str(gif): "top row: uncached, bottom row: SmoothCache 2.00x plan "
+                                                    "(same seeds)"}
     table = format_table(result)
     for row in ("rectified flow (Euler)", "motion consistency", "PSNR vs no cache", "SSIM vs no cache"):
         assert row in table

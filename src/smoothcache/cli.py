@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import logging
 import math
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Iterator, Sequence
 
-__all__ = ["main"]
+__all__ = ["StepProgress", "main"]
 
 logger = logging.getLogger("smoothcache")
 
 SCHEDULERS = ("keep", "ddim", "dpm", "dpm-sde")
 #: Short names of the models that ship with smoothcache (``smoothcache.zoo``).
 ZOO_MODELS = ("digits", "audio", "video")  # shipped models, by name (classes 0-9 each)
+#: ``calibrate``'s classes when none are given: a shipped model's ten, else three ImageNet classes (DiT-XL/2).
+SHIPPED_CLASSES = list(range(10))
+IMAGENET_CLASSES = [207, 360, 387]
 
 
 def dtype_kwargs(dtype) -> dict:
@@ -32,6 +36,19 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "/", "~")) or model.endswith("/") or model.count("/") > 1 or "\\" in model
 
 
+def shipped_model(model: str) -> str | None:
+    """The short name of a shipped model given by name (``digits``) or by its folder, else None."""
+    if model in ZOO_MODELS:
+        return model
+    folder = Path(model).expanduser()
+    if not folder.is_dir():
+        return None
+    from . import zoo
+
+    shipped = {"digits": zoo.DIGITS_DIR, "audio": zoo.AUDIO_DIR, "video": zoo.VIDEO_DIR}
+    return next((name for name, path in shipped.items() if folder.resolve() == path), None)
+
+
 def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", scheduler: str = "keep"):
     """A class-conditional DiT pipeline: a shipped model by short name (``digits``), a local
     ``save_pretrained`` folder, or a hub id (``facebook/DiT-XL-2-256``)."""
@@ -44,12 +61,7 @@ def load_pipeline(model: str, device: str = "cpu", dtype: str = "float32", sched
     from . import zoo
 
     folder = Path(model).expanduser()
-    shipped = {"digits": zoo.DIGITS_DIR, "audio": zoo.AUDIO_DIR, "video": zoo.VIDEO_DIR}
-    name = (
-        model
-        if model in ZOO_MODELS
-        else next((k for k, path in shipped.items() if folder.is_dir() and folder.resolve() == path), None)
-    )
+    name = shipped_model(model)
     if name is not None:
         pipe = getattr(zoo, f"{name}_pipeline")(torch_dtype=getattr(torch, dtype))
     elif folder.is_dir():
@@ -79,7 +91,7 @@ def _check_classes(pipe, classes: Sequence[int], model: str = "") -> None:
     """Class ids the pipeline knows: the shipped models' 0-9, its labels (``id2label``), else the
     transformer's class table."""
     labels = getattr(pipe, "labels", None)
-    valid = list(range(10)) if model in ZOO_MODELS else sorted(set(labels.values())) if labels else None
+    valid = SHIPPED_CLASSES if shipped_model(model) else sorted(set(labels.values())) if labels else None
     if valid is None:
         n = getattr(pipe.transformer.config, "num_embeds_ada_norm", None)
         valid = list(range(n)) if n else None
@@ -87,6 +99,66 @@ def _check_classes(pipe, classes: Sequence[int], model: str = "") -> None:
     if bad:
         span = f"{valid[0]}..{valid[-1]}" if valid == list(range(valid[0], valid[-1] + 1)) else str(valid)
         raise ValueError(f"class id(s) {bad} are not classes of this model (valid: {span})")
+
+
+class StepProgress:
+    """Advance a progress bar once per denoising step of the pipeline calls made inside ``with``.
+
+    Through the pipeline's ``callback_on_step_end`` where its ``__call__`` takes one (pass :attr:`call_kwargs`
+    to each call), else by counting the steps its ``progress_bar`` iterates (diffusers pipelines, the shipped
+    ones included, loop ``for t in self.progress_bar(timesteps)``); a call in which neither counted a step
+    advances the bar by ``steps`` when :meth:`end_call` is called after it.
+
+    Args:
+        pipe: the pipeline.
+        bar: the progress bar (anything with ``update(n)``, e.g. ``tqdm``).
+        steps: denoising steps of one call.
+    """
+
+    def __init__(self, pipe, bar, steps: int):
+        self.pipe, self.bar, self.steps = pipe, bar, int(steps)
+        self._counted = 0
+        self._patched = False
+        try:
+            takes_callback = "callback_on_step_end" in inspect.signature(pipe.__call__).parameters
+        except (TypeError, ValueError):  # pragma: no cover - a callable without a signature
+            takes_callback = False
+        #: keyword arguments to pass to each pipeline call
+        self.call_kwargs = {"callback_on_step_end": self._on_step_end} if takes_callback else {}
+
+    def _advance(self) -> None:
+        self._counted += 1
+        self.bar.update(1)
+
+    def _on_step_end(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        self._advance()
+        return {}
+
+    def _count(self, iterable: Iterable) -> Iterator:
+        for item in iterable:
+            yield item  # the step runs here
+            self._advance()
+
+    def __enter__(self) -> StepProgress:
+        original = getattr(self.pipe, "progress_bar", None)
+        if not self.call_kwargs and callable(original):
+            def counting(iterable=None, total=None):
+                return original(iterable, total) if iterable is None else self._count(iterable)
+
+            self.pipe.progress_bar = counting  # an instance attribute, removed on exit
+            self._patched = True
+        return self
+
+    def end_call(self) -> None:
+        """After each pipeline call: a call whose steps were not seen counts as ``steps`` steps."""
+        if self._counted == 0:
+            self.bar.update(self.steps)
+        self._counted = 0
+
+    def __exit__(self, *exc) -> None:
+        if self._patched:
+            del self.pipe.progress_bar
+            self._patched = False
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -103,28 +175,28 @@ def _calibrate(args: argparse.Namespace) -> int:
         else args.device
     )
     pipe = load_pipeline(args.model, device, args.dtype, args.scheduler)
-    _check_classes(pipe, args.classes, args.model)
+    shipped = shipped_model(args.model)
+    classes = args.classes if args.classes is not None else SHIPPED_CLASSES if shipped else IMAGENET_CLASSES
+    _check_classes(pipe, classes, args.model)
     guidance = args.guidance if args.guidance is not None else _default_guidance(args.model)
     runs = distributed.shard(range(args.runs))
-    with Calibrator(pipe.transformer, args.components, args.lookahead) as cal:
-        for run in tqdm(runs, desc="calibrating", unit="run", disable=distributed.rank() != 0):
-            pipe(
-                class_labels=args.classes,
-                num_inference_steps=args.steps,
-                guidance_scale=guidance,
-                generator=torch.Generator("cpu").manual_seed(args.seed + run),
-                output_type="np",
-            )
+    bar = tqdm(total=len(runs) * args.steps, desc="calibrating", unit="step", disable=distributed.rank() != 0)
+    with Calibrator(pipe.transformer, args.components, args.lookahead) as cal, bar, \
+            StepProgress(pipe, bar, args.steps) as progress:
+        for i, run in enumerate(runs):
+            bar.set_postfix_str(f"run {i + 1}/{len(runs)}")
+            pipe(class_labels=classes, num_inference_steps=args.steps, guidance_scale=guidance,
+                 generator=torch.Generator("cpu").manual_seed(args.seed + run), output_type="np",
+                 **progress.call_kwargs)
+            progress.end_call()
     profile = distributed.all_reduce_profile(cal.profile if runs else None)
     is_writer = distributed.rank() == 0
     distributed.finish()
     if not is_writer:
         return 0
     out = profile.save(args.out)
-    print(
-        f"profile: {out} ({profile.runs} runs x {len(args.classes)} classes, {profile.num_steps} steps, "
-        f"branches {profile.keys}, K={profile.lookahead}, predictors {profile.predictors})"
-    )
+    print(f"profile: {out} ({profile.runs} runs x {len(classes)} classes, {profile.num_steps} steps, "
+          f"branches {profile.keys}, K={profile.lookahead}, predictors {profile.predictors})")
     if args.plot:
         from .zoo.plot import plot_profile
 
@@ -133,10 +205,11 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _default_guidance(model: str) -> float:
-    if model in ZOO_MODELS:
+    name = shipped_model(model)
+    if name is not None:
         from . import zoo
 
-        return getattr(zoo, f"{model.upper()}_GUIDANCE_SCALE")
+        return getattr(zoo, f"{name.upper()}_GUIDANCE_SCALE")
     return 4.0
 
 
@@ -272,11 +345,13 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
     from .planning import PLANNERS
     from .predictors import PREDICTORS
 
     parser = argparse.ArgumentParser(prog="smoothcache", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     cal = sub.add_parser("calibrate", help="record error tables of a class-conditional DiT pipeline")
@@ -286,7 +361,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(facebook/DiT-XL-2-256)",
     )
     cal.add_argument("--steps", type=int, default=50, help="denoising steps (default 50)")
-    cal.add_argument("--classes", type=int, nargs="+", default=[207, 360, 387], help="class ids of each run")
+    cal.add_argument(
+        "--classes",
+        type=int,
+        nargs="+",
+        default=None,
+        help="class ids of each run (default: 0-9 for a shipped model, else the ImageNet classes "
+        f"{' '.join(map(str, IMAGENET_CLASSES))})",
+    )
     cal.add_argument("--runs", type=int, default=1, help="pipeline runs (seeds seed, seed+1, ...)")
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument(
@@ -347,7 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="an embedded model with and without SmoothCache")
     demo.add_argument("--model", choices=list(DEMO_MODELS), default="digits", help="default: digits (images)")
-    demo.add_argument("--out", default="demo_output", help="folder for the outputs (default demo_output)")
+    demo.add_argument(
+        "--out",
+        default="demo_output",
+        help="parent folder; each model writes into its subfolder (default demo_output/MODEL)",
+    )
     demo.add_argument(
         "--speedup",
         type=float,

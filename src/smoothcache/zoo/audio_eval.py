@@ -6,11 +6,13 @@
   was asked for);
 * :func:`log_spectral_distance` and :func:`snr` -- fidelity of cached audio to the uncached audio of the
   same seeds;
-* :func:`save_wav` -- write clips to a 16-bit PCM WAV file (stdlib ``wave``), e.g. for the demo.
+* :func:`save_wav` -- write clips to a 16-bit PCM WAV file (stdlib ``wave``, with an optional ``INFO`` title),
+  e.g. for the demo.
 """
 
 from __future__ import annotations
 
+import struct
 import wave
 from pathlib import Path
 
@@ -180,7 +182,8 @@ def snr(a: ArrayLike, b: ArrayLike, reduction: str = "mean") -> float | torch.Te
     return _reduce(10.0 * torch.log10(signal / noise), reduction)
 
 
-def save_wav(path: str | Path, audios: ArrayLike, sample_rate: int = SAMPLE_RATE, gap: float = 0.2) -> Path:
+def save_wav(path: str | Path, audios: ArrayLike, sample_rate: int = SAMPLE_RATE, gap: float = 0.2,
+             title: str | None = None) -> Path:
     """Write clips one after another (with ``gap`` seconds of silence between them) as 16-bit mono PCM WAV.
 
     Args:
@@ -188,6 +191,7 @@ def save_wav(path: str | Path, audios: ArrayLike, sample_rate: int = SAMPLE_RATE
         audios: (N, 1, L), (N, L) or (L,) clips in [-1, 1] (values outside are clipped).
         sample_rate: sample rate in Hz.
         gap: silence between consecutive clips, in seconds.
+        title: stored in a ``LIST``/``INFO`` chunk after the samples (``INAM``, the title players show).
     """
     x = audios.detach().cpu().float().numpy() if isinstance(audios, torch.Tensor) else np.asarray(audios, np.float32)
     if x.ndim == 1:
@@ -204,4 +208,20 @@ def save_wav(path: str | Path, audios: ArrayLike, sample_rate: int = SAMPLE_RATE
         w.setsampwidth(2)
         w.setframerate(int(sample_rate))
         w.writeframes(pcm.tobytes())
+    if title is not None:
+        _append_info(path, {b"INAM": title})
     return path
+
+
+def _append_info(path: Path, fields: dict[bytes, str]) -> None:
+    """Append a RIFF ``LIST``/``INFO`` chunk (null-terminated UTF-8 strings) and fix the RIFF size."""
+    body = b"INFO"
+    for key, text in fields.items():
+        data = text.encode("utf-8") + b"\0"
+        body += key + struct.pack("<I", len(data)) + data + b"\0" * (len(data) % 2)
+    with open(path, "r+b") as f:
+        f.seek(0, 2)
+        f.write(b"LIST" + struct.pack("<I", len(body)) + body)
+        size = f.tell()
+        f.seek(4)
+        f.write(struct.pack("<I", size - 8))

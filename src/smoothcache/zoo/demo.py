@@ -3,8 +3,9 @@
 Calibrates on one generation of every class, plans the schedule (the recommended mode by default, or the
 original's greedy scan at a threshold), generates the same seeds both ways (timed interleaved in this process),
 and reports steps, compute fraction, theoretical and measured speed-up, the model's quality metrics both ways
-and the fidelity of the cached samples to the uncached ones; writes them side by side (a PNG for the digits,
-a WAV for the audio model), the error-curve plot and the schedule.
+and the fidelity of the cached samples to the uncached ones; writes the samples, labelled uncached and cached
+(a PNG for the digits, WAVs for the audio model, a GIF for the video model), the error-curve plot and the
+schedule into a subfolder per model (``demo_output/digits/`` ...).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import importlib
 import logging
 import statistics
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +55,9 @@ class DemoModel:
         output: attribute of the pipeline output holding the samples (``images``, ``audios``, ``frames``).
         steps: default number of steps; sampler: its description for the table.
         fidelity: ``"module:function"`` of ``f(uncached, cached) -> {metric: value}`` (keys of :data:`FIDELITY`).
-        write: ``"module:function"`` of ``f(folder, uncached, cached) -> path`` writing them side by side.
+        write: ``"module:function"`` of ``f(folder, uncached, cached, cached_label=...)`` writing the samples
+            both ways, each side labelled (``cached_label`` names the schedule); returns
+            ``{path: what it holds}``.
         guidance: the guidance scale to call the pipeline with (None: the pipeline's default).
         samples, quick_samples: samples per variant by default and with ``--quick`` (about a minute on 2 cores).
     """
@@ -79,7 +83,7 @@ DEMO_MODELS = {
     "digits": DemoModel("digits", "smoothcache.zoo.digits_model:digits_pipeline",
                         "smoothcache.zoo.digits_model:digits_evaluator", "images", 50, "DDIM",
                         "smoothcache.zoo.demo:image_fidelity", "smoothcache.zoo.demo:write_image_grid",
-                        guidance=1.0),  # DIGITS_GUIDANCE_SCALE; DiTPipeline's own default is 4.0
+                        guidance=1.0),  # DIGITS_GUIDANCE_SCALE (also digits_pipeline()'s default)
     "audio": DemoModel("audio", "smoothcache.zoo.audio_model:audio_pipeline",
                        "smoothcache.zoo.audio_model:audio_evaluator", "audios", 100, "DPM-Solver++(3M) SDE",
                        "smoothcache.zoo.demo:audio_fidelity", "smoothcache.zoo.demo:write_audio_pairs",
@@ -107,7 +111,20 @@ FIDELITY = {
     "psnr_db": ("PSNR vs no cache", "{:.1f} dB"),
     "ssim": ("SSIM vs no cache", "{:.4f}"),
     "lsd_db": ("log-spectral distance vs no cache", "{:.2f} dB"),
-    "snr_db": ("SNR vs no cache", "{:.1f} dB"),
+    "snr_db": ("waveform SNR vs no cache", "{:.1f} dB"),
+}
+#: What a fidelity metric means and how to read it, printed under the table (see ``audio_eval``).
+FIDELITY_NOTES = {
+    "lsd_db": "log-spectral distance: per STFT frame (256-point FFT, hop 64), the root mean square over "
+              "frequency of the dB difference between the cached and the uncached power spectrum "
+              "(floored 80 dB below the uncached clip's loudest bin), averaged over frames and clips. "
+              "0 dB: identical spectra; 6.02 dB: the same clip at twice the amplitude. Lower is closer.",
+    "snr_db": "waveform SNR: 10 log10(sum uncached^2 / sum (cached - uncached)^2) per clip, i.e. "
+              "signal = the uncached clip, noise = the difference, averaged in dB over clips. 0 dB: the "
+              "difference is as loud as the clip (below 0: louder); each +10 dB divides its energy by 10. "
+              "It compares samples one by one, so it also counts differences of phase, which the "
+              "log-spectral distance (magnitudes only) ignores: read a low SNR next to a small log-spectral "
+              "distance as waveforms that moved more than their spectra.",
 }
 
 
@@ -118,15 +135,17 @@ def image_fidelity(uncached: torch.Tensor, cached: torch.Tensor) -> dict[str, fl
     return {"psnr_db": psnr(uncached, cached), "ssim": ssim(uncached, cached)}
 
 
-def write_image_grid(folder: Path, uncached: torch.Tensor, cached: torch.Tensor, per_class: int = 3) -> Path:
-    """PNG: for each class, ``per_class`` uncached samples (left) beside the same seeds cached (right)."""
+def write_image_grid(folder: Path, uncached: torch.Tensor, cached: torch.Tensor, per_class: int = 3,
+                     cached_label: str = "SmoothCache") -> dict[Path, str]:
+    """PNG: for each class, ``per_class`` uncached samples (left) beside the same seeds cached (right); both
+    sides are titled (``"uncached"``, ``cached_label``) in the image and in its PNG ``Description``."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     n = uncached.shape[0]
-    fig, axes = plt.subplots(10, 2 * per_class + 1, figsize=(1.0 * (2 * per_class + 1), 10.5))
+    fig, axes = plt.subplots(10, 2 * per_class + 1, figsize=(1.0 * (2 * per_class + 1), 10.8))
     for c in range(10):
         picks = [i for i in range(c, n, 10)][:per_class]
         for j in range(2 * per_class + 1):
@@ -137,34 +156,46 @@ def write_image_grid(folder: Path, uncached: torch.Tensor, cached: torch.Tensor,
             source, k = (uncached, j) if j < per_class else (cached, j - per_class - 1)
             if k < len(picks):
                 ax.imshow(source[picks[k], 0].numpy(), cmap="gray_r", vmin=0, vmax=1)
-    axes[0][per_class // 2].set_title("no cache", fontsize=9)
-    axes[0][per_class + 1 + per_class // 2].set_title("SmoothCache", fontsize=9)
+    axes[0][per_class // 2].set_title("uncached", fontsize=9, fontweight="bold")
+    axes[0][per_class + 1 + per_class // 2].set_title(cached_label, fontsize=9, fontweight="bold")
+    fig.suptitle("same seeds, one class per row", fontsize=8)
     fig.tight_layout()
+    what = f"left: uncached, right: {cached_label} (same seeds, {per_class} per class, one class per row)"
     path = folder / "samples_side_by_side.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, metadata={"Title": f"uncached | {cached_label}", "Description": what})
     plt.close(fig)
-    return path
+    return {path: what}
 
 
 def audio_fidelity(uncached: torch.Tensor, cached: torch.Tensor) -> dict[str, float]:
-    """Log-spectral distance and SNR of the cached clips against the uncached ones."""
+    """Log-spectral distance and waveform SNR of the cached clips against the uncached ones."""
     from .audio_eval import log_spectral_distance, snr
 
     return {"lsd_db": log_spectral_distance(uncached, cached), "snr_db": snr(uncached, cached)}
 
 
-def write_audio_pairs(folder: Path, uncached: torch.Tensor, cached: torch.Tensor, per_class: int = 1) -> Path:
-    """WAV: for the first ``per_class`` samples of each class, the uncached clip, a short pause, the same seed
-    cached, then a longer pause before the next pair."""
+def write_audio_pairs(folder: Path, uncached: torch.Tensor, cached: torch.Tensor, per_class: int = 1,
+                      cached_label: str = "SmoothCache") -> dict[Path, str]:
+    """WAVs of the first ``per_class`` samples of each class (words zero .. nine, 0.25 s apart):
+    ``uncached.wav``, ``smoothcache.wav`` (the same seeds cached) and
+    ``side_by_side_uncached_then_smoothcache.wav`` (each uncached clip followed by its cached one, a longer
+    pause between pairs). Each file's title (WAV ``INFO`` chunk) says what it holds."""
     from .audio_eval import save_wav
 
     picks = [i for c in range(10) for i in range(c, uncached.shape[0], 10)[:per_class]]
     pause = torch.zeros_like(uncached[:1])
-    clips = [clip for i in picks for clip in (uncached[i:i + 1], cached[i:i + 1], pause)][:-1]
-    path = folder / "samples_side_by_side.wav"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return save_wav(path, torch.cat(clips), gap=0.25)
+    pairs = [clip for i in picks for clip in (uncached[i:i + 1], cached[i:i + 1], pause)][:-1]
+    words = "the words zero .. nine" + (f", {per_class} of each" if per_class > 1 else "")
+    files = {
+        "uncached.wav": (uncached[picks], f"uncached: {words}"),
+        "smoothcache.wav": (cached[picks], f"{cached_label}: {words}, the same seeds as uncached.wav"),
+        "side_by_side_uncached_then_smoothcache.wav":
+            (torch.cat(pairs), f"pairs: each word uncached, then {cached_label} (same seed)"),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    return {save_wav(folder / name, clips, gap=0.25, title=what): what
+            for name, (clips, what) in files.items()}
 
 
 def demo_schedule(profile: CalibrationProfile, alpha: float | None = None,
@@ -183,7 +214,8 @@ def run_demo(model: str = "digits", out: str | Path = "demo_output", steps: int 
 
     Args:
         model: one of :data:`DEMO_MODELS`.
-        out: folder for the side-by-side samples, the error-curve plot and the schedule.
+        out: parent folder: the labelled samples, the error-curve plot and the schedule go to its subfolder
+            named after the model (``demo_output/digits/``), so the models' demos do not overwrite each other.
         steps: sampler steps (default: the model's).
         samples: samples per variant (the 10 classes in turn, seed 0).
         alpha, speedup: the schedule (see :func:`demo_schedule`).
@@ -194,7 +226,7 @@ def run_demo(model: str = "digits", out: str | Path = "demo_output", steps: int 
     spec = DEMO_MODELS[model]
     from .plot import plot_profile
 
-    out_dir = Path(out)
+    out_dir = Path(out) / model
     steps = steps or spec.steps
     say = progress or (lambda line: None)
     started = time.perf_counter()
@@ -242,13 +274,22 @@ def run_demo(model: str = "digits", out: str | Path = "demo_output", steps: int 
         "seconds": times, "metrics": metrics, "fidelity": _load(spec.fidelity)(uncached, cached),
         "cache_stats": cache.stats.by_key(), "real_floor_fid": evaluator.real_floor()["fid"],
         "files": {
-            "samples": str(_load(spec.write)(out_dir, uncached, cached)),
+            "samples": {str(path): what for path, what in
+                        _load(spec.write)(out_dir, uncached, cached, cached_label=_label(schedule)).items()},
             "error_curves": str(plot_profile(profile, out_dir / "error_curves.png", alpha=alpha)),
             "schedule": str(schedule.save(out_dir / "schedule.json")),
         },
     }
     result["total_seconds"] = time.perf_counter() - started
     return result
+
+
+def _label(schedule: Schedule) -> str:
+    """Short name of the cached side in the written samples: ``SmoothCache 2.00x plan``."""
+    meta = schedule.metadata
+    if meta.get("planner") == "optimal":
+        return f"SmoothCache {1 / meta['budget']:.2f}x plan"
+    return f"SmoothCache alpha={meta.get('alpha', 0):g}"
 
 
 def _describe(schedule: Schedule) -> str:
@@ -279,7 +320,14 @@ def format_table(result: dict) -> str:
     lines = [f"\n{result['model']}: {result['samples']} samples; SmoothCache = {result['schedule']}",
              f"{'':<{width}}  {'no cache':>14}  SmoothCache"]
     lines += [f"{name:<{width}}  {a:>14}  {b}" for name, a, b in rows]
+    notes = [FIDELITY_NOTES[k] for k in result["fidelity"] if k in FIDELITY_NOTES]
+    if notes:
+        lines.append("")
+        lines += [textwrap.fill(note, width=110, subsequent_indent="  ", break_on_hyphens=False)
+                  for note in notes]
     files = result["files"]
-    lines.append(f"\nwrote {files['samples']}, {files['error_curves']}, {files['schedule']}  "
-                 f"({result['total_seconds']:.0f}s)")
+    written = {**files["samples"], files["error_curves"]: "calibration error curves",
+               files["schedule"]: "the schedule"}
+    lines.append(f"\nwrote ({result['total_seconds']:.0f}s):")
+    lines += [f"  {path}  {what}" for path, what in written.items()]
     return "\n".join(lines)

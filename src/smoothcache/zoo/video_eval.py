@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -229,7 +230,8 @@ def video_evaluator(device: str | torch.device = "cpu") -> VideoEvaluator:
 
 
 def save_gif(path: str | Path, frames: ArrayLike, scale: int = 4, duration_ms: int = 125,
-             value_range: tuple[float, float] = (0.0, 1.0), rows: int = 1) -> Path:
+             value_range: tuple[float, float] = (0.0, 1.0), rows: int = 1,
+             row_labels: Sequence[str] | None = None) -> Path:
     """Write videos as one looping grey-level GIF; several videos are tiled side by side.
 
     Args:
@@ -240,6 +242,7 @@ def save_gif(path: str | Path, frames: ArrayLike, scale: int = 4, duration_ms: i
         scale: integer nearest-neighbour upscaling factor.
         duration_ms: display time of each frame.
         value_range: the range of ``frames``.
+        row_labels: one caption per row, written in a band above it and in the GIF's comment.
 
     Example::
 
@@ -262,6 +265,8 @@ def save_gif(path: str | Path, frames: ArrayLike, scale: int = 4, duration_ms: i
     n, f, h, w = x.shape
     if rows < 1 or n % rows:
         raise ValueError(f"cannot lay {n} videos out in {rows} rows")
+    if row_labels is not None and len(row_labels) != rows:
+        raise ValueError(f"got {len(row_labels)} row labels for {rows} rows")
     cols = n // rows
     lines = []
     for r in range(rows):
@@ -276,10 +281,33 @@ def save_gif(path: str | Path, frames: ArrayLike, scale: int = 4, duration_ms: i
     strip = torch.cat(lines, dim=1)
     strip = strip.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
     pixels = (strip * 255.0).round().to(torch.uint8).numpy()
+    extra = {}
+    if row_labels is not None:
+        pixels = _caption_rows(pixels, list(row_labels), (h + 1) * scale)
+        extra["comment"] = "; ".join(f"row {r + 1}: {label}" for r, label in enumerate(row_labels))
     images = [Image.fromarray(p) for p in pixels]
     path = Path(path)
-    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0)
+    images[0].save(path, save_all=True, append_images=images[1:], duration=duration_ms, loop=0, **extra)
     return path
+
+
+#: Height in pixels of the caption band :func:`save_gif` puts above each labelled row.
+CAPTION_HEIGHT = 14
+
+
+def _caption_rows(pixels: np.ndarray, labels: list[str], pitch: int) -> np.ndarray:
+    """(F, H, W) uint8 frames whose rows start every ``pitch`` pixels -> the same with a captioned black band
+    (white text, Pillow's default font) above each row."""
+    from PIL import Image, ImageDraw
+
+    frames, _, width = pixels.shape
+    parts = []
+    for r, label in enumerate(labels):
+        band = Image.new("L", (width, CAPTION_HEIGHT), 0)
+        ImageDraw.Draw(band).text((3, 1), label, fill=255)
+        parts.append(np.broadcast_to(np.asarray(band), (frames, CAPTION_HEIGHT, width)))
+        parts.append(pixels[:, r * pitch:(r + 1) * pitch])
+    return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
 def video_fidelity(uncached: ArrayLike, cached: ArrayLike) -> dict[str, float]:
@@ -290,10 +318,13 @@ def video_fidelity(uncached: ArrayLike, cached: ArrayLike) -> dict[str, float]:
     return {"psnr_db": VideoEvaluator.psnr(a, b), "ssim": ssim(a.flatten(0, 1), b.flatten(0, 1))}
 
 
-def write_video_gif(folder: str | Path, uncached: ArrayLike, cached: ArrayLike, per_row: int = 10) -> Path:
-    """GIF: the first ``per_row`` uncached videos (top row) above the same seeds with SmoothCache (bottom row)."""
+def write_video_gif(folder: str | Path, uncached: ArrayLike, cached: ArrayLike, per_row: int = 10,
+                    cached_label: str = "SmoothCache") -> dict[Path, str]:
+    """GIF: the first ``per_row`` uncached videos (top row, captioned "uncached") above the same seeds with
+    SmoothCache (bottom row, captioned ``cached_label``)."""
     a, b = _as_videos(uncached), _as_videos(cached)
     k = min(per_row, a.shape[0])
     path = Path(folder) / "samples_side_by_side.gif"
     path.parent.mkdir(parents=True, exist_ok=True)
-    return save_gif(path, torch.cat([a[:k], b[:k]]), scale=3, rows=2)
+    save_gif(path, torch.cat([a[:k], b[:k]]), scale=3, rows=2, row_labels=["uncached", cached_label])
+    return {path: f"top row: uncached, bottom row: {cached_label} (same seeds)"}
