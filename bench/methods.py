@@ -125,7 +125,7 @@ def _every_n(s: Setting, family: str, kind: str, predictor: str, fuse: bool = Fa
     for n in (2, 3, 4):
         schedule = Schedule.fixed_interval(s.steps, n, BRANCHES, predictor=predictor)
         label = "FORA" if predictor == "reuse" else "every-N forecast" + (" fused" if fuse else "")
-        out.append(Method(f"{label} N={n}", family, kind, s.steps, s.report.speedup(schedule),
+        out.append(Method(f"{label} N={n}", family, kind, s.steps, s.report.speedup(schedule, "macs", fuse),
                           _cached(s.pipe, schedule, fuse), {"interval": n, "predictor": predictor, "fused": fuse}))
     return out
 
@@ -145,7 +145,7 @@ def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> l
         name = f"{family} {target:g}x"
         try:
             schedule = Schedule.for_budget(profile, speedup=target, predictor=predictor, planner=planner,
-                                           per_block=per_block)
+                                           per_block=per_block, cost="macs", fuse_blocks=group in FUSED)
         except ScheduleError as err:  # budget out of reach for this planner: recorded, not fatal
             skipped[name] = f"ScheduleError: {err}"
             continue
@@ -153,7 +153,7 @@ def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> l
         info = {"target_speedup": target, "predictor": predictor, "planner": planner, "per_block": per_block,
                 "fused": group in FUSED,
                 **{k: meta[k] for k in ("alpha", "achieved", "planned_error") if k in meta}}
-        out.append(Method(name, family, kind, s.steps, s.report.speedup(schedule),
+        out.append(Method(name, family, kind, s.steps, s.report.speedup(schedule, "macs", group in FUSED),
                           _cached(s.pipe, schedule, group in FUSED), info))
     return out
 

@@ -121,7 +121,7 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
         for n in (2, 3):
             schedule = Schedule.fixed_interval(steps, n, bench.keys, predictor=predictor)
             label = "FORA" if predictor == "reuse" else "every-N forecast"
-            methods.append(Method(f"{label} N={n}", family, kind, steps, report.speedup(schedule),
+            methods.append(Method(f"{label} N={n}", family, kind, steps, report.speedup(schedule, "macs", False),
                                   bench.cached(schedule), {"interval": n, "predictor": predictor}))
     planned = (("SmoothCache greedy reuse", "reuse", "greedy", GREEDY_SPEEDUPS, False),
                ("SmoothCache optimal reuse", "reuse", "optimal", (2.0,), False),
@@ -131,13 +131,14 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
         for target in targets:
             name = f"{family} {target:g}x"
             try:
-                schedule = Schedule.for_budget(bench.profile, speedup=target, predictor=predictor, planner=planner)
+                schedule = Schedule.for_budget(bench.profile, speedup=target, predictor=predictor, planner=planner,
+                                               cost="macs", fuse_blocks=fuse)
             except ScheduleError as err:
                 skipped[name] = str(err)
                 continue
             info = {"target_speedup": target, "predictor": predictor, "planner": planner, "fused": fuse,
                     **{k: schedule.metadata[k] for k in ("alpha", "planned_error") if k in schedule.metadata}}
-            methods.append(Method(name, family, "smoothcache", steps, report.speedup(schedule),
+            methods.append(Method(name, family, "smoothcache", steps, report.speedup(schedule, "macs", fuse),
                                   bench.cached(schedule, fuse), info))
     methods += _taylorseer(bench, skipped)
     return methods, skipped

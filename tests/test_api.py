@@ -85,7 +85,7 @@ def test_enable_refuses_a_keyword_of_another_mode_and_wraps_nothing(tiny_pipe):
 
 def test_one_line_mode_has_its_plan_when_the_calibrating_generation_returns(tiny_pipe):
     kwargs = dict(class_labels=[1, 2], num_inference_steps=12, output_type="np")
-    with SmoothCache(tiny_pipe.transformer, speedup=2.0) as cache:
+    with SmoothCache(tiny_pipe.transformer, speedup=2.0, cost="macs") as cache:
         assert cache.profile is None and cache.schedule is None and cache.calibrating
         tiny_pipe(generator=torch.manual_seed(0), **kwargs)
         assert cache.profile is not None and cache.profile.runs == 1  # set when the pipeline returned

@@ -92,12 +92,13 @@ def test_schedule_for_a_budget_another_step_count_and_a_forecast(pipe_folder, tm
     capsys.readouterr()
 
     out = tmp_path / "s.json"
-    assert main(["schedule", str(profile_path), "--speedup", "1.5", "--out", str(out)]) == 0
-    assert Schedule.load(out) == Schedule.for_budget(profile, speedup=1.5)  # the recommended mode
+    assert main(["schedule", str(profile_path), "--speedup", "1.5", "--cost", "macs", "--out", str(out)]) == 0
+    assert Schedule.load(out) == Schedule.for_budget(profile, speedup=1.5, cost="macs")  # the recommended mode
     assert Schedule.load(out).predictor == "linear"
     assert main(["schedule", str(profile_path), "--speedup", "1.5", "--predictor", "reuse", "--planner", "greedy",
-                 "--out", str(out)]) == 0
-    assert Schedule.load(out) == Schedule.for_budget(profile, speedup=1.5, predictor="reuse", planner="greedy")
+                 "--cost", "macs", "--out", str(out)]) == 0
+    expected = Schedule.for_budget(profile, speedup=1.5, predictor="reuse", planner="greedy", cost="macs")
+    assert Schedule.load(out) == expected
     assert main(["schedule", str(profile_path), "--compute-fraction", "0.7", "--steps", "8",
                  "--predictor", "linear", "--out", str(out)]) == 0
     written = Schedule.load(out)

@@ -335,7 +335,7 @@ def test_unparsable_smoothcache_headers_raise_a_profile_error(folder, profile, t
         assert load(path, folder) is None
 
 
-@pytest.mark.parametrize("version", [0, 3, 99, -1, True, 2.0, "2", None])
+@pytest.mark.parametrize("version", [0, 4, 99, -1, True, 2.0, "2", None])
 def test_unknown_versions_name_the_version(folder, version):
     profile = CalibrationProfile(1, 2, {"a.attn1": BranchErrors.empty("attn1", 0, 1, 2)})
     arrays, header = arrays_and_header(profile, folder)

@@ -1,4 +1,4 @@
-"""The optimal planner behind ``Schedule.for_budget(..., planner="optimal")``: budgets, whole-step rows,
+"""The optimal planner behind ``Schedule.for_budget(..., planner="optimal", cost="macs")``: budgets, whole-step rows,
 optimality against brute force on a hand-made profile, and clear errors."""
 
 import itertools
@@ -40,7 +40,8 @@ def _runs(row):
 @pytest.mark.parametrize("fraction", [0.8, 0.6, 0.45])
 def test_optimal_meets_the_budget_with_whole_step_rows(calibrated, predictor, fraction):
     _, profile = calibrated
-    schedule = Schedule.for_budget(profile, compute_fraction=fraction, predictor=predictor, planner="optimal")
+    schedule = Schedule.for_budget(profile, compute_fraction=fraction, predictor=predictor, planner="optimal",
+                                   cost="macs")
     achieved = MacReport.from_profile(profile).compute_fraction(schedule)
     assert schedule.metadata["cost_unit"] == "MACs" and achieved <= fraction + 1e-9
     assert schedule.metadata["achieved"] == pytest.approx(achieved, rel=1e-12)
@@ -54,7 +55,8 @@ def test_optimal_meets_the_budget_with_whole_step_rows(calibrated, predictor, fr
 def test_linear_skip_runs_never_grow(calibrated):
     _, profile = calibrated
     for fraction in (0.7, 0.55, 0.45):
-        row = Schedule.for_budget(profile, compute_fraction=fraction, predictor="linear", planner="optimal").entries["ff"]
+        row = Schedule.for_budget(profile, compute_fraction=fraction, predictor="linear", planner="optimal",
+                                  cost="macs").entries["ff"]
         lengths = [n for _, n in _runs(row)]
         assert lengths and max(lengths) <= profile.lookahead
         assert all(b <= a for a, b in zip(lengths, lengths[1:])), row
@@ -66,7 +68,7 @@ def test_optimal_never_loses_to_fixed_interval_on_its_own_objective(calibrated):
     for n in (2, 3):
         for predictor in ("reuse", "linear"):
             fixed = Schedule.fixed_interval(STEPS, n, ["attn1", "ff"], predictor=predictor)
-            best = Schedule.for_budget(profile, compute_fraction=report.compute_fraction(fixed), predictor=predictor,
+            best = Schedule.for_budget(profile, compute_fraction=report.compute_fraction(fixed), predictor=predictor, cost="macs",
                                        planner="optimal")
             assert best.metadata["planned_error"] <= _objective(profile, fixed.entries["ff"], predictor) + 1e-12
 
@@ -74,19 +76,19 @@ def test_optimal_never_loses_to_fixed_interval_on_its_own_objective(calibrated):
 def test_speedup_per_block_and_resampled_budgets(calibrated):
     _, profile = calibrated
     report = MacReport.from_profile(profile)
-    fast = Schedule.for_budget(profile, speedup=2.0, predictor="linear", planner="optimal")
+    fast = Schedule.for_budget(profile, speedup=2.0, predictor="linear", planner="optimal", cost="macs")
     assert report.speedup(fast) >= 2.0 - 1e-9
-    blocks = Schedule.for_budget(profile, compute_fraction=0.6, per_block=True, planner="optimal")
+    blocks = Schedule.for_budget(profile, compute_fraction=0.6, per_block=True, planner="optimal", cost="macs")
     assert sorted(blocks.entries) == sorted(f"{k}-{b}" for k in ("attn1", "ff") for b in range(3))
     assert all(blocks.entries[f"attn1-{b}"] == blocks.entries[f"ff-{b}"] for b in range(3))
     assert report.compute_fraction(blocks) <= 0.6 + 1e-9
-    longer = Schedule.for_budget(profile, compute_fraction=0.5, num_steps=24, planner="optimal")
+    longer = Schedule.for_budget(profile, compute_fraction=0.5, num_steps=24, planner="optimal", cost="macs")
     assert longer.num_steps == 24 and longer.compute_fraction("ff") <= 0.5 + 0.01
 
 
 def test_optimal_schedule_runs_as_planned(calibrated):
     pipe, profile = calibrated
-    schedule = Schedule.for_budget(profile, compute_fraction=0.5, predictor="linear", planner="optimal")
+    schedule = Schedule.for_budget(profile, compute_fraction=0.5, predictor="linear", planner="optimal", cost="macs")
     with SmoothCache(pipe.transformer, schedule) as cache:
         pipe(class_labels=[3], num_inference_steps=STEPS, output_type="np")
     for counter in cache.stats.counters.values():
@@ -98,20 +100,20 @@ def test_clear_errors(calibrated):
     with pytest.raises(ScheduleError, match="unknown planner 'best'"):
         Schedule.for_budget(profile, compute_fraction=0.5, planner="best")
     with pytest.raises(ScheduleError, match="unknown predictor 'cubic'"):
-        Schedule.for_budget(profile, compute_fraction=0.5, predictor="cubic", planner="optimal")
+        Schedule.for_budget(profile, compute_fraction=0.5, predictor="cubic", planner="optimal", cost="macs")
     with pytest.raises(ScheduleError, match=r"out of reach.*best these tables allow is 0\.\d+"):
-        Schedule.for_budget(profile, compute_fraction=0.1, planner="optimal")
+        Schedule.for_budget(profile, compute_fraction=0.1, planner="optimal", cost="macs")
     with pytest.raises(ScheduleError, match="lookahead 5 exceeds"):
-        Schedule.for_budget(profile, compute_fraction=0.5, lookahead=5, planner="optimal")
+        Schedule.for_budget(profile, compute_fraction=0.5, lookahead=5, planner="optimal", cost="macs")
 
 
 def test_forecast_needs_a_profile_that_recorded_it():
     pipe = make_tiny_pipe(num_layers=2)
     with Calibrator(pipe.transformer, predictors=["reuse"]) as cal:
         pipe(class_labels=[1], num_inference_steps=8, generator=torch.manual_seed(0), output_type="np")
-    assert Schedule.for_budget(cal.profile, compute_fraction=0.6, planner="optimal").predictor == "reuse"
+    assert Schedule.for_budget(cal.profile, compute_fraction=0.6, planner="optimal", cost="macs").predictor == "reuse"
     with pytest.raises(ScheduleError, match="'linear' predictor needs its own calibrated errors"):
-        Schedule.for_budget(cal.profile, compute_fraction=0.6, predictor="linear", planner="optimal")
+        Schedule.for_budget(cal.profile, compute_fraction=0.6, predictor="linear", planner="optimal", cost="macs")
 
 
 # ------------------------------------------------ optimality on a hand-made profile, against brute force
@@ -173,9 +175,9 @@ def test_optimal_equals_brute_force_over_whole_step_rows(seed, predictor):
         best = min(_objective(profile, r, predictor) for r in rows if cost({"attn": r, "mlp": r}) <= target + 1e-12)
         if math.isinf(best):
             with pytest.raises(ScheduleError, match="out of reach"):
-                Schedule.for_budget(profile, compute_fraction=target, predictor=predictor, planner="optimal")
+                Schedule.for_budget(profile, compute_fraction=target, predictor=predictor, planner="optimal", cost="macs")
             continue
-        got = Schedule.for_budget(profile, compute_fraction=target, predictor=predictor, planner="optimal")
+        got = Schedule.for_budget(profile, compute_fraction=target, predictor=predictor, planner="optimal", cost="macs")
         assert got.metadata["achieved"] <= target + 1e-12
         assert got.metadata["planned_error"] == pytest.approx(best, rel=1e-9, abs=1e-12)
         assert _objective(profile, got.entries["mlp"], predictor) == pytest.approx(best, rel=1e-9, abs=1e-12)

@@ -33,7 +33,8 @@ def test_per_block_schedule_uses_block_keys_and_runs(calibrated):
 @pytest.mark.parametrize("fraction", [0.9, 0.75, 0.6])
 def test_budget_mode_meets_the_compute_fraction(calibrated, fraction):
     _, profile = calibrated
-    schedule = Schedule.for_budget(profile, compute_fraction=fraction, predictor="reuse", planner="greedy")
+    schedule = Schedule.for_budget(profile, compute_fraction=fraction, predictor="reuse", planner="greedy",
+                                   cost="macs")
     report = MacReport.from_profile(profile)
     achieved = report.compute_fraction(schedule)
     assert achieved <= fraction + 1e-9
@@ -48,9 +49,9 @@ def test_budget_mode_meets_the_compute_fraction(calibrated, fraction):
 def test_budget_mode_by_speedup_and_per_block(calibrated):
     _, profile = calibrated
     report = MacReport.from_profile(profile)
-    greedy = {"predictor": "reuse", "planner": "greedy"}
+    greedy = {"predictor": "reuse", "planner": "greedy", "cost": "macs"}
     assert report.speedup(Schedule.for_budget(profile, speedup=1.4, **greedy)) >= 1.4 - 1e-9
-    assert report.speedup(Schedule.for_budget(profile, speedup=1.4)) >= 1.4 - 1e-9  # the recommended mode
+    assert report.speedup(Schedule.for_budget(profile, speedup=1.4, cost="macs")) >= 1.4 - 1e-9  # recommended
     per_block = Schedule.for_budget(profile, speedup=1.4, per_block=True, **greedy)
     assert report.speedup(per_block) >= 1.4 - 1e-9 and "attn1-0" in per_block.entries
 
@@ -215,14 +216,14 @@ def test_one_line_mode_with_a_forecast():
 def test_one_line_recommended_mode_plans_for_a_speedup():
     pipe = make_tiny_pipe()
     kwargs = dict(class_labels=[3], num_inference_steps=20, output_type="np")
-    cache = SmoothCache(pipe.transformer, speedup=2.0)
+    cache = SmoothCache(pipe.transformer, speedup=2.0, cost="macs")
     assert "one-line mode, speedup=2x" in repr(cache)
     with cache:
         pipe(generator=torch.manual_seed(4), **kwargs)
         pipe(generator=torch.manual_seed(4), **kwargs)
-    expected = Schedule.for_budget(cache.profile, speedup=2.0, predictor="linear", planner="optimal")
+    expected = Schedule.for_budget(cache.profile, speedup=2.0, predictor="linear", planner="optimal", cost="macs")
     assert cache.schedule == expected and cache.schedule.predictor == "linear"
-    assert MacReport.from_profile(cache.profile).speedup(cache.schedule) >= 2.0
+    assert MacReport.from_profile(cache.profile).speedup(cache.schedule, "macs") >= 2.0
     assert cache.stats.predicted > 0
 
 

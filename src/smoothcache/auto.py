@@ -13,8 +13,14 @@ import logging
 from typing import Any, Callable
 
 from .calibration import CalibratorPolicy
+from .costs import COSTS
+from .errors import BudgetError, ScheduleError, warn
+from .flops import MacPolicy
+from .planning import budget_fraction
 from .policy import BranchPolicy
+from .schedule import Schedule
 from .stats import CacheStats
+from .validate import check_alpha, check_choice, check_int
 
 __all__ = ["AutoPolicy"]
 
@@ -30,8 +36,10 @@ class AutoPolicy(BranchPolicy):
         plan: ``plan(profile) -> Schedule``.
         make_cache: ``make_cache(schedule) -> policy`` applying the schedule (it has ``stats``).
         label: how the mode is shown (``"speedup=2.5x"``).
-        wants_blocks: whether the cache policy will act on block calls (block fusion).
     """
+
+    #: blocks are wrapped throughout: calibration times them, and the cache may fuse them
+    wants_blocks = True
 
     def __init__(
         self,
@@ -40,17 +48,46 @@ class AutoPolicy(BranchPolicy):
         plan: Callable[[Any], Any],
         make_cache: Callable[[Any], BranchPolicy],
         label: str,
-        wants_blocks: bool = False,
     ):
         self.recorder = recorder
         self.runs = runs
         self.plan = plan
         self.make_cache = make_cache
         self.label = label
-        self.wants_blocks = wants_blocks
         self.schedule = None
         self._current: BranchPolicy = recorder.chain
         self._cache: BranchPolicy | None = None
+
+    @classmethod
+    def planning(cls, model_name: str, options: dict, alpha: float | None, speedup: float | None,
+                 make_cache: Callable[[Any], BranchPolicy]) -> "AutoPolicy":
+        """The policy of ``SmoothCache(model, alpha=...)`` or ``SmoothCache(model, speedup=...)``, its
+        arguments checked now. ``options``: ``lookahead``, ``calibration_runs``, ``per_block``, ``predictor``,
+        ``cost``, ``fuse_blocks``."""
+        predictor, per_block = options["predictor"], options["per_block"]
+        runs = check_int(options["calibration_runs"], "calibration_runs")
+        if alpha is not None:
+            alpha = check_alpha(alpha, error=ScheduleError)
+            label = f"alpha={alpha:g}"
+
+            def plan(profile):
+                return Schedule.from_profile(profile, alpha, per_block=per_block, predictor=predictor)
+        else:
+            budget_fraction(speedup=speedup)
+            check_choice(options["cost"] or "time", "cost", COSTS, error=ScheduleError)
+            label = f"speedup={speedup:g}x"
+            kwargs = dict(predictor=predictor, per_block=per_block, cost=options["cost"],
+                          fuse_blocks=options["fuse_blocks"])
+
+            def plan(profile):
+                try:
+                    return Schedule.for_budget(profile, speedup=speedup, **kwargs)
+                except BudgetError as err:  # the calibrating generation is done: cache as well as it can
+                    warn(f"{err}; the one-line mode plans the best reachable, {1 / err.best:.3g}x")
+                    return Schedule.for_budget(profile, compute_fraction=err.best, **kwargs)
+
+        recorder = CalibratorPolicy(options["lookahead"], [predictor], model_name, meter=MacPolicy())
+        return cls(recorder, runs, plan, make_cache, label)
 
     @property
     def profile(self):

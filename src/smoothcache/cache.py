@@ -17,30 +17,33 @@ import torch.nn as nn
 
 from .auto import AutoPolicy
 from .branches import Branch
-from .calibration import CalibratorPolicy
 from .calls import input_shape, is_stateful_call
 from .denoisers import as_denoiser
 from .deprecation import moved, renamed
-from .errors import ScheduleError, TargetError, warn
-from .flops import MacPolicy
+from .errors import ScheduleError, warn
 from .fusion import FUSION_MODES, BlockFusion
 from .hooks import BranchHooks, Lifecycle
 from .outputs import check_cacheable
-from .planning import budget_fraction
 from .policy import BranchPolicy
 from .predictors import PREDICTORS, predict_kept, sources_needed
 from .schedule import Schedule
 from .stats import BranchCounter, CacheStats
 from .store import KeptOutputs, unmodified
-from .targets import find_branches
-from .validate import check_alpha, check_choice, check_dtype, check_int
+from .targets import find_branches, fusable_blocks, schedule_branches
+from .validate import check_choice, check_dtype
 
 __all__ = ["SmoothCache", "SmoothCachePolicy"]
 
 logger = logging.getLogger(__name__)
 
 #: Keywords of the one-line mode only (alpha= / speedup=), with their defaults.
-ONE_LINE_DEFAULTS = {"lookahead": 3, "calibration_runs": 1, "per_block": False, "predictor": None}
+ONE_LINE_DEFAULTS = {
+    "lookahead": 3,
+    "calibration_runs": 1,
+    "per_block": False,
+    "predictor": None,
+    "cost": None,
+}
 
 
 class SmoothCachePolicy(BranchPolicy):
@@ -79,6 +82,7 @@ class SmoothCachePolicy(BranchPolicy):
         self._zeros = [() if r is None else tuple(s for s, v in enumerate(r) if v == 0) for r in self.rows]
         self._keep_until: list[int] = []
         self.counters: list[BranchCounter] = []
+        self._block_calls: dict[int, list[int]] = {}  # block position -> calls of each of its branches
         self._warned_shape = False
         self.fusion = (
             None if fusable is None else BlockFusion(self.rows, predictor, self.store, fusable, fusion)
@@ -143,10 +147,16 @@ class SmoothCachePolicy(BranchPolicy):
         return None
 
     def on_block(self, position: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        if self.fusion is None:  # blocks are wrapped for the one-line mode's calibration only
+            return fn(*args, **kwargs)
+        members = self.hooks.blocks[position].branches
+        before = [self.hooks.calls_of(i) for i in members]
         out, predicted = self.fusion.call(position, slot, fn, args, kwargs)
-        if predicted:
-            for i in self.hooks.blocks[position].branches:
-                self.counters[i].predicted += 1
+        if predicted:  # each branch counts the calls the block makes of it (CogView4 runs ff twice)
+            for i, calls in zip(members, self._block_calls.get(position, [1] * len(members))):
+                self.counters[i].predicted += calls
+        else:
+            self._block_calls[position] = [self.hooks.calls_of(i) - b for i, b in zip(members, before)]
         if self._fusion_layout != self.fusion.version:  # blocks were refused or fused apart
             self._plan_keeping()
         return out
@@ -164,8 +174,7 @@ class SmoothCachePolicy(BranchPolicy):
                 if not unmodified(kept):
                     raise RuntimeError(
                         f"the cached output of {hooks.branches[index].path} was modified in place after it "
-                        "was "
-                        "returned; this block cannot be cached safely"
+                        "was returned; this block cannot be cached safely"
                     )
                 counter.predicted += 1
                 return predict_kept(self.predictor, kept, hooks.time)
@@ -195,44 +204,6 @@ class SmoothCachePolicy(BranchPolicy):
                 self.hooks.branches[index].path,
                 self.hooks.step,
             )
-
-
-def _fusable(model: nn.Module, branches: list[Branch], rows: list, block_classes) -> set[str]:
-    """Paths of the blocks whose every discoverable branch is wrapped with a schedule row (with user
-    ``block_classes``, the keys given are all the branches there are)."""
-    keys = None if block_classes is None else sorted({b.path.rpartition(".")[2] for b in branches})
-    try:
-        everything = find_branches(model, keys, block_classes)
-    except TargetError:
-        return set()
-    scheduled = {b.path for b, row in zip(branches, rows) if row is not None}
-    ok: dict[str, bool] = {}
-    for b in everything:
-        ok[b.block_path] = ok.get(b.block_path, True) and b.path in scheduled
-    return {path for path, fine in ok.items() if fine}
-
-
-def _bind(model: nn.Module, schedule: Schedule, keys, block_classes) -> list[Branch]:
-    """The branches a schedule applies to, checked against the model."""
-    wanted = schedule.branch_keys
-    if keys is not None:
-        keys = list(keys)
-        stray = [k for k in wanted if k not in keys]
-        if stray:
-            raise ScheduleError(f"schedule key(s) {stray} are not among the keys to wrap {keys}")
-    try:
-        branches = find_branches(model, wanted, block_classes)
-    except TargetError as err:
-        raise ScheduleError(f"schedule does not fit {type(model).__name__}: {err}") from None
-    for key in wanted:
-        blocks = sorted({b.block for b in branches if b.key == key})
-        for index in schedule.block_indices(key):
-            if index not in blocks:
-                raise ScheduleError(
-                    f"schedule key '{key}-{index}': {type(model).__name__} has '{key}' only in blocks "
-                    f"{blocks[0]}..{blocks[-1]}"
-                )
-    return [b for b in branches if schedule.for_block(b.key, b.block) is not None]
 
 
 class SmoothCache(Lifecycle):
@@ -267,6 +238,9 @@ class SmoothCache(Lifecycle):
         per_block: one-line mode: one schedule per block instead of one per branch type (default False).
         predictor: one-line mode: ``"reuse"`` or ``"linear"`` (default ``"reuse"`` with ``alpha``,
             ``"linear"`` with ``speedup``).
+        cost: one-line mode with ``speedup``: ``"time"`` (default: the speed-up is planned in the wall time
+            the calibration measured) or ``"macs"``. A speed-up out of reach plans the best reachable, with a
+            warning.
         components: the former name of ``keys`` (deprecated).
 
     Use it as a ``with`` block (nested blocks are counted) or with :meth:`enable` / :meth:`disable`.
@@ -303,6 +277,7 @@ class SmoothCache(Lifecycle):
         calibration_runs: int | None = None,
         per_block: bool | None = None,
         predictor: str | None = None,
+        cost: str | None = None,
         components: Iterable[str] | None = None,
     ):
         keys = renamed(keys, components, "components", "keys")
@@ -311,12 +286,8 @@ class SmoothCache(Lifecycle):
                 "give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
                 "exactly one of the three"
             )
-        one_line = {
-            "lookahead": lookahead,
-            "calibration_runs": calibration_runs,
-            "per_block": per_block,
-            "predictor": predictor,
-        }
+        one_line = {"lookahead": lookahead, "calibration_runs": calibration_runs, "per_block": per_block,
+                    "predictor": predictor, "cost": cost}
         if schedule is not None:
             stray = [f"{name}=" for name, value in one_line.items() if value is not None]
             if stray:
@@ -331,7 +302,7 @@ class SmoothCache(Lifecycle):
         self.fuse_blocks, self._block_classes = fuse_blocks, block_classes
         if schedule is not None:
             schedule = Schedule.coerce(schedule)
-            branches = _bind(self.model, schedule, keys, block_classes)
+            branches = schedule_branches(self.model, schedule, keys, block_classes)
             self.policy: BranchPolicy = self._cache_policy(schedule, branches)
         else:
             options = {
@@ -344,33 +315,9 @@ class SmoothCache(Lifecycle):
 
     def _auto_policy(self, alpha: float | None, speedup: float | None, options: dict) -> AutoPolicy:
         predictor = check_choice(options["predictor"], "predictor", PREDICTORS, error=ScheduleError)
-        runs = check_int(options["calibration_runs"], "calibration_runs")
-        per_block = options["per_block"]
-        if alpha is not None:
-            alpha = check_alpha(alpha, error=ScheduleError)
-            label = f"alpha={alpha:g}"
-
-            def plan(profile):
-                return Schedule.from_profile(profile, alpha, per_block=per_block, predictor=predictor)
-        else:
-            budget_fraction(speedup=speedup)
-            label = f"speedup={speedup:g}x"
-
-            def plan(profile):
-                return Schedule.for_budget(profile, speedup=speedup, predictor=predictor, per_block=per_block)
-
-        recorder = CalibratorPolicy(
-            options["lookahead"], [predictor], type(self.model).__name__, meter=MacPolicy()
-        )
-        fuse = self._fusion(predictor) is not None
-        return AutoPolicy(
-            recorder,
-            runs,
-            plan,
-            lambda s: self._cache_policy(s, self.hooks.branches),
-            label,
-            wants_blocks=fuse,
-        )
+        options = {**options, "predictor": predictor, "fuse_blocks": self._fusion(predictor) is not None}
+        return AutoPolicy.planning(type(self.model).__name__, options, alpha, speedup,
+                                   lambda s: self._cache_policy(s, self.hooks.branches))
 
     def _fusion(self, predictor: str) -> str | None:
         """The fusion mode for a schedule of ``predictor`` (None: no fusion)."""
@@ -382,7 +329,7 @@ class SmoothCache(Lifecycle):
     def _cache_policy(self, schedule: Schedule, branches: list[Branch]) -> SmoothCachePolicy:
         rows = [schedule.for_block(b.key, b.block) for b in branches]
         mode = self._fusion(schedule.predictor)
-        fusable = None if mode is None else _fusable(self.model, branches, rows, self._block_classes)
+        fusable = None if mode is None else fusable_blocks(self.model, branches, rows, self._block_classes)
         return SmoothCachePolicy(
             rows,
             schedule.predictor,

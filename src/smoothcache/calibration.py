@@ -8,6 +8,7 @@ of each branch and CFG call are held (what a linear forecast over the widest win
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from typing import Any, Callable, Iterable, Sequence
 
@@ -23,8 +24,9 @@ from .hooks import BranchHooks, Lifecycle
 from .outputs import check_cacheable, tensors
 from .policy import BranchPolicy, Chain
 from .predictors import ORDER, PREDICTORS, predict
-from .profile import BranchErrors, CalibrationProfile
+from .profile import BranchErrors, CalibrationProfile, mean_times
 from .targets import find_branches
+from .timing import Timer
 from .validate import check_choice, check_int
 
 __all__ = ["Calibrator", "CalibratorPolicy"]
@@ -34,6 +36,11 @@ _TINY = 1e-12
 
 def _l1(parts: Sequence[torch.Tensor]) -> torch.Tensor:
     return sum(p.abs().sum() for p in parts)
+
+
+def _on_cuda(model: nn.Module) -> bool:
+    first = next(model.parameters(), None)
+    return first is not None and first.is_cuda
 
 
 class CalibratorPolicy(BranchPolicy):
@@ -69,9 +76,33 @@ class CalibratorPolicy(BranchPolicy):
             tuple[int, str, tuple[int, ...], torch.Tensor]
         ] = []  # branch, predictor, index, error
         self._norms: list[tuple[int, int, torch.Tensor]] = []  # branch, step, |y|_1 (finite check)
+        self.timer = Timer()
+
+    #: blocks are wrapped to time them
+    wants_blocks = True
 
     def start(self) -> None:
         self._clear_run()
+
+    def begin_call(self):
+        return self._timed_call()
+
+    @contextlib.contextmanager
+    def _timed_call(self):
+        # the first step (warm-up) and the MAC-counted call are not timed
+        measuring = self.meter is not None and self.meter.counting
+        self.timer.active = self.hooks.step > 0 and not measuring
+        start = self.timer.call_started()
+        try:
+            yield
+        finally:
+            self.timer.call_ended(start)
+
+    def on_block(self, position: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        start = self.timer.begin()
+        out = fn(*args, **kwargs)
+        self.timer.end("block", self.hooks.blocks[position].path, start)
+        return out
 
     def stop(self, interrupted: bool) -> None:
         self._clear_run()  # an interrupted generation is dropped; a finished one was folded in already
@@ -80,9 +111,20 @@ class CalibratorPolicy(BranchPolicy):
         self._history.clear()
         self._pending.clear()
         self._norms.clear()
+        model = getattr(self, "hooks", None)
+        self.timer.reset(cuda=model is not None and _on_cuda(model.model))
 
     def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        start = self.timer.begin()
         out = fn(*args, **kwargs)
+        self.timer.end("branch", self.hooks.branches[index].path, start)
+        bookkeeping = self.timer.begin()
+        try:
+            return self._record(index, slot, out)
+        finally:
+            self.timer.overhead(bookkeeping)
+
+    def _record(self, index: int, slot, out: Any) -> Any:
         hooks = self.hooks
         check_cacheable(out, hooks.branches[index].path)
         step, time = hooks.step, hooks.time
@@ -156,6 +198,12 @@ class CalibratorPolicy(BranchPolicy):
         if self.meter is not None and self.meter.report is not None:
             report = self.meter.report
             profile.macs = {"total": report.total, **report.branch_macs}
+            profile.block_macs = dict(report.block_macs)
+        profile.block_of = {b.path: b.block_path for b in branches}
+        times = self.timer.results()
+        if times and self.hooks.end_reason == "returned" and self.timer.since_last_call is not None:
+            times["tail"] = self.timer.since_last_call
+        profile.times = mean_times(profile.times, profile.runs - 1, times, 1) if times else profile.times
         self.profile = profile
 
     @property

@@ -67,8 +67,7 @@ class SmoothCacheHelper:
                 f"this schedule forecasts skipped steps with the {self.schedule.predictor!r} predictor; the "
                 "original "
                 "implementation's helpers only reuse cached outputs: apply it with "
-                "smoothcache.SmoothCache(model, "
-                "schedule)"
+                "smoothcache.SmoothCache(model, schedule)"
             )
         self._cache = SmoothCache(
             model, self.schedule, keys=self.components_to_wrap, block_classes=self.block_classes

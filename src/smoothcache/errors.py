@@ -21,6 +21,15 @@ class ScheduleError(ValueError):
     """A schedule is malformed, cannot be planned as asked, or does not fit the model or the generation."""
 
 
+class BudgetError(ScheduleError):
+    """A budget no schedule of these error tables reaches; :attr:`best` is the least compute fraction one
+    reaches."""
+
+    def __init__(self, message: str, best: float):
+        super().__init__(message)
+        self.best = best
+
+
 class ProfileError(ValueError):
     """A calibration profile is malformed, or profiles that cannot be combined were combined."""
 

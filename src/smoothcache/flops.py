@@ -62,6 +62,14 @@ class MacPolicy(BranchPolicy):
         self._counter: FlopCounterMode | None = None
         self._per_branch: list[float] = []
 
+    #: blocks are wrapped to count their MACs too (what block fusion saves)
+    wants_blocks = True
+
+    @property
+    def counting(self) -> bool:
+        """True during the denoiser call being counted (its timings are not representative)."""
+        return self._counter is not None
+
     def begin_call(self):
         return self._measure() if self.report is None and self._counter is None else None
 
@@ -69,15 +77,20 @@ class MacPolicy(BranchPolicy):
     def _measure(self) -> Iterator[None]:
         branches = self.hooks.branches
         self._per_branch = [0.0] * len(branches)
+        self._per_block: dict[str, float] = {}
         with flop_counter() as counter:
             self._counter = counter
             try:
                 yield
             finally:
                 self._counter = None
-        self.report = MacReport(counter.get_total_flops() / 2,
-                                {b.path: m for b, m in zip(branches, self._per_branch)},
-                                {b.path: (b.key, b.block) for b in branches})
+        self.report = MacReport(
+            counter.get_total_flops() / 2,
+            {b.path: m for b, m in zip(branches, self._per_branch)},
+            {b.path: (b.key, b.block) for b in branches},
+            block_of={b.path: b.block_path for b in branches},
+            block_macs=dict(self._per_block),
+        )
 
     def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
         counter = self._counter
@@ -86,6 +99,16 @@ class MacPolicy(BranchPolicy):
         before = counter.get_total_flops()
         out = fn(*args, **kwargs)
         self._per_branch[index] += (counter.get_total_flops() - before) / 2
+        return out
+
+    def on_block(self, position: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        counter = self._counter
+        if counter is None:
+            return fn(*args, **kwargs)
+        before = counter.get_total_flops()
+        out = fn(*args, **kwargs)
+        path = self.hooks.blocks[position].path
+        self._per_block[path] = self._per_block.get(path, 0.0) + (counter.get_total_flops() - before) / 2
         return out
 
 

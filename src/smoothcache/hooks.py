@@ -92,6 +92,10 @@ class BranchHooks:
         self._occurrences = [0] * len(self.branches)
         self._block_occurrences = [0] * len(self.blocks)
         self._with_depth = 0
+        #: why the last generation ended: "returned" (its pipeline returned), "next generation", "reset",
+        #: "disabled"
+        self.end_reason = ""
+        self._ending = ""
         self.policy = policy
         policy.attach(self)
 
@@ -116,6 +120,10 @@ class BranchHooks:
     def call(self) -> int:
         """The CFG call within the current step."""
         return self.tracker.call
+
+    def calls_of(self, index: int) -> int:
+        """How many times branch ``index`` was called in the current denoiser call so far."""
+        return self._occurrences[index]
 
     @property
     def time(self) -> float:
@@ -170,6 +178,7 @@ class BranchHooks:
             if interrupted:
                 self.tracker.reset()
             else:
+                self._ending = "disabled"
                 self.tracker.finish()
         finally:
             try:
@@ -186,6 +195,7 @@ class BranchHooks:
 
     def reset(self) -> None:
         """End the current generation: the next denoiser call is step 0 of a new one."""
+        self._ending = "reset"
         self.tracker.finish()
 
     def __enter__(self) -> "BranchHooks":
@@ -202,6 +212,7 @@ class BranchHooks:
         self.disable(interrupted=exc_type is not None)
 
     def _generation_ended(self, steps: int, timesteps: list) -> None:
+        self.end_reason, self._ending = self._ending or "next generation", ""
         self.policy.end_generation(steps, timesteps)
 
     def _watch_pipeline(self) -> None:
@@ -216,6 +227,7 @@ class BranchHooks:
 
     def _pipeline_returned(self) -> None:
         if self.tracker.depth == 0 and self._patches:
+            self._ending = "returned"
             self.tracker.finish()
 
     # ---------------------------------------------------------------- wrappers

@@ -14,26 +14,20 @@ safetensors (numpy arrays plus a JSON header), so loading a profile someone sent
 
 from __future__ import annotations
 
-import json
-import math
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Any, Iterable
 
 import numpy as np
 
 from .errors import ProfileError
 from .predictors import PREDICTORS, table_shape
+from .profile_file import read_profile, write_profile
 from .resample import positions, resample_table
-from .validate import check_file, check_int
+from .validate import check_int
 
-__all__ = ["BranchErrors", "CalibrationProfile", "ErrorSums", "ProfileError"]
-
-_FORMAT = "smoothcache-profile"
-_VERSION = 2
-_PARTS = ("total", "total_sq", "count")
+__all__ = ["BranchErrors", "CalibrationProfile", "ErrorSums", "ProfileError", "mean_times"]
 
 
 @dataclass
@@ -107,6 +101,10 @@ class CalibrationProfile:
         timesteps: mean timestep of each step (all NaN when the denoiser got none), for resampling.
         macs: multiply-accumulates of one denoiser call: ``"total"`` and one entry per branch module path.
         model: class name of the calibrated model.
+        times: median seconds measured while calibrating (:mod:`smoothcache.timing`): ``"call"``,
+            ``"between"``, ``"tail"``, and per path ``"branches"`` and ``"blocks"``; empty if not recorded.
+        block_of: branch module path -> the path of its block.
+        block_macs: block path -> multiply-accumulates of one call of the block.
     """
 
     lookahead: int
@@ -116,6 +114,9 @@ class CalibrationProfile:
     timesteps: np.ndarray | None = None
     macs: dict[str, float] = field(default_factory=dict)
     model: str = ""
+    times: dict[str, Any] = field(default_factory=dict)
+    block_of: dict[str, str] = field(default_factory=dict)
+    block_macs: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         blocks = len({b.block for b in self.errors.values()})
@@ -202,6 +203,9 @@ class CalibrationProfile:
             runs=self.runs + other.runs,
             macs=dict(self.macs or other.macs),
             model=self.model or other.model,
+            times=mean_times(self.times, self.runs, other.times, other.runs),
+            block_of={**other.block_of, **self.block_of},
+            block_macs=dict(self.block_macs or other.block_macs),
         )
         for path, mine in self.errors.items():
             theirs = other.errors[path].tables
@@ -222,7 +226,14 @@ class CalibrationProfile:
         if num_steps == self.num_steps and timesteps is None:
             return self
         out = CalibrationProfile(
-            self.lookahead, num_steps, runs=self.runs, macs=dict(self.macs), model=self.model
+            self.lookahead,
+            num_steps,
+            runs=self.runs,
+            macs=dict(self.macs),
+            model=self.model,
+            times=dict(self.times),
+            block_of=dict(self.block_of),
+            block_macs=dict(self.block_macs),
         )
         for path, b in self.errors.items():
             out.errors[path] = BranchErrors(
@@ -251,171 +262,26 @@ class CalibrationProfile:
 
     def save(self, path: str | Path) -> Path:
         """Write the profile as safetensors (arrays + JSON header)."""
-        from safetensors.numpy import save_file
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tensors: dict[str, np.ndarray] = {}
-        index = {}
-        for i, (name, b) in enumerate(self.errors.items()):
-            index[name] = {"key": b.key, "block": b.block, "id": i}
-            for predictor, sums in b.tables.items():
-                for part in _PARTS:
-                    tensors[f"b{i}.{predictor}.{part}"] = np.ascontiguousarray(
-                        getattr(sums, part), dtype=np.float64
-                    )
-        tensors["timesteps"] = np.asarray(
-            self.timesteps if self.timesteps is not None else np.full(self.num_steps, np.nan),
-            dtype=np.float64,
-        )
-        header = {
-            "format": _FORMAT,
-            "version": _VERSION,
-            "lookahead": self.lookahead,
-            "num_steps": self.num_steps,
-            "runs": self.runs,
-            "model": self.model,
-            "macs": self.macs,
-            "branches": index,
-            "predictors": self.predictors,
-        }
-        save_file(tensors, str(path), metadata={"smoothcache": json.dumps(header)})
-        return path
+        return write_profile(self, path)
 
     @classmethod
     def load(cls, path: str | Path) -> "CalibrationProfile":
-        """Read and validate a profile written by :meth:`save` (this version or the first)."""
-        from safetensors import SafetensorError, safe_open
-        from safetensors.numpy import load_file
-
-        path = check_file(path, "calibration profile", error=ProfileError)
-        try:
-            with safe_open(str(path), framework="numpy") as f:
-                metadata = f.metadata() or {}
-            arrays = load_file(str(path))
-        except (SafetensorError, OSError, ValueError, TypeError, KeyError) as err:
-            if _looks_like_json(path):
-                raise ProfileError(
-                    f"{path} is a schedule JSON, not a calibration profile: give it where a schedule is "
-                    "expected (SmoothCache(model, path), Schedule.load); a profile is what `smoothcache "
-                    "calibrate MODEL --out profile.safetensors` or Calibrator(...).profile.save() writes"
-                ) from None
-            raise ProfileError(f"{path} is not a calibration profile (safetensors): {err}") from None
-        if "smoothcache" not in metadata:
-            raise ProfileError(f"{path} has no smoothcache profile header: it is a safetensors file, but not "
-                               "one that smoothcache calibrate wrote")
-        try:
-            header = json.loads(metadata["smoothcache"])
-        except (ValueError, RecursionError) as err:  # JSONDecodeError, an over-long integer, deep nesting
-            problem = err if isinstance(err, json.JSONDecodeError) else "too deep, or a number too long"
-            raise ProfileError(f"{path}: its smoothcache profile header is not valid JSON ({problem})") \
-                from None
-        return _from_parts(header, arrays, str(path))
-
-
-def _looks_like_json(path: Path) -> bool:
-    """The file starts like a JSON object (after a byte-order mark and white space; UTF-8, -16 or -32)."""
-    with open(path, "rb") as f:
-        return f.read(64).lstrip(b"\xef\xbb\xbf\xfe\xff\x00 \t\r\n").startswith(b"{")
-
-
-def _count(value: object, minimum: int = 0) -> int | None:
-    """``value`` if it is an integer (not a bool) of at least ``minimum``, else None."""
-    return value if type(value) is int and value >= minimum else None
-
-
-def _real(value: object) -> float | None:
-    """``value`` as a finite, non-negative float, else None (bools, strings, inf, 10**400 included)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    try:
-        value = float(value)
-    except OverflowError:
-        return None
-    return value if math.isfinite(value) and value >= 0 else None
-
-
-def _float_array(arrays: Mapping[str, np.ndarray], name: str, fail) -> np.ndarray | None:
-    """The named array as float64, refusing other kinds (ints, bools, complex): smoothcache writes float64."""
-    array = arrays.get(name)
-    if array is None:
-        return None
-    if array.dtype.kind != "f":
-        raise fail(f"array {name!r} has dtype {array.dtype}; a profile holds floating-point arrays (float64)")
-    return np.array(array, dtype=np.float64)
-
-
-_BRANCH_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
-
-
-def _from_parts(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) -> CalibrationProfile:
-    def fail(msg: str) -> ProfileError:
-        return ProfileError(f"{where}: {msg}")
-
-    if not isinstance(header, Mapping) or header.get("format") != _FORMAT:
-        raise fail('not a smoothcache calibration profile (no "format": "smoothcache-profile" in its header)')
-    version = header.get("version")
-    if _count(version) not in (1, _VERSION):
-        raise fail(f"profile version {version!r} is not supported (expected 1 or {_VERSION}): "
-                   "it was written by another version of smoothcache; calibrate again with this one")
-    k, t = _count(header.get("lookahead"), 1), _count(header.get("num_steps"), 1)
-    if k is None or t is None:
-        raise fail(f"invalid lookahead {header.get('lookahead')!r} or num_steps {header.get('num_steps')!r}; "
-                   "both must be integers >= 1")
-    predictors = header.get("predictors", ["reuse"]) if version == _VERSION else ["reuse"]
-    if not isinstance(predictors, list) or "reuse" not in predictors or any(
-            not isinstance(p, str) or p not in PREDICTORS for p in predictors):
-        raise fail(f"invalid predictors {predictors!r}; known: {list(PREDICTORS)}")
-    predictors = list(dict.fromkeys(predictors))
-    macs = header.get("macs", {})
-    if not isinstance(macs, Mapping) or any(_real(v) is None for v in macs.values()):
-        raise fail(f"invalid MAC counts {macs!r}; they must be finite numbers >= 0")
-    runs = _count(header.get("runs", 0))
-    if runs is None:
-        raise fail(f"invalid run count {header.get('runs')!r}; it must be an integer >= 0")
-    profile = CalibrationProfile(k, t, runs=runs, macs={str(a): _real(b) for a, b in macs.items()},
-                                 model=str(header.get("model", "")))
-    branches = header.get("branches")
-    if not isinstance(branches, Mapping) or not branches:
-        raise fail("the profile names no branches")
-    ids = set()
-    for name, info in branches.items():
-        info = info if isinstance(info, Mapping) else {}
-        key, block, i = info.get("key"), _count(info.get("block")), _count(info.get("id"))
-        valid_key = isinstance(key, str) and _BRANCH_KEY.fullmatch(key)
-        if not valid_key or block is None or i is None or i in ids:
-            raise fail(f"branch {name!r} is incomplete or invalid ({branches[name]!r}): it needs a \"key\" "
-                       "(a branch name), a \"block\" and a unique \"id\" (integers >= 0)")
-        ids.add(i)
-        tables = {}
-        for predictor in predictors:
-            prefix = f"b{i}." if version == 1 else f"b{i}.{predictor}."
-            parts = [_float_array(arrays, prefix + part, fail) for part in _PARTS]
-            if any(part is None for part in parts):
-                missing = [prefix + part for part, a in zip(_PARTS, parts) if a is None]
-                raise fail(f"branch {name!r} lacks the array(s) {missing}")
-            shape = table_shape(predictor, k, t)
-            for part in parts:
-                if part.shape != shape or not np.all(np.isfinite(part)):
-                    raise fail(
-                        f"branch {name!r} {predictor} table has shape {part.shape} or non-finite values; "
-                        f"expected finite {list(shape)}"
-                    )
-            if any(np.any(part < 0) for part in parts):
-                raise fail(f"branch {name!r} has negative errors or counts")
-            tables[predictor] = ErrorSums(*parts)
-        profile.errors[str(name)] = BranchErrors(key, block, tables)
-    timesteps = _float_array(arrays, "timesteps", fail)
-    if timesteps is not None:
-        if timesteps.shape != (t,):
-            raise fail(f"timesteps have shape {timesteps.shape}, expected ({t},)")
-        finite = np.isfinite(timesteps)
-        if finite.any() and not finite.all():
-            raise fail("some timesteps are NaN or inf: they must be all known or all unknown (NaN)")
-        if np.isinf(timesteps).any():
-            raise fail("timesteps contain inf")
-        profile.timesteps = timesteps
-    return profile
+        """Read and validate a profile written by :meth:`save` (this version or an earlier one)."""
+        parts = read_profile(path)
+        profile = cls(
+            parts["lookahead"],
+            parts["num_steps"],
+            runs=parts["runs"],
+            macs=parts["macs"],
+            model=parts["model"],
+            times=parts["times"],
+            block_of=parts["block_of"],
+            block_macs=parts["block_macs"],
+            timesteps=parts["timesteps"],
+        )
+        for name, key, block, tables in parts["errors"]:
+            profile.errors[name] = BranchErrors(key, block, {p: ErrorSums(*t) for p, t in tables.items()})
+        return profile
 
 
 def _mean_timesteps(a: np.ndarray | None, na: int, b: np.ndarray | None, nb: int) -> np.ndarray | None:
@@ -424,3 +290,18 @@ def _mean_timesteps(a: np.ndarray | None, na: int, b: np.ndarray | None, nb: int
     if b is None or nb == 0:
         return a
     return (a * na + b * nb) / (na + nb)
+
+
+def mean_times(a: dict, na: int, b: dict, nb: int) -> dict:
+    """The timings of two profiles, weighted by their runs (one side's where the other has none)."""
+    if not a or not b:
+        return dict(a or b)
+
+    def mean(x: float, y: float) -> float:
+        return (x * na + y * nb) / max(na + nb, 1)
+
+    out = {k: mean(a[k], b[k]) for k in ("call", "between", "tail") if k in a and k in b}
+    for part in ("branches", "blocks"):
+        mine, theirs = a.get(part, {}), b.get(part, {})
+        out[part] = {p: mean(mine[p], theirs[p]) if p in theirs else mine[p] for p in mine}
+    return out

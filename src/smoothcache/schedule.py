@@ -315,18 +315,23 @@ class Schedule:
         lookahead: int | None = None,
         per_block: bool = False,
         num_steps: int | None = None,
+        cost: str | None = None,
+        fuse_blocks: bool | None = None,
     ) -> "Schedule":
-        """The schedule with the least calibrated error that reaches a theoretical ``speedup`` (or keeps at
-        most ``compute_fraction`` of the compute), in the recommended mode by default.
+        """The schedule with the least calibrated error that reaches a ``speedup`` (or keeps at most
+        ``compute_fraction`` of the uncached cost), in the recommended mode by default.
 
-        Budgets are MAC-weighted when the profile recorded MACs (a skipped ``ff`` saves more than a skipped
-        ``attn1``), else every branch call counts the same. The metadata records the budget, the fraction
-        achieved and, for the optimal planner, the planned error.
+        The cost is measured in seconds when the calibration timed the model (each block, branch and the rest
+        of a step), else in MACs (a skipped ``ff`` saves more than a skipped ``attn1``; every branch call the
+        same for a profile without MAC counts). With block fusion a step on which a block's branches all skip
+        saves the whole block. A budget out of reach by at most 2% plans the nearest reachable one, with a
+        warning. The metadata records the budget, the cost, the fraction achieved and, for the optimal
+        planner, the planned error.
 
         Args:
             profile: the calibration (or the path of a saved profile).
-            speedup: the theoretical speed-up to reach, >= 1 (give this or ``compute_fraction``).
-            compute_fraction: the share of the uncached compute to keep, in (0, 1].
+            speedup: the speed-up to reach, >= 1 (give this or ``compute_fraction``).
+            compute_fraction: the share of the uncached cost to keep, in (0, 1].
             predictor: what a skipped step returns: ``"linear"`` (the recommended forecast) or ``"reuse"``
                 (the cached output, as in the paper). Default None: ``"linear"`` if the profile recorded its
                 errors, else ``"reuse"`` (with a logged warning).
@@ -336,11 +341,16 @@ class Schedule:
             per_block: plan each block on its own (``"attn1-3"`` keys; default False).
             num_steps: the schedule's step count (default None: the calibration's); another resamples the
                 tables.
+            cost: ``"time"`` (wall time, as calibration measured it) or ``"macs"`` (theoretical). Default
+                None: time where the profile holds timings, else MACs.
+            fuse_blocks: whether the cache skips whole blocks (default None: for forecasts, as
+                :class:`~smoothcache.SmoothCache` does).
 
         Raises:
             ScheduleError: none or both of speedup / compute_fraction, a budget these tables cannot reach (the
                 message names the best reachable speed-up), a predictor the profile did not record (calibrate
-                with it), an unknown planner, a lookahead beyond the profile's.
+                with it), an unknown planner or cost, a lookahead beyond the profile's, ``cost="time"`` for a
+                profile without timings.
             ProfileError: a profile path that does not hold a valid profile.
         """
         result = plan(
@@ -352,5 +362,7 @@ class Schedule:
             lookahead=lookahead,
             per_block=per_block,
             num_steps=num_steps,
+            cost=cost,
+            fuse_blocks=fuse_blocks,
         )
         return cls(result.rows, result.metadata, predictor=result.predictor)

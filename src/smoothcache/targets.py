@@ -19,9 +19,9 @@ from .branches import Branch
 from .denoisers import not_a_model
 from .deprecation import moved, renamed
 from .discovery import discover
-from .errors import NotADenoiserError, TargetError
+from .errors import NotADenoiserError, ScheduleError, TargetError
 
-__all__ = ["BlockFamily", "TARGETS", "find_branches"]
+__all__ = ["BlockFamily", "TARGETS", "find_branches", "fusable_blocks", "schedule_branches"]
 
 
 @dataclass(frozen=True)
@@ -216,6 +216,46 @@ def find_branches(
         why = f" (left out: {'; '.join(map(str, skipped[:3]))})" if skipped else ""
         raise TargetError(f"the blocks of {type(model).__name__} have no cacheable branch modules{why}")
     return branches
+
+
+
+def fusable_blocks(model: nn.Module, branches: list[Branch], rows: list, block_classes) -> set[str]:
+    """Paths of the blocks whose every discoverable branch is wrapped with a schedule row (with user
+    ``block_classes``, the keys given are all the branches there are)."""
+    keys = None if block_classes is None else sorted({b.path.rpartition(".")[2] for b in branches})
+    try:
+        everything = find_branches(model, keys, block_classes)
+    except TargetError:
+        return set()
+    scheduled = {b.path for b, row in zip(branches, rows) if row is not None}
+    ok: dict[str, bool] = {}
+    for b in everything:
+        ok[b.block_path] = ok.get(b.block_path, True) and b.path in scheduled
+    return {path for path, fine in ok.items() if fine}
+
+
+def schedule_branches(model: nn.Module, schedule, keys, block_classes) -> list[Branch]:
+    """The branches a :class:`~smoothcache.schedule.Schedule` applies to (with ``keys`` and ``block_classes``
+    as for :func:`find_branches`), checked against the model: ScheduleError if it does not fit."""
+    wanted = schedule.branch_keys
+    if keys is not None:
+        keys = list(keys)
+        stray = [k for k in wanted if k not in keys]
+        if stray:
+            raise ScheduleError(f"schedule key(s) {stray} are not among the keys to wrap {keys}")
+    try:
+        branches = find_branches(model, wanted, block_classes)
+    except TargetError as err:
+        raise ScheduleError(f"schedule does not fit {type(model).__name__}: {err}") from None
+    for key in wanted:
+        blocks = sorted({b.block for b in branches if b.key == key})
+        for index in schedule.block_indices(key):
+            if index not in blocks:
+                raise ScheduleError(
+                    f"schedule key '{key}-{index}': {type(model).__name__} has '{key}' only in blocks "
+                    f"{blocks[0]}..{blocks[-1]}"
+                )
+    return [b for b in branches if schedule.for_block(b.key, b.block) is not None]
 
 
 __getattr__ = moved(

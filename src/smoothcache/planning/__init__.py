@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ..costs import MacReport
-from ..errors import ScheduleError
+from ..costs import COSTS, MacReport
+from ..errors import BudgetError, ScheduleError, warn
 from ..predictors import PREDICTORS
 from ..profile import CalibrationProfile
 from ..validate import check_alpha, check_choice, check_fraction, check_int, check_number
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 PLANNERS = ("greedy", "optimal")
 #: The optimal planner's cost of a skip run: (sum of its steps' errors) ** RUN_POWER.
 RUN_POWER = 2.0
+#: A budget out of reach by at most this share plans the nearest reachable one (with a warning).
+NEAREST = 0.02
 
 Rows = dict[str, list[int]]
 
@@ -163,6 +165,8 @@ def plan(
     lookahead: int | None = None,
     per_block: bool = False,
     num_steps: int | None = None,
+    cost: str | None = None,
+    fuse_blocks: bool | None = None,
 ) -> Plan:
     """Rows for a profile: at a greedy threshold ``alpha``, or for a budget (``speedup`` or
     ``compute_fraction``).
@@ -170,7 +174,7 @@ def plan(
     Args:
         profile: the calibration (or the path of a saved one).
         alpha: greedy threshold (relative L1 error); the rows of the original's scan.
-        speedup, compute_fraction: the budget, as a theoretical speed-up or the share of compute to keep.
+        speedup, compute_fraction: the budget, as a speed-up or the share of the uncached cost to keep.
         predictor: what a skipped step returns, ``"linear"`` or ``"reuse"``. Default None: ``"reuse"`` for
             ``alpha`` (the original's scan); for a budget ``"linear"`` if the profile recorded its errors,
             else ``"reuse"`` (with a logged warning).
@@ -179,18 +183,24 @@ def plan(
         per_block: one row per block (``"attn1-3"`` keys) instead of one per branch key (greedy) or one for
             the whole model (optimal).
         num_steps: step count of the rows; another than the calibration's resamples the tables first.
+        cost: what the budget measures: ``"time"`` (the seconds calibration measured; the default where it
+            measured them) or ``"macs"`` (theoretical).
+        fuse_blocks: whether the cache will skip whole blocks whose branches all skip (saving their norms and
+            modulation too); default: for forecasts, as :class:`~smoothcache.SmoothCache` does.
+
+    A budget out of reach by at most 2% plans the nearest reachable one, with a warning naming it.
 
     Raises:
         ScheduleError: none or several of alpha / speedup / compute_fraction, a budget out of reach, a
-            predictor the profile did not record, an unknown planner, a lookahead beyond the profile's.
+            predictor the profile did not record, an unknown planner or cost, a lookahead beyond the
+            profile's, ``cost="time"`` for a profile without timings.
     """
     if predictor is None:
         predictor = _default_predictor(CalibrationProfile.coerce(profile), budget=alpha is None)
     if alpha is not None:
         if speedup is not None or compute_fraction is not None:
-            raise ScheduleError(
-                "give alpha (a greedy threshold) or a budget (speedup / compute_fraction), not both"
-            )
+            raise ScheduleError("give alpha (a greedy threshold) or a budget (speedup / compute_fraction), "
+                                "not both")
         if planner not in (None, "greedy"):
             raise ScheduleError("the optimal planner plans for a budget: give speedup= or compute_fraction=")
         alpha = check_alpha(alpha, error=ScheduleError)
@@ -203,28 +213,39 @@ def plan(
     planner = check_choice(planner or "optimal", "planner", PLANNERS, error=ScheduleError)
     profile, k = _prepare(profile, lookahead, num_steps, predictor)
     report = MacReport.for_budget(profile)
+    cost = check_choice(
+        cost or ("time" if report.has("time") else "macs"), "cost", COSTS, error=ScheduleError
+    )
+    report.budget(cost, profile.num_steps)  # refuses time without timings
+    fused = predictor != "reuse" if fuse_blocks is None else bool(fuse_blocks)
     groups = _groups(profile, per_block)
     meta = {
         "lookahead": k,
         "per_block": per_block,
         "planner": planner,
         "budget": target,
-        "cost_unit": report.unit,
+        "cost": cost,
+        "cost_unit": "seconds" if cost == "time" else report.unit,
+        "fused": fused,
     }
+
+    def fraction(rows: Rows) -> float:
+        return report.compute_fraction(rows, cost, fused)
+
     if planner == "optimal":
-        rows, error = _optimal(profile, report, groups, predictor, k, target)
+        rows, error, target = _optimal(profile, report, groups, predictor, k, target, cost, fused)
         return Plan(
-            rows, predictor, {**meta, "achieved": report.compute_fraction(rows), "planned_error": error}
+            rows, predictor, {**meta, "budget": target, "achieved": fraction(rows), "planned_error": error}
         )
     per_row = {name: _errors(profile, [(key, block)], predictor, k) for name, key, block in groups}
     tables = [t for e in per_row.values() for t in (e.reuse, e.linear) if t is not None]
     alpha, rows = budget_alpha(
         tables,
         lambda a: {n: _scan_row(e, predictor, a, profile.num_steps) for n, e in per_row.items()},
-        report.compute_fraction,
+        fraction,
         target,
     )
-    return Plan(rows, predictor, {**meta, "alpha": alpha, "achieved": report.compute_fraction(rows)})
+    return Plan(rows, predictor, {**meta, "alpha": alpha, "achieved": fraction(rows)})
 
 
 def _default_predictor(profile: CalibrationProfile, budget: bool) -> str:
@@ -239,11 +260,33 @@ def _default_predictor(profile: CalibrationProfile, budget: bool) -> str:
     return "reuse"
 
 
+def _reachable(target: float, best: float, what: str) -> float:
+    """``target``, or ``best`` with a warning when the target is out of reach by at most 2%."""
+    if target >= best * (1 - 1e-9):
+        return target
+    if target >= best * (1 - NEAREST):
+        warn(
+            f"a speed-up of {1 / target:.4g}x is just out of reach ({what}); planned the nearest reachable "
+            f"one, {1 / best:.4g}x"
+        )
+        return best
+    raise BudgetError(f"{what}: a compute fraction of {target:.4g} (speed-up {1 / target:.4g}x) is out of "
+                      f"reach: the best these tables allow is {best:.4g} (speed-up {1 / best:.4g}x)", best)
+
+
 def _optimal(
-    profile: CalibrationProfile, report: MacReport, groups, predictor: str, k: int, target: float
-) -> tuple[Rows, float]:
+    profile: CalibrationProfile,
+    report: MacReport,
+    groups,
+    predictor: str,
+    k: int,
+    target: float,
+    cost: str,
+    fused: bool,
+) -> tuple[Rows, float, float]:
     """Whole-step rows (one for the model, or one per block) minimising the run-squared error under the
-    budget."""
+    budget; also returns the budget planned for (the nearest reachable one if ``target`` was just out of
+    reach)."""
     members: dict[
         int | None, list[tuple[str, str]]
     ] = {}  # block (None: every block) -> [(schedule key, key)]
@@ -254,26 +297,19 @@ def _optimal(
     for block, items in members.items():
         keys = {key for _, key in items}
         label = "all" if block is None else f"block-{block}"
-        weights[label] = sum(
-            macs
-            for path, macs in report.branch_macs.items()
-            if report.keys[path][0] in keys and (block is None or report.keys[path][1] == block)
-        )
+        covered = [p for p, (key, b) in report.keys.items() if key in keys and (block is None or b == block)]
+        weights[label] = report.saving(covered, cost, fused)  # what one skipped step of the row saves
         errors = _errors(profile, [(key, block) for _, key in items], predictor, k, whole_steps=True)
         fronts[label] = frontier(errors, (predictor,), RUN_POWER)
     steps = profile.num_steps
-    full = report.total * steps
-    rows_cost = sum(weights.values())
+    per_step, once = report.budget(cost, steps)
+    full = per_step * steps + once
+    fixed = (per_step - sum(weights.values())) * steps + once  # what no row saves
     least = least_cost(fronts, weights)
-    best = (full - rows_cost * steps + least) / full
-    if target < best * (1 - 1e-9):
-        raise ScheduleError(
-            f"optimal planner (lookahead {k}, predictor {predictor!r}): a compute fraction of {target:.4g} "
-            f"(speed-up {1 / target:.4g}x) is out of reach: the best these tables allow is {best:.4g} "
-            f"(speed-up {1 / best:.4g}x)"
-        )
-    result = split_budget(fronts, weights, max(rows_cost * steps - (1.0 - target) * full, least))
+    target = _reachable(
+        target, (fixed + least) / full, f"optimal planner, lookahead {k}, predictor {predictor!r}"
+    )
+    result = split_budget(fronts, weights, max(target * full - fixed, least))
     rows = {label: fronts[label].row(n).tolist() for label, n in result.counts.items()}
-    return {
-        name: rows["all" if block is None else f"block-{block}"] for name, _, block in groups
-    }, result.total_error
+    out = {name: rows["all" if block is None else f"block-{block}"] for name, _, block in groups}
+    return out, result.total_error, target

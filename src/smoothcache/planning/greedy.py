@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import ScheduleError
+from ..errors import BudgetError, ScheduleError
 from ..validate import check_int, check_number
 
 __all__ = ["budget_alpha", "scan", "scan_linear"]
@@ -97,11 +97,9 @@ def budget_alpha(
     candidates = sorted(values)
     most = build(candidates[-1])
     if cost(most) > target + 1e-12:
-        raise ScheduleError(
+        raise BudgetError(
             f"no alpha reaches a compute fraction of {target:.1%}; the most aggressive greedy schedule of "
-            "this "
-            f"calibration keeps {cost(most):.1%} (speed-up {1 / cost(most):.2f}x)"
-        )
+            f"this calibration keeps {cost(most):.1%} (speed-up {1 / cost(most):.2f}x)", cost(most))
     lo, hi = 0, len(candidates) - 1  # invariant: candidates[hi] meets the budget
     while lo < hi:
         mid = (lo + hi) // 2

@@ -67,17 +67,20 @@ class AudioEvaluator:
         self.device = torch.device(device)
         self.batch_size, self.k = int(batch_size), int(k)
         self.net = load_audio_classifier(self.folder, device=self.device)
-        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME, self.net.fc.out_features, "classifier")
+        self.stats = load_reference_stats(
+            self.folder / REFERENCE_STATS_NAME, self.net.fc.out_features, "classifier"
+        )
 
     @torch.no_grad()
     def _run(self, audios: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
         x = _as_audio(audios)
         if x.shape[1] != self.net.num_samples:
-            raise ValueError(f"expected clips of {self.net.num_samples} samples at {SAMPLE_RATE} Hz, "
-                             f"got {x.shape[1]}")
+            raise ValueError(
+                f"expected clips of {self.net.num_samples} samples at {SAMPLE_RATE} Hz, got {x.shape[1]}"
+            )
         feats, preds = [], []
         for start in range(0, x.shape[0], self.batch_size):
-            f = self.net.features(log_mel(x[start:start + self.batch_size].to(self.device)))
+            f = self.net.features(log_mel(x[start : start + self.batch_size].to(self.device)))
             feats.append(f.cpu())
             preds.append(self.net.head(f).argmax(dim=1).cpu())
         return torch.cat(feats), torch.cat(preds)
@@ -90,8 +93,12 @@ class AudioEvaluator:
         """Predicted word ids (N,) of clips."""
         return self._run(audios)[1]
 
-    def evaluate_features(self, feats: ArrayLike, pred_labels: ArrayLike | None = None,
-                          requested_labels: ArrayLike | None = None) -> dict[str, float]:
+    def evaluate_features(
+        self,
+        feats: ArrayLike,
+        pred_labels: ArrayLike | None = None,
+        requested_labels: ArrayLike | None = None,
+    ) -> dict[str, float]:
         """Metrics from precomputed features (and optionally predicted / requested labels)."""
         out = reference_metrics(feats, self.stats, self.k)
         if pred_labels is not None and requested_labels is not None:
@@ -105,8 +112,9 @@ class AudioEvaluator:
             audios: pipeline outputs, (N, 1, L) tensor (``output_type="pt"``) or array (``"np"``), in [-1, 1].
             requested_labels: the class ids the clips were generated for, (N,).
         """
-        req = np.asarray(requested_labels.cpu() if isinstance(requested_labels, torch.Tensor)
-                         else requested_labels).reshape(-1)
+        req = np.asarray(
+            requested_labels.cpu() if isinstance(requested_labels, torch.Tensor) else requested_labels
+        ).reshape(-1)
         feats, preds = self._run(audios)
         if req.shape[0] != feats.shape[0]:
             raise ValueError(f"got {feats.shape[0]} clips but {req.shape[0]} requested labels")
@@ -121,7 +129,9 @@ class AudioEvaluator:
         """
         key = "heldout_resynth_features" if resynthesised else "heldout_features"
         if key not in self.stats or "heldout_labels" not in self.stats:
-            raise ValueError(f"reference statistics lack '{key}' / 'heldout_labels'; cannot compute the floor")
+            raise ValueError(
+                f"reference statistics lack '{key}' / 'heldout_labels'; cannot compute the floor"
+            )
         feats = torch.from_numpy(self.stats[key].astype(np.float32))
         with torch.no_grad():
             preds = self.net.head(feats.to(self.device)).argmax(dim=1).cpu()
@@ -143,8 +153,9 @@ def _reduce(values: torch.Tensor, reduction: str) -> float | torch.Tensor:
     return float(values.mean())
 
 
-def log_spectral_distance(a: ArrayLike, b: ArrayLike, top_db: float = 80.0,
-                          reduction: str = "mean") -> float | torch.Tensor:
+def log_spectral_distance(
+    a: ArrayLike, b: ArrayLike, top_db: float = 80.0, reduction: str = "mean"
+) -> float | torch.Tensor:
     """Log-spectral distance in dB between two batches of clips (0 for identical audio).
 
     Per clip: ``mean_t sqrt(mean_f (10 log10 P_a - 10 log10 P_b)^2)`` on the power STFT (n_fft 256,
@@ -167,7 +178,8 @@ def log_spectral_distance(a: ArrayLike, b: ArrayLike, top_db: float = 80.0,
 
 
 def snr(a: ArrayLike, b: ArrayLike, reduction: str = "mean") -> float | torch.Tensor:
-    """Signal-to-noise ratio in dB of ``b`` against the reference ``a``: ``10 log10(sum a^2 / sum (a - b)^2)``.
+    """Signal-to-noise ratio in dB of ``b`` against the reference ``a``: ``10 log10(sum a^2 / sum (a -
+    b)^2)``.
 
     Identical clips give ``inf``.
 
@@ -182,8 +194,13 @@ def snr(a: ArrayLike, b: ArrayLike, reduction: str = "mean") -> float | torch.Te
     return _reduce(10.0 * torch.log10(signal / noise), reduction)
 
 
-def save_wav(path: str | Path, audios: ArrayLike, sample_rate: int = SAMPLE_RATE, gap: float = 0.2,
-             title: str | None = None) -> Path:
+def save_wav(
+    path: str | Path,
+    audios: ArrayLike,
+    sample_rate: int = SAMPLE_RATE,
+    gap: float = 0.2,
+    title: str | None = None,
+) -> Path:
     """Write clips one after another (with ``gap`` seconds of silence between them) as 16-bit mono PCM WAV.
 
     Args:
@@ -193,14 +210,18 @@ def save_wav(path: str | Path, audios: ArrayLike, sample_rate: int = SAMPLE_RATE
         gap: silence between consecutive clips, in seconds.
         title: stored in a ``LIST``/``INFO`` chunk after the samples (``INAM``, the title players show).
     """
-    x = audios.detach().cpu().float().numpy() if isinstance(audios, torch.Tensor) else np.asarray(audios, np.float32)
+    x = (
+        audios.detach().cpu().float().numpy()
+        if isinstance(audios, torch.Tensor)
+        else np.asarray(audios, np.float32)
+    )
     if x.ndim == 1:
         x = x[None]
     x = _as_audio(x).numpy()
     silence = np.zeros((x.shape[0], int(round(gap * sample_rate))), dtype=np.float32)
     stream = np.concatenate([x, silence], axis=1).reshape(-1)
     if silence.shape[1]:
-        stream = stream[:-silence.shape[1]]
+        stream = stream[: -silence.shape[1]]
     pcm = np.round(np.clip(stream, -1.0, 1.0) * 32767).astype("<i2")
     path = Path(path)
     with wave.open(str(path), "wb") as w:

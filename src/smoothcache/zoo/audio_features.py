@@ -1,4 +1,5 @@
-"""Log-mel features and the small spoken-digit classifier whose penultimate activations are the audio FID features.
+"""Log-mel features and the small spoken-digit classifier whose penultimate activations are the audio FID
+features.
 
 The classifier is trained on the *train* split of the espeak-ng spoken digits only
 (``scripts/train_audio_features.py``) and shipped in ``zoo/audio_features/`` as ``model.safetensors`` +
@@ -54,8 +55,14 @@ def mel_filter_bank(num_freqs: int, num_mels: int, sample_rate: int, f_min: floa
     """
     f_max = sample_rate / 2 if f_max is None else f_max
     freqs = torch.linspace(0, sample_rate / 2, num_freqs, dtype=torch.float64)
-    edges = _mel_to_hz(torch.linspace(float(_hz_to_mel(torch.tensor(f_min))), float(_hz_to_mel(torch.tensor(f_max))),
-                                      num_mels + 2, dtype=torch.float64))
+    edges = _mel_to_hz(
+        torch.linspace(
+            float(_hz_to_mel(torch.tensor(f_min))),
+            float(_hz_to_mel(torch.tensor(f_max))),
+            num_mels + 2,
+            dtype=torch.float64,
+        )
+    )
     lower, centre, upper = edges[:-2], edges[1:-1], edges[2:]
     up = (freqs[:, None] - lower[None]) / (centre - lower)[None]
     down = (upper[None] - freqs[:, None]) / (upper - centre)[None]
@@ -64,7 +71,8 @@ def mel_filter_bank(num_freqs: int, num_mels: int, sample_rate: int, f_min: floa
 
 
 def log_mel(audio: torch.Tensor, num_mels: int = N_MELS, sample_rate: int = SAMPLE_RATE) -> torch.Tensor:
-    """(N, 1, L) or (N, L) audio -> (N, 1, num_mels, frames) log-mel in [-1, 1], each clip relative to its max.
+    """(N, 1, L) or (N, L) audio -> (N, 1, num_mels, frames) log-mel in [-1, 1], each clip relative to its
+    max.
 
     Power spectrogram (n_fft 256, hop 64) -> mel bands -> dB -> minus the clip's maximum, floored at
     -80 dB -> divided by 40 and shifted by +1.
@@ -77,7 +85,8 @@ def log_mel(audio: torch.Tensor, num_mels: int = N_MELS, sample_rate: int = SAMP
 
 
 class AudioClassifier(nn.Module):
-    """conv(32)x2 -> pool -> conv(64)x2 -> pool -> conv(128) -> global mean -> linear(feature_dim) -> linear(classes).
+    """conv(32)x2 -> pool -> conv(64)x2 -> pool -> conv(128) -> global mean -> linear(feature_dim) ->
+    linear(classes).
 
     Args:
         channels: widths of the three convolution stages.
@@ -88,9 +97,15 @@ class AudioClassifier(nn.Module):
         dropout: dropout before the classification layer.
     """
 
-    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), feature_dim: int = 64,
-                 num_classes: int = 10, num_mels: int = N_MELS, num_samples: int = NUM_SAMPLES,
-                 dropout: float = 0.3):
+    def __init__(
+        self,
+        channels: tuple[int, int, int] = (32, 64, 128),
+        feature_dim: int = 64,
+        num_classes: int = 10,
+        num_mels: int = N_MELS,
+        num_samples: int = NUM_SAMPLES,
+        dropout: float = 0.3,
+    ):
         super().__init__()
         c1, c2, c3 = channels
         self.num_mels, self.num_samples = num_mels, num_samples
@@ -99,9 +114,15 @@ class AudioClassifier(nn.Module):
             return [nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU()]
 
         self.body = nn.Sequential(
-            *conv(1, c1), *conv(c1, c1), nn.MaxPool2d(2),            # (c1, M/2, T/2)
-            *conv(c1, c2), *conv(c2, c2), nn.MaxPool2d(2),           # (c2, M/4, T/4)
-            *conv(c2, c3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),    # (c3,)
+            *conv(1, c1),
+            *conv(c1, c1),
+            nn.MaxPool2d(2),  # (c1, M/2, T/2)
+            *conv(c1, c2),
+            *conv(c2, c2),
+            nn.MaxPool2d(2),  # (c2, M/4, T/4)
+            *conv(c2, c3),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),  # (c3,)
         )
         self.fc = nn.Linear(c3, feature_dim)
         self.head = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(feature_dim, num_classes))
@@ -109,8 +130,9 @@ class AudioClassifier(nn.Module):
     def _check(self, x: torch.Tensor) -> None:
         frames = self.num_samples // HOP_LENGTH + 1
         if x.ndim != 4 or x.shape[1] != 1 or x.shape[2] != self.num_mels or x.shape[3] != frames:
-            raise ValueError(f"classifier expects log-mel input (N, 1, {self.num_mels}, {frames}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"classifier expects log-mel input (N, 1, {self.num_mels}, {frames}), got {tuple(x.shape)}"
+            )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate (pre-activation) features (N, feature_dim) of log-mel input."""
@@ -122,23 +144,33 @@ class AudioClassifier(nn.Module):
         return self.head(self.features(x))
 
 
-def load_audio_classifier(folder: str | Path | None = None, device: str | torch.device = "cpu") -> AudioClassifier:
+def load_audio_classifier(
+    folder: str | Path | None = None, device: str | torch.device = "cpu"
+) -> AudioClassifier:
     """Load the shipped classifier (safetensors + JSON, no pickle), in eval mode."""
     from safetensors.torch import load_file
 
     folder = Path(folder) if folder is not None else AUDIO_FEATURES_DIR
     cfg_path, w_path = folder / CONFIG_NAME, folder / WEIGHTS_NAME
     if not cfg_path.is_file() or not w_path.is_file():
-        raise FileNotFoundError(f"audio classifier not found in {folder} (need {CONFIG_NAME} and {WEIGHTS_NAME}); "
-                                "run scripts/train_audio_features.py")
+        raise FileNotFoundError(
+            f"audio classifier not found in {folder} (need {CONFIG_NAME} and {WEIGHTS_NAME}); "
+            "run scripts/train_audio_features.py"
+        )
     try:
         cfg = json.loads(cfg_path.read_text())
-        net = AudioClassifier(channels=tuple(cfg["channels"]), feature_dim=int(cfg["feature_dim"]),
-                              num_classes=int(cfg["num_classes"]), num_mels=int(cfg["num_mels"]),
-                              num_samples=int(cfg["num_samples"]))
+        net = AudioClassifier(
+            channels=tuple(cfg["channels"]),
+            feature_dim=int(cfg["feature_dim"]),
+            num_classes=int(cfg["num_classes"]),
+            num_mels=int(cfg["num_mels"]),
+            num_samples=int(cfg["num_samples"]),
+        )
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"invalid audio classifier config {cfg_path}: {exc!r}") from exc
-    if int(cfg.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE or not math.isclose(cfg.get("top_db", TOP_DB), TOP_DB):
+    if int(cfg.get("sample_rate", SAMPLE_RATE)) != SAMPLE_RATE or not math.isclose(
+        cfg.get("top_db", TOP_DB), TOP_DB
+    ):
         raise ValueError(f"{cfg_path}: classifier was trained for another sample rate / dB range")
     try:
         net.load_state_dict(load_file(str(w_path), device="cpu"))

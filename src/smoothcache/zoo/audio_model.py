@@ -1,4 +1,5 @@
-"""The embedded audio DiT: a small class-conditional Stable-Audio-style pipeline trained here on spoken digits.
+"""The embedded audio DiT: a small class-conditional Stable-Audio-style pipeline trained here on spoken
+digits.
 
 Components (saved with ``save_pretrained`` in ``zoo/audio/``, model card ``zoo/audio/README.md``):
 
@@ -6,11 +7,13 @@ Components (saved with ``save_pretrained`` in ``zoo/audio/``, model card ``zoo/a
   ``attn1``, cross-attention ``attn2`` and ``ff``), v-prediction, called with ``timestep=`` the continuous
   cosine-schedule time ``t = (2 / pi) * atan(sigma / alpha)`` in [0, 1], as in Stable Audio Open;
 * ``projection_model``: :class:`ClassProjectionModel`, learned class tokens for the cross-attention and a
-  global token prepended to the sequence (Stable Audio's ``projection_model`` maps text and seconds the same way);
-* ``vae``: :class:`~smoothcache.zoo.audio_spectrogram.SpectrogramAutoencoder` (log-magnitude STFT, Griffin-Lim);
+  global token prepended to the sequence (Stable Audio's ``projection_model`` maps text and seconds the same
+  way);
+* ``vae``: :class:`~smoothcache.zoo.audio_spectrogram.SpectrogramAutoencoder` (log-magnitude STFT,
+  Griffin-Lim);
 * ``scheduler``: :class:`~smoothcache.zoo.audio_scheduler.DPMSolver3MSDEScheduler`, diffusers'
-  ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=3)`` with its third-order SDE step
-  corrected, i.e. DPM-Solver++(3M) SDE, the sampler of Stable Audio Open's paper, 100 steps by default.
+  ``DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++", solver_order=3)`` with its third-order SDE
+  step corrected, i.e. DPM-Solver++(3M) SDE, the sampler of Stable Audio Open's paper, 100 steps by default.
 """
 
 from __future__ import annotations
@@ -29,11 +32,21 @@ from diffusers.pipelines.pipeline_utils import AudioPipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
-from .audio_scheduler import DPMSolver3MSDEScheduler  # imported so from_pretrained can load the saved scheduler
+from .audio_scheduler import (
+    DPMSolver3MSDEScheduler,
+)  # imported so from_pretrained can load the saved scheduler
 from .audio_spectrogram import SpectrogramAutoencoder
 
-__all__ = ["AUDIO_DIR", "AUDIO_GUIDANCE_SCALE", "AUDIO_WORDS", "AudioDiTPipeline", "ClassProjectionModel",
-           "audio_evaluator", "audio_pipeline", "model_time"]
+__all__ = [
+    "AUDIO_DIR",
+    "AUDIO_GUIDANCE_SCALE",
+    "AUDIO_WORDS",
+    "AudioDiTPipeline",
+    "ClassProjectionModel",
+    "audio_evaluator",
+    "audio_pipeline",
+    "model_time",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,15 +69,21 @@ class ClassProjectionModel(ModelMixin, ConfigMixin):
     Args:
         num_classes: number of real classes (ids 0 .. num_classes - 1).
         num_tokens: cross-attention tokens per class.
-        cross_attention_input_dim: width of each cross-attention token (the DiT's ``cross_attention_input_dim``).
+        cross_attention_input_dim: width of each cross-attention token (the DiT's
+            ``cross_attention_input_dim``).
         global_states_input_dim: width of the global token (the DiT's ``global_states_input_dim``).
     """
 
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, num_classes: int = 10, num_tokens: int = 4, cross_attention_input_dim: int = 128,
-                 global_states_input_dim: int = 128):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        num_tokens: int = 4,
+        cross_attention_input_dim: int = 128,
+        global_states_input_dim: int = 128,
+    ):
         super().__init__()
         self.class_tokens = nn.Embedding(num_classes + 1, num_tokens * cross_attention_input_dim)
         self.class_global = nn.Embedding(num_classes + 1, global_states_input_dim)
@@ -78,16 +97,21 @@ class ClassProjectionModel(ModelMixin, ConfigMixin):
         """(B,) ids in 0..num_classes -> (encoder_hidden_states (B, num_tokens, D), global (B, 1, G))."""
         if class_labels.ndim != 1:
             raise ValueError(f"class_labels must be 1-D, got shape {tuple(class_labels.shape)}")
-        if class_labels.numel() and (int(class_labels.min()) < 0 or int(class_labels.max()) > self.null_class):
-            raise ValueError(f"class ids must be in 0..{self.null_class} ({self.null_class} = null class), "
-                             f"got {class_labels.tolist()}")
+        if class_labels.numel() and (
+            int(class_labels.min()) < 0 or int(class_labels.max()) > self.null_class
+        ):
+            raise ValueError(
+                f"class ids must be in 0..{self.null_class} ({self.null_class} = null class), "
+                f"got {class_labels.tolist()}"
+            )
         n, cfg = class_labels.shape[0], self.config
         tokens = self.class_tokens(class_labels).view(n, cfg.num_tokens, cfg.cross_attention_input_dim)
         return tokens, self.class_global(class_labels)[:, None]
 
 
 def model_time(scheduler, timestep: torch.Tensor) -> torch.Tensor:
-    """The transformer's time input for a scheduler timestep: ``t = (2 / pi) * atan(sigma / alpha)`` in [0, 1].
+    """The transformer's time input for a scheduler timestep: ``t = (2 / pi) * atan(sigma / alpha)`` in [0,
+    1].
 
     For ``DPMSolverMultistepScheduler`` (discrete VP schedule) ``sigma / alpha`` comes from
     ``alphas_cumprod``; ``CosineDPMSolverMultistepScheduler`` already uses this time as its timesteps.
@@ -97,8 +121,10 @@ def model_time(scheduler, timestep: torch.Tensor) -> torch.Tensor:
     if hasattr(scheduler, "alphas_cumprod"):
         abar = scheduler.alphas_cumprod.to(timestep.device)[timestep.long()].double()
         return (torch.atan(((1 - abar) / abar).sqrt()) * (2 / math.pi)).float()
-    raise TypeError(f"unsupported scheduler {type(scheduler).__name__}: use DPMSolverMultistepScheduler or "
-                    "CosineDPMSolverMultistepScheduler")
+    raise TypeError(
+        f"unsupported scheduler {type(scheduler).__name__}: use DPMSolverMultistepScheduler or "
+        "CosineDPMSolverMultistepScheduler"
+    )
 
 
 class AudioDiTPipeline(DiffusionPipeline):
@@ -113,18 +139,25 @@ class AudioDiTPipeline(DiffusionPipeline):
 
     Example:
         >>> pipe = audio_pipeline()
-        >>> out = pipe(class_labels=[3, 7], num_inference_steps=10, generator=torch.Generator().manual_seed(0))
+        >>> g = torch.Generator().manual_seed(0)
+        >>> out = pipe(class_labels=[3, 7], num_inference_steps=10, generator=g)
         >>> out.audios.shape
         torch.Size([2, 1, 6080])
     """
 
     model_cpu_offload_seq = "projection_model->transformer->vae"
 
-    def __init__(self, transformer: StableAudioDiTModel, projection_model: ClassProjectionModel,
-                 vae: SpectrogramAutoencoder, scheduler: DPMSolverMultistepScheduler):
+    def __init__(
+        self,
+        transformer: StableAudioDiTModel,
+        projection_model: ClassProjectionModel,
+        vae: SpectrogramAutoencoder,
+        scheduler: DPMSolverMultistepScheduler,
+    ):
         super().__init__()
-        self.register_modules(transformer=transformer, projection_model=projection_model, vae=vae,
-                              scheduler=scheduler)
+        self.register_modules(
+            transformer=transformer, projection_model=projection_model, vae=vae, scheduler=scheduler
+        )
 
     @property
     def sample_rate(self) -> int:
@@ -154,9 +187,16 @@ class AudioDiTPipeline(DiffusionPipeline):
         return labels.to(self._execution_device)
 
     @torch.no_grad()
-    def __call__(self, class_labels, num_inference_steps: int = AUDIO_DEFAULT_STEPS,
-                 guidance_scale: float | None = None, generator: torch.Generator | None = None,
-                 latents: torch.Tensor | None = None, output_type: str = "pt", return_dict: bool = True):
+    def __call__(
+        self,
+        class_labels,
+        num_inference_steps: int = AUDIO_DEFAULT_STEPS,
+        guidance_scale: float | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "pt",
+        return_dict: bool = True,
+    ):
         """Generate one clip per class label.
 
         Args:
@@ -166,7 +206,8 @@ class AudioDiTPipeline(DiffusionPipeline):
                 (one transformer call per step).
             generator: torch generator for the initial noise and the SDE noise.
             latents: optional initial noise (B, latent_channels, latent_length), unscaled.
-            output_type: ``"pt"`` (tensor), ``"np"`` (array), both (B, 1, samples) in [-1, 1], or ``"latent"``.
+            output_type: ``"pt"`` (tensor), ``"np"`` (array), both (B, 1, samples) in [-1, 1], or
+                ``"latent"``.
             return_dict: return an ``AudioPipelineOutput`` (else a tuple).
         """
         if output_type not in ("pt", "np", "latent"):
@@ -192,14 +233,21 @@ class AudioDiTPipeline(DiffusionPipeline):
 
         self.scheduler.set_timesteps(num_inference_steps, device=device)
         head_dim = self.transformer.config.attention_head_dim
-        rotary = get_1d_rotary_pos_embed(head_dim // 2, latents.shape[2] + 1, use_real=True,
-                                         repeat_interleave_real=False)
+        rotary = get_1d_rotary_pos_embed(
+            head_dim // 2, latents.shape[2] + 1, use_real=True, repeat_interleave_real=False
+        )
         for t in self.progress_bar(self.scheduler.timesteps):
             x_in = torch.cat([latents] * 2) if use_cfg else latents
             x_in = self.scheduler.scale_model_input(x_in, t)
             time = model_time(self.scheduler, t.reshape(1)).to(device, dtype).expand(x_in.shape[0])
-            pred = self.transformer(x_in, timestep=time, encoder_hidden_states=enc, global_hidden_states=glob,
-                                    rotary_embedding=rotary, return_dict=False)[0]
+            pred = self.transformer(
+                x_in,
+                timestep=time,
+                encoder_hidden_states=enc,
+                global_hidden_states=glob,
+                rotary_embedding=rotary,
+                return_dict=False,
+            )[0]
             if use_cfg:
                 uncond, cond = pred.chunk(2)
                 pred = uncond + guidance * (cond - uncond)
@@ -213,24 +261,33 @@ class AudioDiTPipeline(DiffusionPipeline):
 
 
 def _check_folder(folder: Path) -> None:
-    needed = ["model_index.json"] + [f"{c}/{f}" for c in ("transformer", "projection_model", "vae")
-                                     for f in ("config.json", "diffusion_pytorch_model.safetensors")]
+    needed = ["model_index.json"] + [
+        f"{c}/{f}"
+        for c in ("transformer", "projection_model", "vae")
+        for f in ("config.json", "diffusion_pytorch_model.safetensors")
+    ]
     needed.append("scheduler/scheduler_config.json")
     missing = [n for n in needed if not (folder / n).is_file()]
     if missing:
-        raise FileNotFoundError(f"audio pipeline folder {folder} is incomplete: missing {', '.join(missing)} "
-                                "(run scripts/train_audio.py)")
+        raise FileNotFoundError(
+            f"audio pipeline folder {folder} is incomplete: missing {', '.join(missing)} "
+            "(run scripts/train_audio.py)"
+        )
 
 
-def audio_pipeline(device: str | torch.device = "cpu", scheduler: str = "dpm-sde",
-                   torch_dtype: torch.dtype = torch.float32, folder: str | Path | None = None) -> AudioDiTPipeline:
+def audio_pipeline(
+    device: str | torch.device = "cpu",
+    scheduler: str = "dpm-sde",
+    torch_dtype: torch.dtype = torch.float32,
+    folder: str | Path | None = None,
+) -> AudioDiTPipeline:
     """Load the packaged spoken-digits ``AudioDiTPipeline`` from its local folder (never the hub).
 
     Args:
         device: torch device.
         scheduler: ``"dpm-sde"`` (the saved DPM-Solver++(3M) SDE), ``"dpm"`` (DPM-Solver++(3M), deterministic)
-            or ``"cosine-dpm-sde"`` (diffusers' ``CosineDPMSolverMultistepScheduler``, 2M SDE, the scheduler of
-            the Stable Audio Open diffusers port, with its sigma range 0.3 .. 500; needs ``torchsde``).
+            or ``"cosine-dpm-sde"`` (diffusers' ``CosineDPMSolverMultistepScheduler``, 2M SDE, the scheduler
+            of the Stable Audio Open diffusers port, with its sigma range 0.3 .. 500; needs ``torchsde``).
         torch_dtype: dtype of the models.
         folder: a ``save_pretrained`` folder (default: the shipped ``zoo/audio``).
     """
@@ -240,13 +297,17 @@ def audio_pipeline(device: str | torch.device = "cpu", scheduler: str = "dpm-sde
     _check_folder(folder)
     pipe = AudioDiTPipeline.from_pretrained(str(folder), dtype=torch_dtype, local_files_only=True)
     if pipe.transformer.config.in_channels != pipe.vae.latent_channels:
-        raise ValueError(f"{folder}: the transformer takes {pipe.transformer.config.in_channels} channels but the "
-                         f"vae makes {pipe.vae.latent_channels}-channel latents")
+        raise ValueError(
+            f"{folder}: the transformer takes {pipe.transformer.config.in_channels} channels but the "
+            f"vae makes {pipe.vae.latent_channels}-channel latents"
+        )
     if scheduler == "dpm-sde" and type(pipe.scheduler) is DPMSolverMultistepScheduler:
         # a folder saved before the fix names diffusers' class, whose third-order SDE step adds noise
         pipe.scheduler = DPMSolver3MSDEScheduler.from_config(pipe.scheduler.config)
     elif scheduler == "dpm":
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+            pipe.scheduler.config, algorithm_type="dpmsolver++"
+        )
     elif scheduler == "cosine-dpm-sde":
         pipe.scheduler = CosineDPMSolverMultistepScheduler(prediction_type="v_prediction", solver_order=2)
     pipe.set_progress_bar_config(disable=True)
@@ -258,4 +319,3 @@ def audio_evaluator(device: str | torch.device = "cpu"):
     from .audio_eval import AudioEvaluator
 
     return AudioEvaluator(device=device)
-

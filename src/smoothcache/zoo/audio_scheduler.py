@@ -1,13 +1,16 @@
-"""DPM-Solver++(3M) SDE for the embedded audio model: diffusers' multistep scheduler with its third-order SDE step fixed.
+"""DPM-Solver++(3M) SDE for the embedded audio model: diffusers' multistep scheduler with its third-order SDE
+step fixed.
 
-Stable Audio Open samples with DPM-Solver++(3M) SDE (k-diffusion's ``sample_dpmpp_3m_sde``). In diffusers 0.42 the
-only third-order SDE-DPM-Solver++ update is ``DPMSolverMultistepScheduler.multistep_dpm_solver_third_order_update``
-with ``algorithm_type="sde-dpmsolver++"``, and its second-difference term has the wrong constant: it multiplies
+Stable Audio Open samples with DPM-Solver++(3M) SDE (k-diffusion's ``sample_dpmpp_3m_sde``). In diffusers 0.42
+the only third-order SDE-DPM-Solver++ update is
+``DPMSolverMultistepScheduler.multistep_dpm_solver_third_order_update`` with
+``algorithm_type="sde-dpmsolver++"``, and its second-difference term has the wrong constant: it multiplies
 ``D2`` by ``(1 - e^{-2h} - 2h) / (2h)^2 - 0.5`` where the exponential integrator gives ``... + 0.5``
-(``-phi_3(2h)`` with ``phi_3(z) = ((e^{-z} - 1) / z + 1) / z - 0.5``). The coefficient then tends to -1 instead of 0
-as the step shrinks, so every step adds ``-D2``, a second difference of the noisy data predictions: more steps add
-more noise. On a Gaussian toy with the exact denoiser the stock scheduler ends 7.5 % too wide at 100 steps and
-5.8 % at 200, where this one is within 0.1 % (``tests/test_zoo_audio_scheduler.py`` checks 1 %). Orders 1 and 2 and the other algorithm
+(``-phi_3(2h)`` with ``phi_3(z) = ((e^{-z} - 1) / z + 1) / z - 0.5``). The coefficient then tends to -1
+instead of 0 as the step shrinks, so every step adds ``-D2``, a second difference of the noisy data
+predictions: more steps add more noise. On a Gaussian toy with the exact denoiser the stock scheduler ends 7.5
+    % too wide at 100 steps and 5.8 % at 200, where this one is within 0.1 %
+    (``tests/test_zoo_audio_scheduler.py`` checks 1 %). Orders 1 and 2 and the other algorithm
 types are diffusers' own.
 """
 
@@ -16,11 +19,13 @@ from __future__ import annotations
 import torch
 from diffusers import DPMSolverMultistepScheduler
 from diffusers.schedulers.scheduling_utils import SchedulerMixin  # noqa: F401  diffusers finds a custom
+
 # component's loader by looking its base classes up by name in the component's module
 
 
 class DPMSolver3MSDEScheduler(DPMSolverMultistepScheduler):
-    """``DPMSolverMultistepScheduler`` whose third-order ``sde-dpmsolver++`` step is the exponential integrator's.
+    """``DPMSolverMultistepScheduler`` whose third-order ``sde-dpmsolver++`` step is the exponential
+    integrator's.
 
     Configured and saved like its parent (``from_config`` / ``save_pretrained`` round-trip); only the
     third-order SDE update differs.

@@ -54,12 +54,21 @@ def stft_magnitude(audio: torch.Tensor, n_fft: int = N_FFT, hop_length: int = HO
     x = _as_batch(audio)
     x = x if x.is_floating_point() else x.float()
     window = torch.hann_window(n_fft, dtype=x.dtype, device=x.device)
-    spec = torch.stft(x, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True)
+    spec = torch.stft(
+        x, n_fft, hop_length, window=window, center=True, pad_mode="reflect", return_complex=True
+    )
     return spec.abs()
 
 
-def griffin_lim(magnitude: torch.Tensor, length: int, n_fft: int = N_FFT, hop_length: int = HOP_LENGTH,
-                n_iter: int = 32, momentum: float = 0.99, seed: int = 0) -> torch.Tensor:
+def griffin_lim(
+    magnitude: torch.Tensor,
+    length: int,
+    n_fft: int = N_FFT,
+    hop_length: int = HOP_LENGTH,
+    n_iter: int = 32,
+    momentum: float = 0.99,
+    seed: int = 0,
+) -> torch.Tensor:
     """Fast Griffin-Lim phase recovery: (N, F, T) magnitudes -> (N, length) waveforms.
 
     Args:
@@ -82,8 +91,15 @@ def griffin_lim(magnitude: torch.Tensor, length: int, n_fft: int = N_FFT, hop_le
         return torch.istft(mag * a, n_fft, hop_length, window=window, center=True, length=length)
 
     for _ in range(n_iter):
-        rebuilt = torch.stft(istft(angles), n_fft, hop_length, window=window, center=True, pad_mode="reflect",
-                             return_complex=True)
+        rebuilt = torch.stft(
+            istft(angles),
+            n_fft,
+            hop_length,
+            window=window,
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
         accelerated = rebuilt - (momentum / (1 + momentum)) * previous
         angles = accelerated / accelerated.abs().clamp_min(1e-16)
         previous = rebuilt
@@ -133,10 +149,21 @@ class SpectrogramAutoencoder(ModelMixin, ConfigMixin):
     config_name = "config.json"
 
     @register_to_config
-    def __init__(self, sample_rate: int = SAMPLE_RATE, num_samples: int = NUM_SAMPLES, n_fft: int = N_FFT,
-                 hop_length: int = HOP_LENGTH, fold: int = 2, latent_channels: int = 96, whiten: bool = False,
-                 log_floor: float = 1e-2, griffin_lim_iters: int = 32, griffin_lim_momentum: float = 0.99, griffin_lim_seed: int = 0,
-                 scaling_factor: float = 1.0):
+    def __init__(
+        self,
+        sample_rate: int = SAMPLE_RATE,
+        num_samples: int = NUM_SAMPLES,
+        n_fft: int = N_FFT,
+        hop_length: int = HOP_LENGTH,
+        fold: int = 2,
+        latent_channels: int = 96,
+        whiten: bool = False,
+        log_floor: float = 1e-2,
+        griffin_lim_iters: int = 32,
+        griffin_lim_momentum: float = 0.99,
+        griffin_lim_seed: int = 0,
+        scaling_factor: float = 1.0,
+    ):
         super().__init__()
         if num_samples % hop_length:
             raise ValueError(f"num_samples ({num_samples}) must be a multiple of hop_length ({hop_length})")
@@ -148,7 +175,9 @@ class SpectrogramAutoencoder(ModelMixin, ConfigMixin):
         self.num_freqs, self.num_frames = n_fft // 2 + 1, frames
         dim = self.num_freqs * fold
         if not 1 <= latent_channels <= dim:
-            raise ValueError(f"latent_channels must be in 1..{dim} (frequency bins x fold), got {latent_channels}")
+            raise ValueError(
+                f"latent_channels must be in 1..{dim} (frequency bins x fold), got {latent_channels}"
+            )
         # token statistics of the train split (identity-like defaults until fit() is called)
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("components", torch.eye(dim)[:, :latent_channels].contiguous())
@@ -171,7 +200,8 @@ class SpectrogramAutoencoder(ModelMixin, ConfigMixin):
 
     @torch.no_grad()
     def fit(self, audio: torch.Tensor, batch: int = 500) -> float:
-        """Set ``mean`` / ``components`` / ``scales`` from (N, 1, L) clips; returns the variance fraction kept.
+        """Set ``mean`` / ``components`` / ``scales`` from (N, 1, L) clips; returns the variance fraction
+        kept.
 
         Deterministic: float64 eigendecomposition, each component's sign fixed so that its largest
         entry is positive.
@@ -179,7 +209,7 @@ class SpectrogramAutoencoder(ModelMixin, ConfigMixin):
         count, total = 0, torch.zeros(self.token_dim, dtype=torch.float64)
         gram = torch.zeros(self.token_dim, self.token_dim, dtype=torch.float64)
         for i in range(0, len(audio), batch):
-            tokens = self.fold_frames(self.log_magnitude(audio[i:i + batch])).transpose(1, 2)
+            tokens = self.fold_frames(self.log_magnitude(audio[i : i + batch])).transpose(1, 2)
             tokens = tokens.reshape(-1, self.token_dim).double()
             count, total, gram = count + len(tokens), total + tokens.sum(0), gram + tokens.T @ tokens
         mean = total / count
@@ -218,27 +248,36 @@ class SpectrogramAutoencoder(ModelMixin, ConfigMixin):
 
     def _check_latents(self, z: torch.Tensor) -> None:
         if z.ndim != 3 or z.shape[1:] != (self.latent_channels, self.latent_length):
-            raise ValueError(f"expected latents of shape (N, {self.latent_channels}, {self.latent_length}), "
-                             f"got {tuple(z.shape)}")
+            raise ValueError(
+                f"expected latents of shape (N, {self.latent_channels}, {self.latent_length}), "
+                f"got {tuple(z.shape)}"
+            )
 
     def encode(self, audio: torch.Tensor, return_dict: bool = True):
         """(N, 1, num_samples) audio -> ``.latents`` (N, latent_channels, latent_length)."""
-        tokens = self.fold_frames(self.log_magnitude(audio)).transpose(1, 2)            # (N, T, F * fold)
-        z = ((tokens - self.mean) @ self.components / self.scales).transpose(1, 2)    # (N, K, T)
+        tokens = self.fold_frames(self.log_magnitude(audio)).transpose(1, 2)  # (N, T, F * fold)
+        z = ((tokens - self.mean) @ self.components / self.scales).transpose(1, 2)  # (N, K, T)
         z = z.to(self.mean.dtype)
         return SpectrogramEncoderOutput(latents=z) if return_dict else (z,)
 
     def decode(self, latents: torch.Tensor, return_dict: bool = True):
         """Latents -> ``DecoderOutput(sample=(N, 1, num_samples) audio in [-1, 1])`` via Griffin-Lim."""
         self._check_latents(latents)
-        z = latents.float().transpose(1, 2) * self.scales.float()                      # (N, T, K)
-        tokens = z @ self.components.float().T + self.mean.float()                      # (N, T, F * fold)
+        z = latents.float().transpose(1, 2) * self.scales.float()  # (N, T, K)
+        tokens = z @ self.components.float().T + self.mean.float()  # (N, T, F * fold)
         spec = self.unfold_frames(tokens.transpose(1, 2))
         # silence below the floor; cap far above any train clip (|STFT| of a full-scale clip is < 200)
         mag = spec.clamp(math.log(self.config.log_floor), math.log(200.0)).exp()
         cfg = self.config
-        audio = griffin_lim(mag, cfg.num_samples, cfg.n_fft, cfg.hop_length, cfg.griffin_lim_iters,
-                            cfg.griffin_lim_momentum, cfg.griffin_lim_seed)
+        audio = griffin_lim(
+            mag,
+            cfg.num_samples,
+            cfg.n_fft,
+            cfg.hop_length,
+            cfg.griffin_lim_iters,
+            cfg.griffin_lim_momentum,
+            cfg.griffin_lim_seed,
+        )
         audio = audio.clamp(-1.0, 1.0)[:, None].to(latents.dtype)
         return DecoderOutput(sample=audio) if return_dict else (audio,)
 

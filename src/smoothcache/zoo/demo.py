@@ -1,11 +1,11 @@
 """``smoothcache demo``: an embedded model with and without SmoothCache, on the same seeds.
 
 Calibrates on one generation of every class, plans the schedule (the recommended mode by default, or the
-original's greedy scan at a threshold), generates the same seeds both ways (timed interleaved in this process),
-and reports steps, compute fraction, theoretical and measured speed-up, the model's quality metrics both ways
-and the fidelity of the cached samples to the uncached ones; writes the samples, labelled uncached and cached
-(a PNG for the digits, WAVs for the audio model, a GIF for the video model), the error-curve plot and the
-schedule into a subfolder per model (``demo_output/digits/`` ...).
+original's greedy scan at a threshold), generates the same seeds both ways (timed interleaved in this
+process), and reports steps, compute fraction, theoretical and measured speed-up, the model's quality metrics
+both ways and the fidelity of the cached samples to the uncached ones; writes the samples, labelled uncached
+and cached (a PNG for the digits, WAVs for the audio model, a GIF for the video model), the error-curve plot
+and the schedule into a subfolder per model (``demo_output/digits/`` ...).
 """
 
 from __future__ import annotations
@@ -26,6 +26,14 @@ from ..calibration import Calibrator
 from ..costs import MacReport
 from ..profile import CalibrationProfile
 from ..schedule import Schedule
+from .demo_outputs import (  # noqa: F401  (re-exported: the demo's public names)
+    FIDELITY,
+    FIDELITY_NOTES,
+    audio_fidelity,
+    image_fidelity,
+    write_audio_pairs,
+    write_image_grid,
+)
 
 __all__ = ["DEMO_MODELS", "DEMO_SPEEDUP", "DemoModel", "calibrate_pipeline", "format_table", "run_demo"]
 
@@ -33,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 #: Theoretical speed-up the demo's default schedule is planned for (the recommended mode, see README).
 DEMO_SPEEDUP = 2.0
-#: Guidance scale of the video demo: ``smoothcache.zoo.video_model.VIDEO_GUIDANCE_SCALE`` (kept literal so that
+#: Guidance scale of the video demo: ``smoothcache.zoo.video_model.VIDEO_GUIDANCE_SCALE`` (kept literal so
+# that
 #: importing the demo does not import diffusers; a test checks they agree).
 VIDEO_GUIDANCE = 4.0
 #: Seed of the calibration generations (disjoint from the evaluation seeds, which start at 0).
@@ -54,12 +63,14 @@ class DemoModel:
         pipeline, evaluator: ``"module:function"`` loaders (imported when used).
         output: attribute of the pipeline output holding the samples (``images``, ``audios``, ``frames``).
         steps: default number of steps; sampler: its description for the table.
-        fidelity: ``"module:function"`` of ``f(uncached, cached) -> {metric: value}`` (keys of :data:`FIDELITY`).
+        fidelity: ``"module:function"`` of ``f(uncached, cached) -> {metric: value}`` (keys of
+            :data:`FIDELITY`).
         write: ``"module:function"`` of ``f(folder, uncached, cached, cached_label=...)`` writing the samples
             both ways, each side labelled (``cached_label`` names the schedule); returns
             ``{path: what it holds}``.
         guidance: the guidance scale to call the pipeline with (None: the pipeline's default).
-        samples, quick_samples: samples per variant by default and with ``--quick`` (about a minute on 2 cores).
+        samples, quick_samples: samples per variant by default and with ``--quick`` (about a minute on 2
+        cores).
     """
 
     name: str
@@ -75,141 +86,96 @@ class DemoModel:
     quick_samples: int = 100
 
     def load(self, what: str) -> Callable:
-        """The function a ``"module:function"`` field names (``"pipeline"``, ``"evaluator"``, ``"fidelity"``...)."""
+        """The function a ``"module:function"`` field names (``"pipeline"``, ``"evaluator"``,
+        ``"fidelity"``...)."""
         return _load(getattr(self, what))
 
 
 DEMO_MODELS = {
-    "digits": DemoModel("digits", "smoothcache.zoo.digits_model:digits_pipeline",
-                        "smoothcache.zoo.digits_model:digits_evaluator", "images", 50, "DDIM",
-                        "smoothcache.zoo.demo:image_fidelity", "smoothcache.zoo.demo:write_image_grid",
-                        guidance=1.0),  # DIGITS_GUIDANCE_SCALE (also digits_pipeline()'s default)
-    "audio": DemoModel("audio", "smoothcache.zoo.audio_model:audio_pipeline",
-                       "smoothcache.zoo.audio_model:audio_evaluator", "audios", 100, "DPM-Solver++(3M) SDE",
-                       "smoothcache.zoo.demo:audio_fidelity", "smoothcache.zoo.demo:write_audio_pairs",
-                       guidance=2.0, samples=100, quick_samples=20),  # AUDIO_GUIDANCE_SCALE (classifier-free guidance: two calls per step)
-    "video": DemoModel("video", "smoothcache.zoo.video_model:video_pipeline",
-                       "smoothcache.zoo.video_eval:video_evaluator", "frames", 30, "rectified flow (Euler)",
-                       "smoothcache.zoo.video_eval:video_fidelity", "smoothcache.zoo.video_eval:write_video_gif",
-                       guidance=VIDEO_GUIDANCE, samples=100, quick_samples=20),
+    "digits": DemoModel(
+        "digits",
+        "smoothcache.zoo.digits_model:digits_pipeline",
+        "smoothcache.zoo.digits_model:digits_evaluator",
+        "images",
+        50,
+        "DDIM",
+        "smoothcache.zoo.demo_outputs:image_fidelity",
+        "smoothcache.zoo.demo_outputs:write_image_grid",
+        guidance=1.0,
+    ),  # DIGITS_GUIDANCE_SCALE (also digits_pipeline()'s default)
+    "audio": DemoModel(
+        "audio",
+        "smoothcache.zoo.audio_model:audio_pipeline",
+        "smoothcache.zoo.audio_model:audio_evaluator",
+        "audios",
+        100,
+        "DPM-Solver++(3M) SDE",
+        "smoothcache.zoo.demo_outputs:audio_fidelity",
+        "smoothcache.zoo.demo_outputs:write_audio_pairs",
+        guidance=2.0,
+        samples=100,
+        quick_samples=20,
+    ),  # AUDIO_GUIDANCE_SCALE (classifier-free guidance: two calls per step)
+    "video": DemoModel(
+        "video",
+        "smoothcache.zoo.video_model:video_pipeline",
+        "smoothcache.zoo.video_eval:video_evaluator",
+        "frames",
+        30,
+        "rectified flow (Euler)",
+        "smoothcache.zoo.video_eval:video_fidelity",
+        "smoothcache.zoo.video_eval:write_video_gif",
+        guidance=VIDEO_GUIDANCE,
+        samples=100,
+        quick_samples=20,
+    ),
 }
 
 
-def calibrate_pipeline(pipe, steps: int, classes: Sequence[int] = tuple(range(10)), runs: int = 1,
-                       lookahead: int = 3, guidance_scale: float | None = None) -> CalibrationProfile:
-    """Calibrate an embedded pipeline: ``runs`` generations of ``classes`` at ``steps`` steps (seeds 10000+)."""
+def calibrate_pipeline(
+    pipe,
+    steps: int,
+    classes: Sequence[int] = tuple(range(10)),
+    runs: int = 1,
+    lookahead: int = 3,
+    guidance_scale: float | None = None,
+) -> CalibrationProfile:
+    """Calibrate an embedded pipeline: ``runs`` generations of ``classes`` at ``steps`` steps (seeds
+    10000+)."""
     extra = {} if guidance_scale is None else {"guidance_scale": guidance_scale}
     with Calibrator(pipe.transformer, lookahead=lookahead) as cal:
         for run in range(runs):
-            pipe(class_labels=list(classes), num_inference_steps=steps, generator=torch.manual_seed(CALIBRATION_SEED + run),
-                 output_type="pt", **extra)
+            pipe(
+                class_labels=list(classes),
+                num_inference_steps=steps,
+                generator=torch.manual_seed(CALIBRATION_SEED + run),
+                output_type="pt",
+                **extra,
+            )
     return cal.profile
 
 
-#: How the table shows each fidelity metric of the cached samples against the uncached ones.
-FIDELITY = {
-    "psnr_db": ("PSNR vs no cache", "{:.1f} dB"),
-    "ssim": ("SSIM vs no cache", "{:.4f}"),
-    "lsd_db": ("log-spectral distance vs no cache", "{:.2f} dB"),
-    "snr_db": ("waveform SNR vs no cache", "{:.1f} dB"),
-}
-#: What a fidelity metric means and how to read it, printed under the table (see ``audio_eval``).
-FIDELITY_NOTES = {
-    "lsd_db": "log-spectral distance: per STFT frame (256-point FFT, hop 64), the root mean square over "
-              "frequency of the dB difference between the cached and the uncached power spectrum "
-              "(floored 80 dB below the uncached clip's loudest bin), averaged over frames and clips. "
-              "0 dB: identical spectra; 6.02 dB: the same clip at twice the amplitude. Lower is closer.",
-    "snr_db": "waveform SNR: 10 log10(sum uncached^2 / sum (cached - uncached)^2) per clip, i.e. "
-              "signal = the uncached clip, noise = the difference, averaged in dB over clips. 0 dB: the "
-              "difference is as loud as the clip (below 0: louder); each +10 dB divides its energy by 10. "
-              "It compares samples one by one, so it also counts differences of phase, which the "
-              "log-spectral distance (magnitudes only) ignores: read a low SNR next to a small log-spectral "
-              "distance as waveforms that moved more than their spectra.",
-}
-
-
-def image_fidelity(uncached: torch.Tensor, cached: torch.Tensor) -> dict[str, float]:
-    """PSNR and SSIM of the cached images against the uncached ones."""
-    from .metrics import psnr, ssim
-
-    return {"psnr_db": psnr(uncached, cached), "ssim": ssim(uncached, cached)}
-
-
-def write_image_grid(folder: Path, uncached: torch.Tensor, cached: torch.Tensor, per_class: int = 3,
-                     cached_label: str = "SmoothCache") -> dict[Path, str]:
-    """PNG: for each class, ``per_class`` uncached samples (left) beside the same seeds cached (right); both
-    sides are titled (``"uncached"``, ``cached_label``) in the image and in its PNG ``Description``."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    n = uncached.shape[0]
-    fig, axes = plt.subplots(10, 2 * per_class + 1, figsize=(1.0 * (2 * per_class + 1), 10.8))
-    for c in range(10):
-        picks = [i for i in range(c, n, 10)][:per_class]
-        for j in range(2 * per_class + 1):
-            ax = axes[c][j]
-            ax.axis("off")
-            if j == per_class:
-                continue
-            source, k = (uncached, j) if j < per_class else (cached, j - per_class - 1)
-            if k < len(picks):
-                ax.imshow(source[picks[k], 0].numpy(), cmap="gray_r", vmin=0, vmax=1)
-    axes[0][per_class // 2].set_title("uncached", fontsize=9, fontweight="bold")
-    axes[0][per_class + 1 + per_class // 2].set_title(cached_label, fontsize=9, fontweight="bold")
-    fig.suptitle("same seeds, one class per row", fontsize=8)
-    fig.tight_layout()
-    what = f"left: uncached, right: {cached_label} (same seeds, {per_class} per class, one class per row)"
-    path = folder / "samples_side_by_side.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, metadata={"Title": f"uncached | {cached_label}", "Description": what})
-    plt.close(fig)
-    return {path: what}
-
-
-def audio_fidelity(uncached: torch.Tensor, cached: torch.Tensor) -> dict[str, float]:
-    """Log-spectral distance and waveform SNR of the cached clips against the uncached ones."""
-    from .audio_eval import log_spectral_distance, snr
-
-    return {"lsd_db": log_spectral_distance(uncached, cached), "snr_db": snr(uncached, cached)}
-
-
-def write_audio_pairs(folder: Path, uncached: torch.Tensor, cached: torch.Tensor, per_class: int = 1,
-                      cached_label: str = "SmoothCache") -> dict[Path, str]:
-    """WAVs of the first ``per_class`` samples of each class (words zero .. nine, 0.25 s apart):
-    ``uncached.wav``, ``smoothcache.wav`` (the same seeds cached) and
-    ``side_by_side_uncached_then_smoothcache.wav`` (each uncached clip followed by its cached one, a longer
-    pause between pairs). Each file's title (WAV ``INFO`` chunk) says what it holds."""
-    from .audio_eval import save_wav
-
-    picks = [i for c in range(10) for i in range(c, uncached.shape[0], 10)[:per_class]]
-    pause = torch.zeros_like(uncached[:1])
-    pairs = [clip for i in picks for clip in (uncached[i:i + 1], cached[i:i + 1], pause)][:-1]
-    words = "the words zero .. nine" + (f", {per_class} of each" if per_class > 1 else "")
-    files = {
-        "uncached.wav": (uncached[picks], f"uncached: {words}"),
-        "smoothcache.wav": (cached[picks], f"{cached_label}: {words}, the same seeds as uncached.wav"),
-        "side_by_side_uncached_then_smoothcache.wav":
-            (torch.cat(pairs), f"pairs: each word uncached, then {cached_label} (same seed)"),
-    }
-    folder.mkdir(parents=True, exist_ok=True)
-    return {save_wav(folder / name, clips, gap=0.25, title=what): what
-            for name, (clips, what) in files.items()}
-
-
-def demo_schedule(profile: CalibrationProfile, alpha: float | None = None,
-                  speedup: float | None = None) -> Schedule:
+def demo_schedule(
+    profile: CalibrationProfile, alpha: float | None = None, speedup: float | None = None
+) -> Schedule:
     """The demo's schedule: the original's greedy scan at ``alpha`` if given, else the recommended mode
     (linear forecast, optimal plan) for a theoretical ``speedup`` (default :data:`DEMO_SPEEDUP`)."""
     if alpha is not None:
         return Schedule.from_profile(profile, alpha)
-    return Schedule.for_budget(profile, speedup=speedup or DEMO_SPEEDUP, predictor="linear", planner="optimal")
+    return Schedule.for_budget(
+        profile, speedup=speedup or DEMO_SPEEDUP, predictor="linear", planner="optimal"
+    )
 
 
-def run_demo(model: str = "digits", out: str | Path = "demo_output", steps: int | None = None, samples: int = 300,
-             alpha: float | None = None, speedup: float | None = None,
-             progress: Callable[[str], None] | None = None) -> dict:
+def run_demo(
+    model: str = "digits",
+    out: str | Path = "demo_output",
+    steps: int | None = None,
+    samples: int = 300,
+    alpha: float | None = None,
+    speedup: float | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
     """Run the demo and return its results.
 
     Args:
@@ -233,8 +199,10 @@ def run_demo(model: str = "digits", out: str | Path = "demo_output", steps: int 
     pipe = _load(spec.pipeline)()
     evaluator = _load(spec.evaluator)()
     params = sum(p.numel() for p in pipe.transformer.parameters()) / 1e6
-    say(f"loaded the embedded {model} model ({params:.2f}M parameters); calibrating on classes 0-9, "
-        f"{steps} {spec.sampler} steps ...")
+    say(
+        f"loaded the embedded {model} model ({params:.2f}M parameters); calibrating on classes 0-9, "
+        f"{steps} {spec.sampler} steps ..."
+    )
     profile = calibrate_pipeline(pipe, steps, guidance_scale=spec.guidance)
     schedule = demo_schedule(profile, alpha, speedup)
     macs = MacReport.from_profile(profile)
@@ -243,12 +211,19 @@ def run_demo(model: str = "digits", out: str | Path = "demo_output", steps: int 
     extra = {} if spec.guidance is None else {"guidance_scale": spec.guidance}
 
     def generate():
-        result = pipe(class_labels=labels, num_inference_steps=steps, generator=torch.manual_seed(0), output_type="pt",
-                      **extra)
+        result = pipe(
+            class_labels=labels,
+            num_inference_steps=steps,
+            generator=torch.manual_seed(0),
+            output_type="pt",
+            **extra,
+        )
         return getattr(result, spec.output)
 
-    say(f"generating {samples} samples with and without SmoothCache ({_describe(schedule)}), twice each, "
-        "interleaved ...")
+    say(
+        f"generating {samples} samples with and without SmoothCache ({_describe(schedule)}), twice each, "
+        "interleaved ..."
+    )
     pipe.set_progress_bar_config(disable=progress is None, leave=False)
     times: dict[str, list[float]] = {"no cache": [], "smoothcache": []}
     outputs = {}
@@ -267,15 +242,26 @@ def run_demo(model: str = "digits", out: str | Path = "demo_output", steps: int 
     uncached, cached = outputs["no cache"], outputs["smoothcache"]
     metrics = {label: evaluator.evaluate(outputs[label], labels) for label in outputs}
     result = {
-        "model": model, "steps": steps, "sampler": spec.sampler, "samples": samples, "schedule": _describe(schedule),
+        "model": model,
+        "steps": steps,
+        "sampler": spec.sampler,
+        "samples": samples,
+        "schedule": _describe(schedule),
         "compute_fraction": {"macs": macs.compute_fraction(schedule), **schedule.compute_fraction()},
         "theoretical_speedup": macs.speedup(schedule),
         "measured_speedup": statistics.median(times["no cache"]) / statistics.median(times["smoothcache"]),
-        "seconds": times, "metrics": metrics, "fidelity": _load(spec.fidelity)(uncached, cached),
-        "cache_stats": cache.stats.by_key(), "real_floor_fid": evaluator.real_floor()["fid"],
+        "seconds": times,
+        "metrics": metrics,
+        "fidelity": _load(spec.fidelity)(uncached, cached),
+        "cache_stats": cache.stats.by_key(),
+        "real_floor_fid": evaluator.real_floor()["fid"],
         "files": {
-            "samples": {str(path): what for path, what in
-                        _load(spec.write)(out_dir, uncached, cached, cached_label=_label(schedule)).items()},
+            "samples": {
+                str(path): what
+                for path, what in _load(spec.write)(
+                    out_dir, uncached, cached, cached_label=_label(schedule)
+                ).items()
+            },
             "error_curves": str(plot_profile(profile, out_dir / "error_curves.png", alpha=alpha)),
             "schedule": str(schedule.save(out_dir / "schedule.json")),
         },
@@ -317,17 +303,23 @@ def format_table(result: dict) -> str:
             rows.append((key.replace("_", " "), f"{m0[key]:.3f}", f"{m1[key]:.3f}"))
     rows += [(FIDELITY[k][0], "-", FIDELITY[k][1].format(v)) for k, v in result["fidelity"].items()]
     width = max(len(r[0]) for r in rows)
-    lines = [f"\n{result['model']}: {result['samples']} samples; SmoothCache = {result['schedule']}",
-             f"{'':<{width}}  {'no cache':>14}  SmoothCache"]
+    lines = [
+        f"\n{result['model']}: {result['samples']} samples; SmoothCache = {result['schedule']}",
+        f"{'':<{width}}  {'no cache':>14}  SmoothCache",
+    ]
     lines += [f"{name:<{width}}  {a:>14}  {b}" for name, a, b in rows]
     notes = [FIDELITY_NOTES[k] for k in result["fidelity"] if k in FIDELITY_NOTES]
     if notes:
         lines.append("")
-        lines += [textwrap.fill(note, width=110, subsequent_indent="  ", break_on_hyphens=False)
-                  for note in notes]
+        lines += [
+            textwrap.fill(note, width=110, subsequent_indent="  ", break_on_hyphens=False) for note in notes
+        ]
     files = result["files"]
-    written = {**files["samples"], files["error_curves"]: "calibration error curves",
-               files["schedule"]: "the schedule"}
+    written = {
+        **files["samples"],
+        files["error_curves"]: "calibration error curves",
+        files["schedule"]: "the schedule",
+    }
     lines.append(f"\nwrote ({result['total_seconds']:.0f}s):")
     lines += [f"  {path}  {what}" for path, what in written.items()]
     return "\n".join(lines)

@@ -37,7 +37,9 @@ class DigitsEvaluator:
         self.batch_size = int(batch_size)
         self.k = int(k)
         self.net = load_feature_net(self.folder, device=self.device)
-        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME, self.net.fc.out_features, "feature network")
+        self.stats = load_reference_stats(
+            self.folder / REFERENCE_STATS_NAME, self.net.fc.out_features, "feature network"
+        )
 
     def _prepare(self, images: ArrayLike, value_range: tuple[float, float]) -> torch.Tensor:
         x = images.detach().cpu() if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
@@ -46,8 +48,10 @@ class DigitsEvaluator:
             x = x.permute(0, 3, 1, 2)
         size = self.net.image_size
         if x.ndim != 4 or x.shape[1:] != (1, size, size):
-            raise ValueError(f"expected images of shape (N, 1, {size}, {size}) or (N, {size}, {size}, 1), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected images of shape (N, 1, {size}, {size}) or (N, {size}, {size}, 1), "
+                f"got {tuple(x.shape)}"
+            )
         lo, hi = value_range
         return (x - lo) / (hi - lo) * 2.0 - 1.0
 
@@ -56,7 +60,7 @@ class DigitsEvaluator:
         x = self._prepare(images, value_range)
         feats, preds = [], []
         for start in range(0, x.shape[0], self.batch_size):
-            f = self.net.features(x[start:start + self.batch_size].to(self.device))
+            f = self.net.features(x[start : start + self.batch_size].to(self.device))
             feats.append(f.cpu())
             preds.append(self.net.head(f).argmax(dim=1).cpu())
         return torch.cat(feats), torch.cat(preds)
@@ -69,23 +73,29 @@ class DigitsEvaluator:
         """Predicted digit classes (N,) of images."""
         return self._run(images, value_range)[1]
 
-    def evaluate_features(self, feats: ArrayLike, pred_labels: ArrayLike | None = None,
-                          requested_labels: ArrayLike | None = None) -> dict[str, float]:
+    def evaluate_features(
+        self,
+        feats: ArrayLike,
+        pred_labels: ArrayLike | None = None,
+        requested_labels: ArrayLike | None = None,
+    ) -> dict[str, float]:
         """Metrics from precomputed features (and optionally predicted/requested labels)."""
         out = reference_metrics(feats, self.stats, self.k)
         if pred_labels is not None and requested_labels is not None:
             out["class_consistency"] = class_consistency(pred_labels, requested_labels)
         return out
 
-    def evaluate(self, images: ArrayLike, requested_labels: ArrayLike,
-                 value_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, float]:
+    def evaluate(
+        self, images: ArrayLike, requested_labels: ArrayLike, value_range: tuple[float, float] = (0.0, 1.0)
+    ) -> dict[str, float]:
         """``{"fid", "precision", "recall", "class_consistency"}`` of generated images.
 
         ``images``: pipeline outputs, (N, 1, 16, 16) tensor (``output_type="pt"``)
         or (N, 16, 16, 1) array (``output_type="np"``), values in ``value_range``.
         """
-        req = np.asarray(requested_labels.cpu() if isinstance(requested_labels, torch.Tensor)
-                         else requested_labels).reshape(-1)
+        req = np.asarray(
+            requested_labels.cpu() if isinstance(requested_labels, torch.Tensor) else requested_labels
+        ).reshape(-1)
         feats, preds = self._run(images, value_range)
         if req.shape[0] != feats.shape[0]:
             raise ValueError(f"got {feats.shape[0]} images but {req.shape[0]} requested labels")

@@ -1,4 +1,5 @@
-"""The embedded digits DiT: a small class-conditional ``DiTPipeline`` trained here (see ``digits/README.md``)."""
+"""The embedded digits DiT: a small class-conditional ``DiTPipeline`` trained here (see
+``digits/README.md``)."""
 
 from __future__ import annotations
 
@@ -95,7 +96,9 @@ def digits_pipeline(device: str | torch.device = "cpu", scheduler: str = "ddim",
         diffusers_logger.removeFilter(quiet)
     if scheduler != "ddim":
         algorithm = "dpmsolver++" if scheduler == "dpm" else "sde-dpmsolver++"
-        pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type=algorithm)
+        pipe.scheduler = DPMSolverMultistepScheduler.from_config(
+            pipe.scheduler.config, algorithm_type=algorithm
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
 

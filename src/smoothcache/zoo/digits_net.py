@@ -67,7 +67,9 @@ class DigitsFeatureNet(nn.Module):
         return self.head(self.features(x))
 
 
-def load_feature_net(folder: str | Path | None = None, device: str | torch.device = "cpu") -> DigitsFeatureNet:
+def load_feature_net(
+    folder: str | Path | None = None, device: str | torch.device = "cpu"
+) -> DigitsFeatureNet:
     """Load the shipped feature network (safetensors + JSON, no pickle), in eval mode."""
     from safetensors.torch import load_file
 
@@ -80,8 +82,10 @@ def load_feature_net(folder: str | Path | None = None, device: str | torch.devic
         )
     cfg = json.loads(cfg_path.read_text())
     net = DigitsFeatureNet(
-        channels=tuple(cfg["channels"]), feature_dim=int(cfg["feature_dim"]),
-        num_classes=int(cfg["num_classes"]), image_size=int(cfg["image_size"]),
+        channels=tuple(cfg["channels"]),
+        feature_dim=int(cfg["feature_dim"]),
+        num_classes=int(cfg["num_classes"]),
+        image_size=int(cfg["image_size"]),
     )
     net.load_state_dict(load_file(str(w_path), device="cpu"))
     logger.debug("loaded digits feature net from %s", folder)

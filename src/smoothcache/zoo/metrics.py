@@ -167,7 +167,8 @@ def class_consistency(pred_labels: ArrayLike, requested_labels: ArrayLike) -> fl
     req = np.asarray(requested_labels.cpu() if isinstance(requested_labels, torch.Tensor)
                      else requested_labels).reshape(-1)
     if pred.shape != req.shape:
-        raise ValueError(f"pred_labels and requested_labels differ in length: {pred.shape[0]} vs {req.shape[0]}")
+        raise ValueError(f"pred_labels and requested_labels differ in length: {pred.shape[0]} vs "
+                         f"{req.shape[0]}")
     if pred.size == 0:
         raise ValueError("no labels given")
     return float(np.mean(pred == req))
@@ -184,7 +185,9 @@ def _image_pair(a: ArrayLike, b: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]
     return ta.to(torch.float64), tb.to(torch.float64)
 
 
-def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, reduction: str = "mean") -> float | torch.Tensor:
+def psnr(
+    a: ArrayLike, b: ArrayLike, data_range: float = 1.0, reduction: str = "mean"
+) -> float | torch.Tensor:
     """Peak signal-to-noise ratio in dB between two (N, C, H, W) batches.
 
     Computed per image (``10 log10(data_range^2 / MSE)``) then averaged
@@ -193,7 +196,7 @@ def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, reduction: str = "
     """
     ta, tb = _image_pair(a, b)
     mse = (ta - tb).pow(2).flatten(1).mean(dim=1)
-    values = 10.0 * torch.log10(data_range ** 2 / mse)  # mse == 0 -> inf
+    values = 10.0 * torch.log10(data_range**2 / mse)  # mse == 0 -> inf
     if reduction == "none":
         return values
     if reduction != "mean":
@@ -203,13 +206,19 @@ def psnr(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, reduction: str = "
 
 def _gaussian_window(size: int, sigma: float, channels: int) -> torch.Tensor:
     coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    g = torch.exp(-coords ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(coords**2) / (2 * sigma**2))
     g = g / g.sum()
     return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
 
 
-def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, window_size: int = 7,
-         sigma: float = 1.5, reduction: str = "mean") -> float | torch.Tensor:
+def ssim(
+    a: ArrayLike,
+    b: ArrayLike,
+    data_range: float = 1.0,
+    window_size: int = 7,
+    sigma: float = 1.5,
+    reduction: str = "mean",
+) -> float | torch.Tensor:
     """Structural similarity (Wang et al., 2004) between two (N, C, H, W) batches.
 
     Standard SSIM: Gaussian-weighted local statistics (sigma 1.5, per channel,
@@ -221,7 +230,9 @@ def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, window_size: int =
     """
     ta, tb = _image_pair(a, b)
     if min(ta.shape[-2:]) < window_size:
-        raise ValueError(f"images of size {tuple(ta.shape[-2:])} are smaller than the {window_size}px SSIM window")
+        raise ValueError(
+            f"images of size {tuple(ta.shape[-2:])} are smaller than the {window_size}px SSIM window"
+        )
     c = ta.shape[1]
     w = _gaussian_window(window_size, sigma, c)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
@@ -230,10 +241,10 @@ def ssim(a: ArrayLike, b: ArrayLike, data_range: float = 1.0, window_size: int =
         return F.conv2d(x, w, groups=c)
 
     mu_a, mu_b = filt(ta), filt(tb)
-    var_a = filt(ta * ta) - mu_a ** 2
-    var_b = filt(tb * tb) - mu_b ** 2
+    var_a = filt(ta * ta) - mu_a**2
+    var_b = filt(tb * tb) - mu_b**2
     cov = filt(ta * tb) - mu_a * mu_b
-    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a ** 2 + mu_b ** 2 + c1) * (var_a + var_b + c2))
+    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
     values = smap.flatten(1).mean(dim=1)
     if reduction == "none":
         return values
@@ -260,8 +271,9 @@ def reference_metrics(feats: ArrayLike, stats: dict[str, np.ndarray], k: int = 3
     return {"fid": frechet_distance(mu, sigma, stats["mu"], stats["sigma"]), "precision": prec, "recall": rec}
 
 
-def load_reference_stats(path: str | Path, dim: int | None = None,
-                         network: str = "feature network") -> dict[str, np.ndarray]:
+def load_reference_stats(
+    path: str | Path, dim: int | None = None, network: str = "feature network"
+) -> dict[str, np.ndarray]:
     """Load and validate ``reference_stats.npz`` (``allow_pickle=False``); with ``dim``, also check that the
     statistics have the width of the ``network`` that makes the features.
 
@@ -271,7 +283,9 @@ def load_reference_stats(path: str | Path, dim: int | None = None,
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"reference statistics file not found: {path} (run scripts/train_features.py)")
+        raise FileNotFoundError(
+            f"reference statistics file not found: {path} (run scripts/train_features.py)"
+        )
     try:
         with np.load(path, allow_pickle=False) as npz:
             stats = {key: np.asarray(npz[key]) for key in npz.files}

@@ -66,7 +66,8 @@ class RawDigitsSplit(NamedTuple):
 
 
 class MotionBatch(NamedTuple):
-    """Videos (N, F, 1, H, W) in [0, 1] with their labels (N,), start corners and velocities (N, 2) as (y, x)."""
+    """Videos (N, F, 1, H, W) in [0, 1] with their labels (N,), start corners and velocities (N, 2) as (y,
+    x)."""
 
     videos: torch.Tensor
     labels: torch.Tensor
@@ -122,13 +123,16 @@ def render_videos(digits: torch.Tensor, starts: torch.Tensor, velocities: torch.
     """
     n = digits.shape[0]
     if digits.shape[1:] != (DIGIT_SIZE, DIGIT_SIZE) or starts.shape != (n, 2) or velocities.shape != (n, 2):
-        raise ValueError(f"expected digits (N, {DIGIT_SIZE}, {DIGIT_SIZE}) and (N, 2) starts / velocities, got "
-                         f"{tuple(digits.shape)}, {tuple(starts.shape)}, {tuple(velocities.shape)}")
+        raise ValueError(
+            f"expected digits (N, {DIGIT_SIZE}, {DIGIT_SIZE}) and (N, 2) starts / velocities, got "
+            f"{tuple(digits.shape)}, {tuple(starts.shape)}, {tuple(velocities.shape)}"
+        )
     t = torch.arange(NUM_FRAMES)
     corners = starts[:, None, :] + velocities[:, None, :] * t[None, :, None]  # (N, F, 2)
     if int(corners.min()) < 0 or int(corners.max()) > CANVAS - DIGIT_SIZE:
         raise ValueError("a path leaves the canvas; draw paths with sample_motions")
-    # gather: canvas pixel (r, c) of frame f shows digit pixel (r - y_f, c - x_f) when that is inside the digit
+    # gather: canvas pixel (r, c) of frame f shows digit pixel (r - y_f, c - x_f) when that is inside the
+    # digit
     rows = torch.arange(CANVAS)[None, None, :] - corners[..., 0:1]  # (N, F, CANVAS)
     cols = torch.arange(CANVAS)[None, None, :] - corners[..., 1:2]
     inside_r = (rows >= 0) & (rows < DIGIT_SIZE)
@@ -142,8 +146,13 @@ def render_videos(digits: torch.Tensor, starts: torch.Tensor, velocities: torch.
     return frames[:, :, None].contiguous()
 
 
-def make_videos(digits: torch.Tensor, labels: torch.Tensor, n: int, seed: int | torch.Generator,
-                classes: torch.Tensor | None = None) -> MotionBatch:
+def make_videos(
+    digits: torch.Tensor,
+    labels: torch.Tensor,
+    n: int,
+    seed: int | torch.Generator,
+    classes: torch.Tensor | None = None,
+) -> MotionBatch:
     """``n`` moving-digit videos drawn deterministically from a pool of digits.
 
     Args:

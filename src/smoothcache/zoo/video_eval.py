@@ -17,12 +17,12 @@ Metrics of a batch of generated moving-digit videos (``(N, F, 1, H, W)`` in [0, 
 * :meth:`VideoEvaluator.psnr` -- per-video PSNR (dB) between two batches, e.g. cached vs uncached;
   :func:`video_fidelity` adds the per-frame SSIM (the demo's fidelity row).
 
-:func:`save_gif` writes videos as one looping GIF; :func:`write_video_gif` is the demo's uncached / cached grid.
+:func:`save_gif` writes videos as one looping GIF; :func:`write_video_gif` is the demo's uncached / cached
+grid.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -35,8 +35,8 @@ from .metrics import (
     ArrayLike,
     class_consistency,
     load_reference_stats,
-    reference_metrics,
     psnr,
+    reference_metrics,
     ssim,
 )
 from .video_data import CANVAS, NUM_FRAMES
@@ -97,7 +97,8 @@ def motion_residuals(frames: ArrayLike, value_range: tuple[float, float] = (0.0,
     x = _as_videos(frames, value_range)[:, :, 0].double()  # (N, F, H, W)
     n = x.shape[0]
     w = (x - MASS_THRESHOLD).clamp(min=0.0)
-    box = F.avg_pool2d(w.reshape(n * NUM_FRAMES, 1, CANVAS, CANVAS), WINDOW, stride=1)  # mean weight per window
+    # mean weight per window
+    box = F.avg_pool2d(w.reshape(n * NUM_FRAMES, 1, CANVAS, CANVAS), WINDOW, stride=1)
     side = CANVAS - WINDOW + 1
     best = box.reshape(n, NUM_FRAMES, side * side).argmax(dim=2)
     grid_i = torch.arange(CANVAS)
@@ -138,14 +139,21 @@ class VideoEvaluator:
         ev.evaluate(out.frames, [3, 7])  # {"fid": ..., "class_consistency": ..., "motion_consistency": ...}
     """
 
-    def __init__(self, folder: str | Path | None = None, device: str | torch.device = "cpu",
-                 batch_size: int = 256, k: int = 3):
+    def __init__(
+        self,
+        folder: str | Path | None = None,
+        device: str | torch.device = "cpu",
+        batch_size: int = 256,
+        k: int = 3,
+    ):
         self.folder = Path(folder) if folder is not None else FEATURES_DIR
         self.device = torch.device(device)
         self.batch_size = int(batch_size)
         self.k = int(k)
         self.frame_net, self.video_net, self.config = load_video_nets(self.folder, device=self.device)
-        self.stats = load_reference_stats(self.folder / REFERENCE_STATS_NAME, self.video_net.fc.out_features, "video network")
+        self.stats = load_reference_stats(
+            self.folder / REFERENCE_STATS_NAME, self.video_net.fc.out_features, "video network"
+        )
 
     @torch.no_grad()
     def _run(self, frames: ArrayLike, value_range: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -153,7 +161,7 @@ class VideoEvaluator:
         x = _as_videos(frames, value_range) * 2.0 - 1.0  # (N, F, 1, H, W) in [-1, 1]
         feats, probs = [], []
         for start in range(0, x.shape[0], self.batch_size):
-            chunk = x[start:start + self.batch_size].to(self.device)
+            chunk = x[start : start + self.batch_size].to(self.device)
             n = chunk.shape[0]
             feats.append(self.video_net.features(chunk.transpose(1, 2)).cpu())  # (n, 1, F, H, W)
             logits = self.frame_net(chunk.flatten(0, 1))
@@ -172,8 +180,9 @@ class VideoEvaluator:
         """``{"fid", "precision", "recall"}`` of precomputed video features against the train reference."""
         return reference_metrics(feats, self.stats, self.k)
 
-    def evaluate(self, frames: ArrayLike, requested_labels: ArrayLike,
-                 value_range: tuple[float, float] = (0.0, 1.0)) -> dict[str, float]:
+    def evaluate(
+        self, frames: ArrayLike, requested_labels: ArrayLike, value_range: tuple[float, float] = (0.0, 1.0)
+    ) -> dict[str, float]:
         """All metrics of generated videos.
 
         Args:
@@ -186,8 +195,15 @@ class VideoEvaluator:
             ``{"fid", "precision", "recall", "class_consistency", "frame_accuracy", "motion_consistency",
             "motion_error"}``.
         """
-        req = torch.as_tensor(np.asarray(requested_labels.cpu() if isinstance(requested_labels, torch.Tensor)
-                                         else requested_labels)).reshape(-1).long()
+        req = (
+            torch.as_tensor(
+                np.asarray(
+                    requested_labels.cpu() if isinstance(requested_labels, torch.Tensor) else requested_labels
+                )
+            )
+            .reshape(-1)
+            .long()
+        )
         feats, probs = self._run(frames, value_range)
         if req.shape[0] != feats.shape[0]:
             raise ValueError(f"got {feats.shape[0]} videos but {req.shape[0]} requested labels")
@@ -229,9 +245,15 @@ def video_evaluator(device: str | torch.device = "cpu") -> VideoEvaluator:
     return VideoEvaluator(device=device)
 
 
-def save_gif(path: str | Path, frames: ArrayLike, scale: int = 4, duration_ms: int = 125,
-             value_range: tuple[float, float] = (0.0, 1.0), rows: int = 1,
-             row_labels: Sequence[str] | None = None) -> Path:
+def save_gif(
+    path: str | Path,
+    frames: ArrayLike,
+    scale: int = 4,
+    duration_ms: int = 125,
+    value_range: tuple[float, float] = (0.0, 1.0),
+    rows: int = 1,
+    row_labels: Sequence[str] | None = None,
+) -> Path:
     """Write videos as one looping grey-level GIF; several videos are tiled side by side.
 
     Args:
@@ -306,7 +328,7 @@ def _caption_rows(pixels: np.ndarray, labels: list[str], pitch: int) -> np.ndarr
         band = Image.new("L", (width, CAPTION_HEIGHT), 0)
         ImageDraw.Draw(band).text((3, 1), label, fill=255)
         parts.append(np.broadcast_to(np.asarray(band), (frames, CAPTION_HEIGHT, width)))
-        parts.append(pixels[:, r * pitch:(r + 1) * pitch])
+        parts.append(pixels[:, r * pitch : (r + 1) * pitch])
     return np.ascontiguousarray(np.concatenate(parts, axis=1))
 
 
@@ -318,8 +340,13 @@ def video_fidelity(uncached: ArrayLike, cached: ArrayLike) -> dict[str, float]:
     return {"psnr_db": VideoEvaluator.psnr(a, b), "ssim": ssim(a.flatten(0, 1), b.flatten(0, 1))}
 
 
-def write_video_gif(folder: str | Path, uncached: ArrayLike, cached: ArrayLike, per_row: int = 10,
-                    cached_label: str = "SmoothCache") -> dict[Path, str]:
+def write_video_gif(
+    folder: str | Path,
+    uncached: ArrayLike,
+    cached: ArrayLike,
+    per_row: int = 10,
+    cached_label: str = "SmoothCache",
+) -> dict[Path, str]:
     """GIF: the first ``per_row`` uncached videos (top row, captioned "uncached") above the same seeds with
     SmoothCache (bottom row, captioned ``cached_label``)."""
     a, b = _as_videos(uncached), _as_videos(cached)

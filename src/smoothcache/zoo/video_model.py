@@ -1,9 +1,10 @@
-"""The embedded moving-digits video DiT: a class-conditional Latte pipeline trained here (see ``video/README.md``).
+"""The embedded moving-digits video DiT: a class-conditional Latte pipeline trained here (see
+``video/README.md``).
 
 ``MovingDigitsPipeline`` is a small diffusers ``DiffusionPipeline`` with three components:
 
-* ``transformer`` -- diffusers' ``LatteTransformer3DModel`` (spatial and temporal ``BasicTransformerBlock``\\ s,
-  so SmoothCache finds its ``attn1`` / ``attn2`` / ``ff`` branches), working in pixel space on
+* ``transformer`` -- diffusers' ``LatteTransformer3DModel`` (spatial and temporal ``BasicTransformerBlock``\\
+  s, so SmoothCache finds its ``attn1`` / ``attn2`` / ``ff`` branches), working in pixel space on
   (B, 1, 8, 24, 24) clips in [-1, 1];
 * ``class_embedder`` -- :class:`VideoClassEmbedding`, a learned table that turns a class id (0..9, or the
   null class 10 for classifier-free guidance) into a few "caption" tokens fed to Latte's cross-attention;
@@ -60,7 +61,8 @@ VIDEO_DIR = Path(__file__).resolve().parent / "video"
 VIDEO_STEPS = 30
 #: What the transformer may predict (see :class:`MovingDigitsPipeline`).
 PREDICTION_TYPES = ("velocity", "sample")
-#: Classifier-free guidance scale chosen in the model card (lowest FID of the sweep 1, 2, 4; doubles the batch).
+#: Classifier-free guidance scale chosen in the model card (lowest FID of the sweep 1, 2, 4; doubles the
+# batch).
 VIDEO_GUIDANCE_SCALE = 4.0
 
 
@@ -97,7 +99,8 @@ class VideoClassEmbedding(ModelMixin, ConfigMixin):
 
 def _rotary_embedding(transformer: CogVideoXTransformer3DModel, num_frames: int, height: int, width: int,
                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """CogVideoX's 3-D rotary position embedding for a (frames, height, width) clip, as its pipeline builds it."""
+    """CogVideoX's 3-D rotary position embedding for a (frames, height, width) clip, as its pipeline builds
+    it."""
     cfg = transformer.config
     if not cfg.use_rotary_positional_embeddings:
         return None
@@ -107,16 +110,27 @@ def _rotary_embedding(transformer: CogVideoXTransformer3DModel, num_frames: int,
     grid_h, grid_w = height // cfg.patch_size, width // cfg.patch_size
     crops = get_resize_crop_region_for_grid((grid_h, grid_w), cfg.sample_width // cfg.patch_size,
                                             cfg.sample_height // cfg.patch_size)
-    return get_3d_rotary_pos_embed(embed_dim=cfg.attention_head_dim, crops_coords=crops, grid_size=(grid_h, grid_w),
-                                   temporal_size=num_frames, device=device)
+    return get_3d_rotary_pos_embed(
+        embed_dim=cfg.attention_head_dim,
+        crops_coords=crops,
+        grid_size=(grid_h, grid_w),
+        temporal_size=num_frames,
+        device=device,
+    )
 
 
-def denoise(transformer: LatteTransformer3DModel | CogVideoXTransformer3DModel, sample: torch.Tensor,
-            timestep: torch.Tensor, context: torch.Tensor) -> torch.Tensor:
-    """One velocity prediction for (B, F, C, H, W) clips: the single place that knows each transformer's layout.
+def denoise(
+    transformer: LatteTransformer3DModel | CogVideoXTransformer3DModel,
+    sample: torch.Tensor,
+    timestep: torch.Tensor,
+    context: torch.Tensor,
+) -> torch.Tensor:
+    """One velocity prediction for (B, F, C, H, W) clips: the single place that knows each transformer's
+    layout.
 
     Args:
-        transformer: a Latte (input (B, C, F, H, W)) or CogVideoX (input (B, F, C, H, W), 3-D RoPE) transformer.
+        transformer: a Latte (input (B, C, F, H, W)) or CogVideoX (input (B, F, C, H, W), 3-D RoPE)
+            transformer.
         sample: noisy clips (B, F, C, H, W).
         timestep: (B,) timesteps, ``1000 x`` the noise level; passed as ``timestep=`` (SmoothCache counts
             steps from it).
@@ -125,9 +139,16 @@ def denoise(transformer: LatteTransformer3DModel | CogVideoXTransformer3DModel, 
     if isinstance(transformer, CogVideoXTransformer3DModel):
         _, frames, _, height, width = sample.shape
         rotary = _rotary_embedding(transformer, frames, height, width, sample.device)
-        return transformer(sample, timestep=timestep, encoder_hidden_states=context, image_rotary_emb=rotary,
-                           return_dict=False)[0]
-    out = transformer(sample.transpose(1, 2), timestep=timestep, encoder_hidden_states=context, return_dict=False)[0]
+        return transformer(
+            sample,
+            timestep=timestep,
+            encoder_hidden_states=context,
+            image_rotary_emb=rotary,
+            return_dict=False,
+        )[0]
+    out = transformer(
+        sample.transpose(1, 2), timestep=timestep, encoder_hidden_states=context, return_dict=False
+    )[0]
     return out.transpose(1, 2)
 
 
@@ -155,8 +176,8 @@ class MovingDigitsPipeline(DiffusionPipeline):
     """Class-conditional video generation with a video transformer and rectified flow.
 
     Args:
-        transformer: the denoiser (``LatteTransformer3DModel`` or ``CogVideoXTransformer3DModel``), predicting the
-            flow velocity ``noise - x0`` of the clips.
+        transformer: the denoiser (``LatteTransformer3DModel`` or ``CogVideoXTransformer3DModel``), predicting
+            the flow velocity ``noise - x0`` of the clips.
         class_embedder: class id -> cross-attention tokens.
         scheduler: a ``FlowMatchEulerDiscreteScheduler``.
         prediction_type: what the transformer predicts: ``"velocity"`` (the flow ``noise - x0``) or
@@ -167,9 +188,13 @@ class MovingDigitsPipeline(DiffusionPipeline):
 
     model_cpu_offload_seq = "class_embedder->transformer"
 
-    def __init__(self, transformer: LatteTransformer3DModel | CogVideoXTransformer3DModel,
-                 class_embedder: VideoClassEmbedding,
-                 scheduler: FlowMatchEulerDiscreteScheduler, prediction_type: str = "velocity"):
+    def __init__(
+        self,
+        transformer: LatteTransformer3DModel | CogVideoXTransformer3DModel,
+        class_embedder: VideoClassEmbedding,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        prediction_type: str = "velocity",
+    ):
         super().__init__()
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
@@ -259,8 +284,11 @@ class MovingDigitsPipeline(DiffusionPipeline):
 
 
 _COMPONENTS = {  # component -> (library, accepted class names, weights file)
-    "transformer": ("diffusers", ("CogVideoXTransformer3DModel", "LatteTransformer3DModel"),
-                    "diffusion_pytorch_model.safetensors"),
+    "transformer": (
+        "diffusers",
+        ("CogVideoXTransformer3DModel", "LatteTransformer3DModel"),
+        "diffusion_pytorch_model.safetensors",
+    ),
     "class_embedder": (__name__, ("VideoClassEmbedding",), "diffusion_pytorch_model.safetensors"),
     "scheduler": ("diffusers", ("FlowMatchEulerDiscreteScheduler",), None),
 }
@@ -272,7 +300,9 @@ def _check_folder(folder: Path) -> None:
         raise FileNotFoundError(f"video pipeline folder not found: {folder}")
     index_path = folder / "model_index.json"
     if not index_path.is_file():
-        raise FileNotFoundError(f"{folder} has no model_index.json: not a saved pipeline (run scripts/train_video.py)")
+        raise FileNotFoundError(
+            f"{folder} has no model_index.json: not a saved pipeline (run scripts/train_video.py)"
+        )
     try:
         index = json.loads(index_path.read_text())
     except json.JSONDecodeError as exc:
@@ -282,9 +312,13 @@ def _check_folder(folder: Path) -> None:
         raise ValueError(f"{index_path} describes {found!r}, not a {MovingDigitsPipeline.__name__}")
     for name, (library, class_names, weights) in _COMPONENTS.items():
         entry = index.get(name)
-        if not (isinstance(entry, list) and len(entry) == 2 and entry[0] == library and entry[1] in class_names):
-            raise ValueError(f"{index_path}: component {name!r} must be [{library!r}, one of {list(class_names)}], "
-                             f"got {entry!r}")
+        if not (
+            isinstance(entry, list) and len(entry) == 2 and entry[0] == library and entry[1] in class_names
+        ):
+            raise ValueError(
+                f"{index_path}: component {name!r} must be [{library!r}, one of {list(class_names)}], got "
+                f"{entry!r}"
+            )
         sub = folder / name
         config = "scheduler_config.json" if weights is None else "config.json"
         for needed in filter(None, (config, weights)):
@@ -292,8 +326,11 @@ def _check_folder(folder: Path) -> None:
                 raise FileNotFoundError(f"video pipeline folder {folder} lacks {name}/{needed}")
 
 
-def video_pipeline(device: str | torch.device = "cpu", torch_dtype: torch.dtype = torch.float32,
-                   folder: str | Path | None = None) -> MovingDigitsPipeline:
+def video_pipeline(
+    device: str | torch.device = "cpu",
+    torch_dtype: torch.dtype = torch.float32,
+    folder: str | Path | None = None,
+) -> MovingDigitsPipeline:
     """Load the packaged moving-digits pipeline from its local folder (never the hub).
 
     ``MovingDigitsPipeline.from_pretrained`` is given the local folder with ``local_files_only=True``,

@@ -103,7 +103,9 @@ class VideoFeatureNet(nn.Module):
         """Penultimate (pre-activation) features (N, feature_dim) of clips in [-1, 1]."""
         expected = (1, self.num_frames, self.image_size, self.image_size)
         if x.ndim != 5 or x.shape[1:] != expected:
-            raise ValueError(f"video net expects (N, {', '.join(map(str, expected))}) clips, got {tuple(x.shape)}")
+            raise ValueError(
+                f"video net expects (N, {', '.join(map(str, expected))}) clips, got {tuple(x.shape)}"
+            )
         return self.fc(self.body(x))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -112,8 +114,9 @@ class VideoFeatureNet(nn.Module):
         return self.class_head(f), self.velocity_head(f)
 
 
-def load_video_nets(folder: str | Path | None = None,
-                    device: str | torch.device = "cpu") -> tuple[FrameClassifier, VideoFeatureNet, dict]:
+def load_video_nets(
+    folder: str | Path | None = None, device: str | torch.device = "cpu"
+) -> tuple[FrameClassifier, VideoFeatureNet, dict]:
     """Load the shipped frame classifier and video network (safetensors + JSON, no pickle), in eval mode.
 
     Args:
@@ -129,16 +132,25 @@ def load_video_nets(folder: str | Path | None = None,
     needed = (CONFIG_NAME, FRAME_WEIGHTS, VIDEO_WEIGHTS)
     missing = [name for name in needed if not (folder / name).is_file()]
     if missing:
-        raise FileNotFoundError(f"video evaluator networks not found in {folder}: missing {missing}; "
-                                "run scripts/train_video_features.py")
+        raise FileNotFoundError(
+            f"video evaluator networks not found in {folder}: missing {missing}; "
+            "run scripts/train_video_features.py"
+        )
     try:
         cfg = json.loads((folder / CONFIG_NAME).read_text())
-        frame = FrameClassifier(channels=tuple(cfg["frame"]["channels"]), num_classes=int(cfg["num_classes"]),
-                                image_size=int(cfg["image_size"]))
-        video = VideoFeatureNet(channels=tuple(cfg["video"]["channels"]),
-                                feature_dim=int(cfg["video"]["feature_dim"]), num_classes=int(cfg["num_classes"]),
-                                num_velocities=int(cfg["video"]["num_velocities"]),
-                                num_frames=int(cfg["num_frames"]), image_size=int(cfg["image_size"]))
+        frame = FrameClassifier(
+            channels=tuple(cfg["frame"]["channels"]),
+            num_classes=int(cfg["num_classes"]),
+            image_size=int(cfg["image_size"]),
+        )
+        video = VideoFeatureNet(
+            channels=tuple(cfg["video"]["channels"]),
+            feature_dim=int(cfg["video"]["feature_dim"]),
+            num_classes=int(cfg["num_classes"]),
+            num_velocities=int(cfg["video"]["num_velocities"]),
+            num_frames=int(cfg["num_frames"]),
+            image_size=int(cfg["image_size"]),
+        )
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{folder / CONFIG_NAME} is not a valid video evaluator config: {exc!r}") from exc
     for net, name in ((frame, FRAME_WEIGHTS), (video, VIDEO_WEIGHTS)):
