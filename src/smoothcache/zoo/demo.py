@@ -24,6 +24,7 @@ import torch
 from ..cache import SmoothCache
 from ..calibration import Calibrator
 from ..costs import MacReport
+from ..errors import BudgetError
 from ..profile import CalibrationProfile
 from ..schedule import Schedule
 from .demo_outputs import (  # noqa: F401  (re-exported: the demo's public names)
@@ -162,9 +163,11 @@ def demo_schedule(
     (linear forecast, optimal plan) for a theoretical ``speedup`` (default :data:`DEMO_SPEEDUP`)."""
     if alpha is not None:
         return Schedule.from_profile(profile, alpha)
-    return Schedule.for_budget(
-        profile, speedup=speedup or DEMO_SPEEDUP, predictor="linear", planner="optimal"
-    )
+    try:
+        return Schedule.for_budget(profile, speedup=speedup or DEMO_SPEEDUP, predictor="linear", planner="optimal")
+    except BudgetError as err:  # a small model's fixed costs: as fast as these tables allow
+        logger.warning("%s; the demo plans the best reachable speed-up, %.3gx", err, 1 / err.best)
+        return Schedule.for_budget(profile, compute_fraction=err.best, predictor="linear", planner="optimal")
 
 
 def run_demo(
