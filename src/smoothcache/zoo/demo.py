@@ -164,10 +164,10 @@ def demo_schedule(
     if alpha is not None:
         return Schedule.from_profile(profile, alpha)
     try:
-        return Schedule.for_budget(profile, speedup=speedup or DEMO_SPEEDUP, predictor="linear", planner="optimal")
+        return Schedule.for_budget(profile, speedup=speedup or DEMO_SPEEDUP)  # the recommended mode
     except BudgetError as err:  # a small model's fixed costs: as fast as these tables allow
         logger.warning("%s; the demo plans the best reachable speed-up, %.3gx", err, 1 / err.best)
-        return Schedule.for_budget(profile, compute_fraction=err.best, predictor="linear", planner="optimal")
+        return Schedule.for_budget(profile, compute_fraction=err.best)
 
 
 def run_demo(
