@@ -94,7 +94,7 @@ def test_schedule_for_a_budget_another_step_count_and_a_forecast(pipe_folder, tm
     out = tmp_path / "s.json"
     assert main(["schedule", str(profile_path), "--speedup", "1.5", "--cost", "macs", "--out", str(out)]) == 0
     assert Schedule.load(out) == Schedule.for_budget(profile, speedup=1.5, cost="macs")  # the recommended mode
-    assert Schedule.load(out).predictor == "linear"
+    assert Schedule.load(out).predictor in ("linear", "mixed")  # each skip run its best predictor
     assert main(["schedule", str(profile_path), "--speedup", "1.5", "--predictor", "reuse", "--planner", "greedy",
                  "--cost", "macs", "--out", str(out)]) == 0
     expected = Schedule.for_budget(profile, speedup=1.5, predictor="reuse", planner="greedy", cost="macs")

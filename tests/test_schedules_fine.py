@@ -221,8 +221,8 @@ def test_one_line_recommended_mode_plans_for_a_speedup():
     with cache:
         pipe(generator=torch.manual_seed(4), **kwargs)
         pipe(generator=torch.manual_seed(4), **kwargs)
-    expected = Schedule.for_budget(cache.profile, speedup=2.0, predictor="linear", planner="optimal", cost="macs")
-    assert cache.schedule == expected and cache.schedule.predictor == "linear"
+    expected = Schedule.for_budget(cache.profile, speedup=2.0, cost="macs")  # each run takes its best predictor
+    assert cache.schedule == expected and cache.schedule.predictor in ("linear", "mixed")
     assert MacReport.from_profile(cache.profile).speedup(cache.schedule, "macs") >= 2.0
     assert cache.stats.predicted > 0
 

@@ -18,6 +18,8 @@ from .errors import BudgetError, ScheduleError, warn
 from .flops import MacPolicy
 from .planning import budget_fraction
 from .policy import BranchPolicy
+from .predictors import PREDICTORS
+from .samplers import NOISE_DRAWS, is_stochastic
 from .schedule import Schedule
 from .stats import CacheStats
 from .validate import check_alpha, check_choice, check_int
@@ -32,7 +34,7 @@ class AutoPolicy(BranchPolicy):
 
     Args:
         recorder: the calibration policy (with its MAC meter).
-        runs: generations to calibrate on.
+        runs: generations to calibrate on (None: decided after the first, from the pipeline's sampler).
         plan: ``plan(profile) -> Schedule``.
         make_cache: ``make_cache(schedule) -> policy`` applying the schedule (it has ``stats``).
         label: how the mode is shown (``"speedup=2.5x"``).
@@ -65,7 +67,8 @@ class AutoPolicy(BranchPolicy):
         arguments checked now. ``options``: ``lookahead``, ``calibration_runs``, ``per_block``, ``predictor``,
         ``cost``, ``fuse_blocks``."""
         predictor, per_block = options["predictor"], options["per_block"]
-        runs = check_int(options["calibration_runs"], "calibration_runs")
+        runs = options["calibration_runs"]
+        runs = None if runs is None else check_int(runs, "calibration_runs")
         if alpha is not None:
             alpha = check_alpha(alpha, error=ScheduleError)
             label = f"alpha={alpha:g}"
@@ -86,8 +89,23 @@ class AutoPolicy(BranchPolicy):
                     warn(f"{err}; the one-line mode plans the best reachable, {1 / err.best:.3g}x")
                     return Schedule.for_budget(profile, compute_fraction=err.best, **kwargs)
 
-        recorder = CalibratorPolicy(options["lookahead"], [predictor], model_name, meter=MacPolicy())
+        recorded = PREDICTORS if predictor == "auto" else [predictor]
+        recorder = CalibratorPolicy(options["lookahead"], recorded, model_name, meter=MacPolicy())
         return cls(recorder, runs, plan, make_cache, label)
+
+    def _noise_draws(self) -> int:
+        """Calibration generations for the sampler the pipeline ran (one for a deterministic sampler)."""
+        scheduler = getattr(self.hooks.pipeline, "scheduler", None)
+        if not is_stochastic(scheduler):
+            return 1
+        logger.info(
+            "one-line mode: %s draws fresh noise at each step, so the calibration covers %d noise draws "
+            "(%d uncached generations); calibration_runs= sets another number",
+            type(scheduler).__name__,
+            NOISE_DRAWS,
+            NOISE_DRAWS,
+        )
+        return NOISE_DRAWS
 
     @property
     def profile(self):
@@ -121,6 +139,8 @@ class AutoPolicy(BranchPolicy):
 
     def end_generation(self, steps: int, timesteps: list) -> None:
         self._current.end_generation(steps, timesteps)
+        if self.runs is None and self.recorder.profile is not None:
+            self.runs = self._noise_draws()
         if self._cache is not None or self.recorder.profile is None or self.recorder.profile.runs < self.runs:
             return
         profile = self.recorder.profile

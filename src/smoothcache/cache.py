@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 #: Keywords of the one-line mode only (alpha= / speedup=), with their defaults.
 ONE_LINE_DEFAULTS = {
     "lookahead": 3,
-    "calibration_runs": 1,
+    "calibration_runs": None,
     "per_block": False,
     "predictor": None,
     "cost": None,
@@ -51,7 +51,7 @@ class SmoothCachePolicy(BranchPolicy):
 
     Args:
         rows: one schedule row per wrapped branch (None: always compute).
-        predictor: ``"reuse"`` or ``"linear"``.
+        predictor: ``"reuse"``, ``"linear"`` or ``"mixed"`` (then ``choices`` says which, per step).
         cache_dtype: keep the outputs in this (lower) precision, cast back when predicting.
         num_steps: the schedule's length, for the end-of-schedule checks.
         fusable: paths of the blocks to skip whole on steps where all their branches skip (None: no fusion).
@@ -71,6 +71,7 @@ class SmoothCachePolicy(BranchPolicy):
         fusable: set[str] | None = None,
         schedule: Schedule | None = None,
         fusion: str = "runs",
+        choices: Sequence[tuple[str | None, ...] | None] | None = None,
     ):
         self.rows = list(rows)
         self.schedule = schedule
@@ -78,14 +79,23 @@ class SmoothCachePolicy(BranchPolicy):
         self.num_steps = (
             num_steps if num_steps is not None else max(len(r) for r in self.rows if r is not None)
         )
-        self.store = KeptOutputs(sources_needed(predictor), check_dtype(cache_dtype, "cache_dtype"))
+        #: per branch, the predictor of each step (None where it computes)
+        self.choices = (
+            list(choices)
+            if choices is not None
+            else [None if r is None else tuple(None if v else predictor for v in r) for r in self.rows]
+        )
+        used = {p for c in self.choices if c is not None for p in c if p is not None} or {"reuse"}
+        self.store = KeptOutputs(
+            max(sources_needed(p) for p in used), check_dtype(cache_dtype, "cache_dtype")
+        )
         self._zeros = [() if r is None else tuple(s for s, v in enumerate(r) if v == 0) for r in self.rows]
         self._keep_until: list[int] = []
         self.counters: list[BranchCounter] = []
         self._block_calls: dict[int, list[int]] = {}  # block position -> calls of each of its branches
         self._warned_shape = False
         self.fusion = (
-            None if fusable is None else BlockFusion(self.rows, predictor, self.store, fusable, fusion)
+            None if fusable is None else BlockFusion(self.rows, self.choices, self.store, fusable, fusion)
         )
         self.wants_blocks = self.fusion is not None
 
@@ -177,7 +187,7 @@ class SmoothCachePolicy(BranchPolicy):
                         "was returned; this block cannot be cached safely"
                     )
                 counter.predicted += 1
-                return predict_kept(self.predictor, kept, hooks.time)
+                return predict_kept(self.choices[index][hooks.step], kept, hooks.time)
             if self.store.holds(owner, slot):
                 self._shape_changed(index)
         out = fn(*args, **kwargs)
@@ -234,7 +244,8 @@ class SmoothCache(Lifecycle):
             ``"blocks"`` each block on its own, ``False`` never. Default: runs for forecasts, off for
             ``reuse``, whose branch-level behaviour is the original's.
         lookahead: one-line mode: K of the calibration (default 3).
-        calibration_runs: one-line mode: generations to calibrate on (default 1).
+        calibration_runs: one-line mode: generations to calibrate on (default: 1, or 3 noise draws when the
+            pipeline's sampler draws fresh noise each step, as SDE and ancestral samplers do).
         per_block: one-line mode: one schedule per block instead of one per branch type (default False).
         predictor: one-line mode: ``"reuse"`` or ``"linear"`` (default ``"reuse"`` with ``alpha``,
             ``"linear"`` with ``speedup``).
@@ -286,8 +297,13 @@ class SmoothCache(Lifecycle):
                 "give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
                 "exactly one of the three"
             )
-        one_line = {"lookahead": lookahead, "calibration_runs": calibration_runs, "per_block": per_block,
-                    "predictor": predictor, "cost": cost}
+        one_line = {
+            "lookahead": lookahead,
+            "calibration_runs": calibration_runs,
+            "per_block": per_block,
+            "predictor": predictor,
+            "cost": cost,
+        }
         if schedule is not None:
             stray = [f"{name}=" for name, value in one_line.items() if value is not None]
             if stray:
@@ -308,16 +324,22 @@ class SmoothCache(Lifecycle):
             options = {
                 name: ONE_LINE_DEFAULTS[name] if value is None else value for name, value in one_line.items()
             }
-            options["predictor"] = options["predictor"] or ("reuse" if speedup is None else "linear")
+            options["predictor"] = options["predictor"] or ("reuse" if speedup is None else "auto")
             self.policy = self._auto_policy(alpha, speedup, options)
             branches = find_branches(self.model, keys, block_classes)
         self.hooks = BranchHooks(self.model, branches, self.policy, calls_per_step=calls_per_step, owner=self)
 
     def _auto_policy(self, alpha: float | None, speedup: float | None, options: dict) -> AutoPolicy:
-        predictor = check_choice(options["predictor"], "predictor", PREDICTORS, error=ScheduleError)
+        choices = PREDICTORS + ("auto",)
+        predictor = check_choice(options["predictor"], "predictor", choices, error=ScheduleError)
         options = {**options, "predictor": predictor, "fuse_blocks": self._fusion(predictor) is not None}
-        return AutoPolicy.planning(type(self.model).__name__, options, alpha, speedup,
-                                   lambda s: self._cache_policy(s, self.hooks.branches))
+        return AutoPolicy.planning(
+            type(self.model).__name__,
+            options,
+            alpha,
+            speedup,
+            lambda s: self._cache_policy(s, self.hooks.branches),
+        )
 
     def _fusion(self, predictor: str) -> str | None:
         """The fusion mode for a schedule of ``predictor`` (None: no fusion)."""
@@ -330,6 +352,7 @@ class SmoothCache(Lifecycle):
         rows = [schedule.for_block(b.key, b.block) for b in branches]
         mode = self._fusion(schedule.predictor)
         fusable = None if mode is None else fusable_blocks(self.model, branches, rows, self._block_classes)
+        choices = [schedule.predictors_for(b.key, b.block) for b in branches]
         return SmoothCachePolicy(
             rows,
             schedule.predictor,
@@ -338,6 +361,7 @@ class SmoothCache(Lifecycle):
             fusable,
             schedule=schedule,
             fusion=mode or "runs",
+            choices=choices,
         )
 
     def __repr__(self) -> str:

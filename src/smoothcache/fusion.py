@@ -117,6 +117,7 @@ class _Run:
 
     members: list[int]
     pattern: tuple[bool, ...]
+    choices: tuple[str | None, ...]  # the predictor of each step (None where the run computes)
     last_skip: int = field(init=False)
 
     def __post_init__(self):
@@ -129,7 +130,8 @@ class BlockFusion:
 
     Args:
         rows: the schedule row of each wrapped branch (as the cache holds them).
-        predictor: ``"reuse"`` or ``"linear"``.
+        choices: the predictor of each step of each wrapped branch (None where it computes); a block uses its
+            first branch's.
         store: where the run residuals are kept (shared with the branch cache).
         fusable: paths of the blocks whose every branch is wrapped with a row.
         mode: ``"runs"`` or ``"blocks"`` (one run per block).
@@ -138,13 +140,13 @@ class BlockFusion:
     def __init__(
         self,
         rows: Sequence[tuple[int, ...] | None],
-        predictor: str,
+        choices: Sequence[tuple[str | None, ...] | None],
         store: KeptOutputs,
         fusable: set[str],
         mode: str = "runs",
     ):
         self.rows = list(rows)
-        self.predictor = predictor
+        self.choices = list(choices)
         self.store = store
         self.fusable = set(fusable)
         self.mode = mode
@@ -167,14 +169,16 @@ class BlockFusion:
     def attach(self, hooks) -> None:
         """Work out, per block of ``hooks.blocks``, the steps on which all its branches skip, and the runs."""
         self.hooks = hooks
-        patterns: list[tuple[bool, ...] | None] = []
+        patterns: list[tuple[tuple[bool, ...], tuple[str | None, ...]] | None] = []
         for group in hooks.blocks:
             rows = [self.rows[i] for i in group.branches]
             if group.path not in self.fusable or any(r is None for r in rows):
                 patterns.append(None)
-            else:
-                skip = tuple(all(r[s] == 0 for r in rows) for s in range(min(len(r) for r in rows)))
-                patterns.append(skip if any(skip) else None)
+                continue
+            skip = tuple(all(r[s] == 0 for r in rows) for s in range(min(len(r) for r in rows)))
+            first = self.choices[group.branches[0]]
+            used = tuple(p if k else None for k, p in zip(skip, first))
+            patterns.append((skip, used) if any(skip) else None)
         self._patterns = patterns
         self._list_of = []  # the block list of each block: its path without the index
         for group in hooks.blocks:
@@ -198,7 +202,7 @@ class BlockFusion:
             ):
                 runs[-1].members.append(position)
             else:
-                runs.append(_Run([position], pattern))
+                runs.append(_Run([position], *pattern))
             previous = key
         self.runs = {(run.members[0], run.members[-1]): run for run in runs}
         self.version += 1
@@ -228,8 +232,13 @@ class BlockFusion:
         previous = self._last.get((self._list_of[position], slot))
         change()
         ended = self._run_of.get(position - 1)
-        if start is not None and previous is not None and previous[0] == position - 1 and ended is not None \
-                and ended[0] == old[0]:
+        if (
+            start is not None
+            and previous is not None
+            and previous[0] == position - 1
+            and ended is not None
+            and ended[0] == old[0]
+        ):
             self._keep((ended, slot), start, previous[1])
 
     def _break(self, before: int, after: int) -> None:
@@ -284,7 +293,7 @@ class BlockFusion:
                 kept = self.store.sources(("run", r), slot, shapes)
                 self._skipping[(r, slot)] = kept is not None
                 if kept is not None:
-                    residual = predict_kept(self.predictor, kept, self.hooks.time)
+                    residual = predict_kept(run.choices[step], kept, self.hooks.time)
                     values = {
                         n: inputs[n] + residual[n] if n in residual else inputs[n] for n in layout.names
                     }
@@ -298,8 +307,11 @@ class BlockFusion:
     def _compute(self, position, r, run, first, last, slot, fn, args, kwargs, inputs) -> tuple[Any, bool]:
         line = self._list_of[position]
         previous = None if first else self._last.get((line, slot))
-        if not first and (previous is None or previous[0] != position - 1
-                          or any(inputs.get(n) is not t for n, t in previous[1].items())):
+        if not first and (
+            previous is None
+            or previous[0] != position - 1
+            or any(inputs.get(n) is not t for n, t in previous[1].items())
+        ):
             self._split(position, slot, lambda: self._break(position - 1, position))  # it starts a new run
             r = self._run_of[position]
             run, first = self.runs[r], True

@@ -215,6 +215,11 @@ class BranchHooks:
         self.end_reason, self._ending = self._ending or "next generation", ""
         self.policy.end_generation(steps, timesteps)
 
+    @property
+    def pipeline(self) -> Any | None:
+        """The diffusers pipeline seen running the model (None if none was)."""
+        return self._pipelines[0] if self._pipelines else None
+
     def _watch_pipeline(self) -> None:
         """At a generation's first call (until one is found): end generations when the diffusers pipeline
         running them returns."""

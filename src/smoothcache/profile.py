@@ -187,6 +187,21 @@ class CalibrationProfile:
             for k in range(1, self.lookahead + 1)
         ]
 
+    def noise_spread(self, predictor: str = "reuse") -> float | None:
+        """How much the errors vary between calibration generations (noise draws): the median, over every
+        branch and table entry recorded in two generations or more, of their standard deviation over their
+        mean. None when no entry was recorded twice."""
+        ratios = []
+        for branch in self.errors.values():
+            sums = branch.tables.get(predictor)
+            if sums is None:
+                continue
+            mean, std = sums.mean_std()
+            keep = (sums.count >= 2) & (mean > 0)
+            ratios.append((std[keep] / mean[keep]).ravel())
+        values = np.concatenate(ratios) if ratios else np.zeros(0)
+        return float(np.median(values)) if values.size else None
+
     # -------------------------------------------------------------- combining
     def merge(self, other: "CalibrationProfile") -> "CalibrationProfile":
         """A profile holding the samples of both (same model, lookahead, step count and predictors)."""

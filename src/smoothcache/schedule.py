@@ -11,8 +11,6 @@ forecast schedule adds ``"predictor": "linear"``, which only smoothcache's :clas
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
@@ -20,63 +18,38 @@ from .branches import parse_key, row_for
 from .errors import ScheduleError
 from .planning import plan
 from .predictors import PREDICTORS
-from .validate import check_choice, check_file, check_int
+from .schedule_file import plan_hint, read_schedule, write_schedule
+from .validate import check_choice, check_int
 
 if TYPE_CHECKING:  # pragma: no cover
     from .profile import CalibrationProfile
 
 __all__ = ["Schedule", "ScheduleError", "parse_key"]
 
-#: Files larger than this are not schedules (a 50-step per-block schedule of DiT-XL is about 10 KB).
-_MAX_BYTES = 64 * 2**20
-
-
-def _plan_one(path: object = "PROFILE") -> str:
-    return ("plan a schedule from it with Schedule.for_budget(profile, speedup=2.0) (or "
-            "Schedule.from_profile(profile, alpha=0.08)), or on the command line: "
-            f"smoothcache schedule {path} --speedup 2 --out schedule.json")
-
-
-def _read_json(path: Path) -> object:
-    """The JSON content of a schedule file, or a ScheduleError naming the file and what is wrong with it."""
-    try:
-        with open(path, "rb") as f:
-            too_large = os.fstat(f.fileno()).st_size > _MAX_BYTES
-            raw = f.read(16) if too_large else f.read()
-    except OSError as err:
-        raise ScheduleError(f"cannot read schedule file {path}: {err.strerror or err}") from None
-    try:
-        if too_large:
-            raise ScheduleError(f"schedule file {path} is larger than {_MAX_BYTES >> 20} MiB; a schedule "
-                                "JSON is a few KB: is this the right file?")
-        if not raw.strip():
-            raise ScheduleError(f"schedule file {path} is empty; it needs a JSON object of 0/1 lists")
-        try:
-            text = raw.decode(json.detect_encoding(raw))
-        except UnicodeDecodeError as err:
-            bad = raw[err.start:err.start + 1]
-            raise ScheduleError(f"schedule file {path} is not UTF-8 text (nor UTF-16/32): byte {err.start} "
-                                f"({bad!r}) is not {err.encoding}; save it as UTF-8") from None
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ScheduleError(f"schedule file {path} is not valid JSON: {err}") from None
-        except RecursionError:
-            raise ScheduleError(f"schedule file {path} nests JSON too deeply to be a schedule "
-                                "(a schedule is an object of flat lists)") from None
-        except ValueError as err:  # an integer of more than sys.get_int_max_str_digits() digits
-            raise ScheduleError(f"schedule file {path} is not a schedule: it holds a number too long to read "
-                                f"({str(err).split(':')[0]})") from None
-    except ScheduleError:
-        if _looks_like_safetensors(raw):
-            raise ScheduleError(f"{path} is a calibration profile, not a schedule JSON: "
-                                f"{_plan_one(path)}") from None
-        raise
-
-
-def _looks_like_safetensors(raw: bytes) -> bool:
-    """A safetensors file: an 8-byte little-endian header length, then the JSON header."""
-    return len(raw) >= 10 and raw[8:9] == b"{" and int.from_bytes(raw[:8], "little") >= 2
+def _validated_choices(
+    choices: Mapping, rows: Mapping[str, tuple[int, ...]]
+) -> dict[str, tuple[str | None, ...]]:
+    """Each key's predictor per step: a predictor name on its 0 steps, None (null) on its 1 steps."""
+    if set(choices) != set(rows):
+        raise ScheduleError(
+            f'the schedule\'s "predictor" mapping names the keys {sorted(map(str, choices))}, '
+            f"not the schedule's {sorted(rows)}"
+        )
+    out = {}
+    for key, row in rows.items():
+        values = choices[key]
+        if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) != len(row):
+            raise ScheduleError(
+                f"the predictors of {key!r} must be a list of {len(row)} entries (one per step)"
+            )
+        for step, (on, value) in enumerate(zip(row, values)):
+            if (value is not None) if on else not (isinstance(value, str) and value in PREDICTORS):
+                want = "null (a computed step)" if on else f"one of {list(PREDICTORS)}"
+                raise ScheduleError(
+                    f"the predictor of {key!r} at step {step} is {value!r}; it must be {want}"
+                )
+        out[key] = tuple(values)
+    return out
 
 
 def _validated_entries(name: str, values: object) -> tuple[int, ...]:
@@ -100,25 +73,27 @@ def _validated_entries(name: str, values: object) -> tuple[int, ...]:
 
 
 class Schedule:
-    """A static 0/1 compute schedule per branch type, optionally overridden per block.
+    """A static 0/1 compute schedule per branch type, optionally overridden per block, and what its 0 steps
+    return.
 
     Args:
         entries: mapping from key (``"attn1"`` or ``"attn1-3"``) to a list of 0/1, one per denoising step.
             All lists must have the same length and start with 1.
         metadata: free-form information kept with the schedule (alpha, source, ...); not saved to JSON.
-        predictor: what a 0 step returns: ``"reuse"`` (the last computed output, as in the paper) or
-            ``"linear"`` (extrapolated from the last two computed outputs). A mapping may also carry it
-            under the key ``"predictor"``, as forecast schedule files do.
+        predictor: what a 0 step returns: ``"reuse"`` (the last computed output, as in the paper),
+            ``"linear"`` (extrapolated from the last two computed outputs), or a mapping giving each key's
+            predictor per step (``None`` on its 1 steps), for plans that choose the predictor per skip run. A
+            mapping of entries may carry it under the key ``"predictor"``, as schedule files do.
     """
 
     def __init__(
         self,
         entries: Mapping[str, Sequence[int]],
         metadata: Mapping[str, object] | None = None,
-        predictor: str | None = None,
+        predictor: str | Mapping[str, Sequence[str | None]] | None = None,
     ):
         if isinstance(entries, Schedule):
-            predictor = predictor or entries.predictor
+            predictor = predictor or entries.choices or entries.predictor
             entries = entries.entries
         if not isinstance(entries, Mapping):
             raise ScheduleError(
@@ -127,16 +102,11 @@ class Schedule:
         if "predictor" in entries:
             entries = dict(entries)
             named = entries.pop("predictor")
-            if not isinstance(named, str):
-                raise ScheduleError(
-                    f"the schedule's \"predictor\" must be one of {list(PREDICTORS)}, got {named!r}")
             if predictor is not None and predictor != named:
                 raise ScheduleError(
                     f"the schedule names predictor {named!r} but predictor={predictor!r} was given"
                 )
             predictor = named
-        predictor = "reuse" if predictor is None else predictor
-        self.predictor = check_choice(predictor, "predictor", PREDICTORS, error=ScheduleError)
         if len(entries) == 0:
             raise ScheduleError("the schedule is empty: it names no branch")
         parsed: dict[str, tuple[int, ...]] = {}
@@ -150,6 +120,25 @@ class Schedule:
                 f"schedule lists have different lengths ({listing}); all need one entry per step"
             )
         self.entries: dict[str, tuple[int, ...]] = parsed
+        #: per key, the predictor of each 0 step (None on 1 steps), for a plan that mixes predictors; else
+        # None
+        self.choices: dict[str, tuple[str | None, ...]] | None = None
+        if isinstance(predictor, Mapping):
+            self.choices = _validated_choices(predictor, parsed)
+            used = {p for row in self.choices.values() for p in row if p is not None}
+            predictor = used.pop() if len(used) == 1 else ("mixed" if used else "reuse")
+            if predictor != "mixed":
+                self.choices = None
+        elif predictor is not None and not isinstance(predictor, str):
+            raise ScheduleError(
+                f'the schedule\'s "predictor" must be one of {list(PREDICTORS)} or a mapping of '
+                f"each key's predictor per step, got {predictor!r}"
+            )
+        predictor = "reuse" if predictor is None else predictor
+        if predictor != "mixed":
+            check_choice(predictor, "predictor", PREDICTORS, error=ScheduleError)
+        #: ``"reuse"``, ``"linear"``, or ``"mixed"`` (see :attr:`choices`)
+        self.predictor = predictor
         self.metadata: dict[str, object] = dict(metadata or {})
 
     # ----------------------------------------------------------------- queries
@@ -175,6 +164,20 @@ class Schedule:
         neither."""
         return row_for(self.entries, key, block)
 
+    def predictors_for(self, key: str, block: int | None) -> tuple[str | None, ...] | None:
+        """The predictor of each step of :meth:`for_block` ``(key, block)`` (None on its 1 steps)."""
+        if self.choices is not None:
+            return row_for(self.choices, key, block)
+        row = self.for_block(key, block)
+        return None if row is None else tuple(None if v else self.predictor for v in row)
+
+    @property
+    def sources_needed(self) -> list[str]:
+        """The predictors the schedule uses."""
+        if self.choices is None:
+            return [self.predictor]
+        return sorted({p for row in self.choices.values() for p in row if p is not None})
+
     def compute_fraction(self, key: str | None = None) -> float | dict[str, float]:
         """Fraction of steps computed: for one key, or a dict for every key."""
         if key is not None:
@@ -186,9 +189,12 @@ class Schedule:
 
     # ------------------------------------------------------------ conversions
     def to_dict(self) -> dict[str, object]:
-        """The JSON content as a plain dict: the reference format, plus ``"predictor"`` for forecasts."""
+        """The JSON content as a plain dict: the reference format, plus ``"predictor"`` for forecasts (a
+        mapping of each key's predictor per step when the plan mixes them)."""
         out: dict[str, object] = {k: list(v) for k, v in self.entries.items()}
-        if self.predictor != "reuse":
+        if self.choices is not None:
+            out["predictor"] = {k: list(v) for k, v in self.choices.items()}
+        elif self.predictor != "reuse":
             out["predictor"] = self.predictor
         return out
 
@@ -197,6 +203,7 @@ class Schedule:
             isinstance(other, Schedule)
             and self.entries == other.entries
             and self.predictor == other.predictor
+            and self.choices == other.choices
         )
 
     def __repr__(self) -> str:
@@ -208,10 +215,7 @@ class Schedule:
     @classmethod
     def load(cls, path: str | Path) -> "Schedule":
         """Read a schedule JSON file (the reference format; UTF-8, or UTF-16/32 with or without a BOM)."""
-        path = check_file(path, "schedule file", error=ScheduleError)
-        data = _read_json(path)
-        if not isinstance(data, dict):
-            raise ScheduleError(f"schedule file {path} must hold a JSON object, got {type(data).__name__}")
+        path, data = read_schedule(path)
         try:
             return cls(data, metadata={"source": str(path)})
         except ScheduleError as err:
@@ -219,17 +223,7 @@ class Schedule:
 
     def save(self, path: str | Path) -> Path:
         """Write the schedule as JSON, one key per line (readable and diff-friendly)."""
-        path = Path(path)
-        if path.parent and not path.parent.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [
-            f"    {json.dumps(k)}: {json.dumps(list(v), separators=(',', ':'))}"
-            for k, v in self.entries.items()
-        ]
-        if self.predictor != "reuse":
-            lines.append(f'    "predictor": {json.dumps(self.predictor)}')
-        path.write_text("{\n" + ",\n".join(lines) + "\n}\n", encoding="utf-8")
-        return path
+        return write_schedule(path, self.to_dict())
 
     @classmethod
     def coerce(cls, schedule: "Schedule | Mapping[str, Sequence[int]] | str | Path") -> "Schedule":
@@ -241,7 +235,7 @@ class Schedule:
         if isinstance(schedule, (str, Path)):
             return cls.load(schedule)
         if isinstance(schedule, CalibrationProfile):
-            raise ScheduleError(f"got a calibration profile, not a schedule: {_plan_one()}")
+            raise ScheduleError(f"got a calibration profile, not a schedule: {plan_hint()}")
         return cls(schedule)
 
     # ------------------------------------------------------------- generators
@@ -317,6 +311,7 @@ class Schedule:
         num_steps: int | None = None,
         cost: str | None = None,
         fuse_blocks: bool | None = None,
+        margin: float = 0.0,
     ) -> "Schedule":
         """The schedule with the least calibrated error that reaches a ``speedup`` (or keeps at most
         ``compute_fraction`` of the uncached cost), in the recommended mode by default.
@@ -332,9 +327,11 @@ class Schedule:
             profile: the calibration (or the path of a saved profile).
             speedup: the speed-up to reach, >= 1 (give this or ``compute_fraction``).
             compute_fraction: the share of the uncached cost to keep, in (0, 1].
-            predictor: what a skipped step returns: ``"linear"`` (the recommended forecast) or ``"reuse"``
-                (the cached output, as in the paper). Default None: ``"linear"`` if the profile recorded its
-                errors, else ``"reuse"`` (with a logged warning).
+            predictor: what a skipped step returns: ``"auto"`` (the recommended mode: each skip run takes the
+                predictor with the least calibrated error for it, so the plan is never worse by its own
+                measure than one predictor alone), ``"linear"`` (the forecast) or ``"reuse"`` (the cached
+                output, as in the paper). Default None: ``"auto"`` if the profile recorded the forecast's
+                errors (``"linear"`` for the greedy planner), else ``"reuse"`` (with a logged warning).
             planner: ``"optimal"`` (default: whole-step rows chosen by exact dynamic programming) or
                 ``"greedy"`` (the original's scan at the smallest alpha that meets the budget).
             lookahead: the longest skip run (default None: the profile's K).
@@ -345,6 +342,8 @@ class Schedule:
                 None: time where the profile holds timings, else MACs.
             fuse_blocks: whether the cache skips whole blocks (default None: for forecasts, as
                 :class:`~smoothcache.SmoothCache` does).
+            margin: plan with each calibrated error raised by this many of its standard deviations between
+                calibration samples (default 0: the mean).
 
         Raises:
             ScheduleError: none or both of speedup / compute_fraction, a budget these tables cannot reach (the
@@ -364,5 +363,6 @@ class Schedule:
             num_steps=num_steps,
             cost=cost,
             fuse_blocks=fuse_blocks,
+            margin=margin,
         )
-        return cls(result.rows, result.metadata, predictor=result.predictor)
+        return cls(result.rows, result.metadata, predictor=result.choices or result.predictor)

@@ -34,7 +34,7 @@ def check_arguments(args: argparse.Namespace) -> None:
             check_int(value, option, minimum={"--steps": 2, "--seed": 0}.get(option, 1))
             if option == "--steps" and value > MAX_STEPS:
                 raise ValueError(f"--steps must be at most {MAX_STEPS}, got {value}")
-    if given("--seed") is not None and given("--seed") + given("--runs") > 2**64:
+    if given("--seed") is not None and given("--seed") + (given("--runs") or 1) > 2**64:
         raise ValueError("--seed + --runs must be at most 2**64 (the runs use seeds seed, seed+1, ...)")
     if args.command == "calibrate" and any(c < 0 for c in args.classes or ()):
         raise ValueError(f"--classes must be class ids >= 0, got {args.classes}")
@@ -81,7 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="class ids of each run (default: 0-9 for a shipped model, else the ImageNet classes "
         f"{' '.join(map(str, IMAGENET_CLASSES))})",
     )
-    cal.add_argument("--runs", type=int, default=1, help="pipeline runs (seeds seed, seed+1, ...)")
+    cal.add_argument(
+        "--runs",
+        type=int,
+        default=None,
+        help="pipeline runs (seeds seed, seed+1, ...; default 1, or 3 for a sampler that draws noise at each "
+        "step)",
+    )
     cal.add_argument("--seed", type=int, default=0)
     cal.add_argument(
         "--guidance",
@@ -112,10 +118,10 @@ def build_parser() -> argparse.ArgumentParser:
     budget.add_argument("--compute-fraction", type=float, default=None, help="share of the compute to keep")
     sch.add_argument(
         "--predictor",
-        choices=PREDICTORS,
+        choices=PREDICTORS + ("auto",),
         default=None,
-        help="what skipped steps return (default: linear for a budget, the recommended mode; reuse "
-        "with --alpha, as the original)",
+        help="what skipped steps return (default for a budget: auto, the recommended mode, each skip run "
+        "taking the predictor with the least calibrated error; reuse with --alpha, as the original)",
     )
     sch.add_argument(
         "--planner",

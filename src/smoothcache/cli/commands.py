@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
+from ..samplers import NOISE_DRAWS, is_stochastic
 from .pipelines import (
     IMAGENET_CLASSES,
     SHIPPED_CLASSES,
@@ -36,15 +37,32 @@ def calibrate(args: argparse.Namespace) -> int:
     classes = args.classes if args.classes is not None else SHIPPED_CLASSES if shipped else IMAGENET_CLASSES
     check_classes(pipe, classes, args.model)
     guidance = args.guidance if args.guidance is not None else default_guidance(args.model)
-    runs = distributed.shard(range(args.runs))
+    total = args.runs
+    if total is None:  # one generation, or several noise draws for a sampler that draws noise each step
+        total = NOISE_DRAWS if is_stochastic(pipe.scheduler) else 1
+        if total > 1 and distributed.rank() == 0:
+            print(
+                f"{type(pipe.scheduler).__name__} draws fresh noise at each step: calibrating over {total} "
+                "noise "
+                "draws (--runs sets another number)"
+            )
+    runs = distributed.shard(range(total))
     bar = tqdm(total=len(runs) * args.steps, desc="calibrating", unit="step", disable=distributed.rank() != 0)
-    with Calibrator(pipe.transformer, args.components, args.lookahead) as cal, bar, \
-            StepProgress(pipe, bar, args.steps) as progress:
+    with (
+        Calibrator(pipe.transformer, args.components, args.lookahead) as cal,
+        bar,
+        StepProgress(pipe, bar, args.steps) as progress,
+    ):
         for i, run in enumerate(runs):
             bar.set_postfix_str(f"run {i + 1}/{len(runs)}")
-            pipe(class_labels=classes, num_inference_steps=args.steps, guidance_scale=guidance,
-                 generator=torch.Generator("cpu").manual_seed(args.seed + run), output_type="np",
-                 **progress.call_kwargs)
+            pipe(
+                class_labels=classes,
+                num_inference_steps=args.steps,
+                guidance_scale=guidance,
+                generator=torch.Generator("cpu").manual_seed(args.seed + run),
+                output_type="np",
+                **progress.call_kwargs,
+            )
             progress.end_call()
     profile = distributed.all_reduce_profile(cal.profile if runs else None)
     is_writer = distributed.rank() == 0
@@ -52,8 +70,17 @@ def calibrate(args: argparse.Namespace) -> int:
     if not is_writer:
         return 0
     out = profile.save(args.out)
-    print(f"profile: {out} ({profile.runs} runs x {len(classes)} classes, {profile.num_steps} steps, "
-          f"branches {profile.keys}, K={profile.lookahead}, predictors {profile.predictors})")
+    spread = profile.noise_spread()
+    if spread is not None:
+        print(
+            f"errors vary between the noise draws by {spread:.0%} of their mean (median over branches and "
+            "steps); "
+            "plan with Schedule.for_budget(..., margin=1) to plan for a draw one standard deviation worse"
+        )
+    print(
+        f"profile: {out} ({profile.runs} runs x {len(classes)} classes, {profile.num_steps} steps, "
+        f"branches {profile.keys}, K={profile.lookahead}, predictors {profile.predictors})"
+    )
     if args.plot:
         from ..zoo.plot import plot_profile
 
@@ -89,7 +116,7 @@ def schedule(args: argparse.Namespace) -> int:
             lookahead=args.lookahead,
             per_block=args.per_block,
             num_steps=args.steps,
-            predictor=args.predictor or "linear",
+            predictor=args.predictor,
             planner=args.planner or "optimal",
             cost=args.cost,
         )
@@ -109,8 +136,10 @@ def schedule(args: argparse.Namespace) -> int:
             print(f"  {key:<14} computes {fraction:6.1%} of steps")
     if "total" in profile.macs:
         report = MacReport.from_profile(profile)
-        print(f"  compute fraction (MACs): {report.compute_fraction(schedule):.1%}; "
-              f"theoretical speed-up {report.speedup(schedule):.2f}x")
+        print(
+            f"  compute fraction (MACs): {report.compute_fraction(schedule):.1%}; "
+            f"theoretical speed-up {report.speedup(schedule):.2f}x"
+        )
         if report.has("time"):
             print(
                 f"  planned wall-time speed-up {report.speedup(schedule, 'time'):.2f}x (from the "

@@ -58,6 +58,8 @@ class Plan:
     rows: Rows
     predictor: str
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: per schedule key, the predictor of each step (None where it computes), when the plan chose per run
+    choices: dict[str, tuple[str | None, ...]] | None = None
 
 
 def budget_fraction(compute_fraction: float | None = None, speedup: float | None = None) -> float:
@@ -74,8 +76,8 @@ def _prepare(
     profile: CalibrationProfile | str, lookahead: int | None, num_steps: int | None, predictor: str
 ) -> tuple[CalibrationProfile, int]:
     profile = CalibrationProfile.coerce(profile)
-    check_choice(predictor, "predictor", PREDICTORS, error=ScheduleError)
-    if predictor not in profile.predictors:
+    check_choice(predictor, "predictor", PREDICTORS + ("auto",), error=ScheduleError)
+    if predictor != "auto" and predictor not in profile.predictors:
         raise ScheduleError(
             f"the {predictor!r} predictor needs its own calibrated errors, and this profile recorded only "
             f"{profile.predictors}: calibrate again with Calibrator(..., predictors=['reuse', '{predictor}'])"
@@ -100,18 +102,23 @@ def _groups(profile: CalibrationProfile, per_block: bool) -> list[tuple[str, str
 def _errors(
     profile: CalibrationProfile,
     covered: list[tuple[str, int | None]],
-    predictor: str,
+    predictors: tuple[str, ...],
     k: int,
     whole_steps: bool = False,
+    margin: float = 0.0,
 ) -> RowErrors:
-    """The mean errors of the covered (key, block) branches, cut to lookahead ``k``. For whole-step rows,
-    linear forecasts reaching ``k >= d`` past their newest source are ruled out (NaN)."""
-    reuse = np.mean([profile.mean_errors(key, block, "reuse")[0][:k] for key, block in covered], axis=0)
+    """The errors of the covered (key, block) branches (their mean, plus ``margin`` times their spread between
+    calibration samples), cut to lookahead ``k``. For whole-step rows, linear forecasts reaching ``k >= d``
+    past their newest source are ruled out (NaN)."""
+
+    def table(key, block, predictor):
+        mean, std = profile.mean_errors(key, block, predictor)
+        return mean + margin * std if margin else mean
+
+    reuse = np.mean([table(key, block, "reuse")[:k] for key, block in covered], axis=0)
     linear = None
-    if predictor == "linear":
-        linear = np.mean(
-            [profile.mean_errors(key, block, "linear")[0][:k, : k + 1] for key, block in covered], axis=0
-        )
+    if "linear" in predictors:
+        linear = np.mean([table(key, block, "linear")[:k, : k + 1] for key, block in covered], axis=0)
         if whole_steps:
             reach, spacing = np.ogrid[1 : k + 1, 1 : k + 2]
             linear[reach >= spacing] = np.nan
@@ -149,7 +156,7 @@ def _threshold(
 ) -> Rows:
     length = profile.num_steps if length is None else check_int(length, "length", error=ScheduleError)
     return {
-        name: _scan_row(_errors(profile, [(key, block)], predictor, k), predictor, alpha, length)
+        name: _scan_row(_errors(profile, [(key, block)], (predictor,), k), predictor, alpha, length)
         for name, key, block in _groups(profile, per_block)
     }
 
@@ -167,6 +174,7 @@ def plan(
     num_steps: int | None = None,
     cost: str | None = None,
     fuse_blocks: bool | None = None,
+    margin: float = 0.0,
 ) -> Plan:
     """Rows for a profile: at a greedy threshold ``alpha``, or for a budget (``speedup`` or
     ``compute_fraction``).
@@ -175,9 +183,11 @@ def plan(
         profile: the calibration (or the path of a saved one).
         alpha: greedy threshold (relative L1 error); the rows of the original's scan.
         speedup, compute_fraction: the budget, as a speed-up or the share of the uncached cost to keep.
-        predictor: what a skipped step returns, ``"linear"`` or ``"reuse"``. Default None: ``"reuse"`` for
-            ``alpha`` (the original's scan); for a budget ``"linear"`` if the profile recorded its errors,
-            else ``"reuse"`` (with a logged warning).
+        predictor: what a skipped step returns: ``"linear"``, ``"reuse"``, or ``"auto"`` (the optimal planner
+            gives each skip run the predictor with the least calibrated error for it). Default None:
+            ``"reuse"`` for ``alpha`` (the original's scan); for a budget ``"auto"`` (``"linear"`` for the
+            greedy planner) if the profile recorded the forecast's errors, else ``"reuse"`` (with a logged
+            warning).
         planner: ``"optimal"`` (default for budgets) or ``"greedy"`` (the only one for ``alpha``).
         lookahead: the longest skip run (default: the profile's K).
         per_block: one row per block (``"attn1-3"`` keys) instead of one per branch key (greedy) or one for
@@ -187,6 +197,8 @@ def plan(
             measured them) or ``"macs"`` (theoretical).
         fuse_blocks: whether the cache will skip whole blocks whose branches all skip (saving their norms and
             modulation too); default: for forecasts, as :class:`~smoothcache.SmoothCache` does.
+        margin: plan with each calibrated error raised by this many of its standard deviations between
+            calibration samples (0: the mean), for samplers whose noise draws vary.
 
     A budget out of reach by at most 2% plans the nearest reachable one, with a warning naming it.
 
@@ -196,11 +208,12 @@ def plan(
             profile's, ``cost="time"`` for a profile without timings.
     """
     if predictor is None:
-        predictor = _default_predictor(CalibrationProfile.coerce(profile), budget=alpha is None)
+        predictor = _default_predictor(CalibrationProfile.coerce(profile), alpha is None, planner)
     if alpha is not None:
         if speedup is not None or compute_fraction is not None:
-            raise ScheduleError("give alpha (a greedy threshold) or a budget (speedup / compute_fraction), "
-                                "not both")
+            raise ScheduleError(
+                "give alpha (a greedy threshold) or a budget (speedup / compute_fraction), not both"
+            )
         if planner not in (None, "greedy"):
             raise ScheduleError("the optimal planner plans for a budget: give speedup= or compute_fraction=")
         alpha = check_alpha(alpha, error=ScheduleError)
@@ -217,6 +230,11 @@ def plan(
         cost or ("time" if report.has("time") else "macs"), "cost", COSTS, error=ScheduleError
     )
     report.budget(cost, profile.num_steps)  # refuses time without timings
+    if predictor == "auto" and planner != "optimal":
+        raise ScheduleError(
+            "predictor='auto' (each skip run takes the best predictor) needs the optimal planner"
+        )
+    margin = check_number(margin, "margin", error=ScheduleError)
     fused = predictor != "reuse" if fuse_blocks is None else bool(fuse_blocks)
     groups = _groups(profile, per_block)
     meta = {
@@ -232,12 +250,27 @@ def plan(
     def fraction(rows: Rows) -> float:
         return report.compute_fraction(rows, cost, fused)
 
+    meta["margin"] = margin
     if planner == "optimal":
-        rows, error, target = _optimal(profile, report, groups, predictor, k, target, cost, fused)
-        return Plan(
-            rows, predictor, {**meta, "budget": target, "achieved": fraction(rows), "planned_error": error}
+        rows, choices, error, target = _optimal(
+            profile, report, groups, predictor, k, target, cost, fused, margin
         )
-    per_row = {name: _errors(profile, [(key, block)], predictor, k) for name, key, block in groups}
+        used = sorted({c for row in choices.values() for c in row if c is not None}) or ["reuse"]
+        return Plan(
+            rows,
+            used[0] if len(used) == 1 else "mixed",
+            {
+                **meta,
+                "budget": target,
+                "achieved": fraction(rows),
+                "planned_error": error,
+                "predictors": used,
+            },
+            choices=choices if len(used) > 1 else None,
+        )
+    per_row = {
+        name: _errors(profile, [(key, block)], (predictor,), k, margin=margin) for name, key, block in groups
+    }
     tables = [t for e in per_row.values() for t in (e.reuse, e.linear) if t is not None]
     alpha, rows = budget_alpha(
         tables,
@@ -248,11 +281,11 @@ def plan(
     return Plan(rows, predictor, {**meta, "alpha": alpha, "achieved": fraction(rows)})
 
 
-def _default_predictor(profile: CalibrationProfile, budget: bool) -> str:
+def _default_predictor(profile: CalibrationProfile, budget: bool, planner: str | None) -> str:
     if not budget:
         return "reuse"
     if "linear" in profile.predictors:
-        return "linear"
+        return "auto" if planner in (None, "optimal") else "linear"
     logger.warning(
         "this profile recorded no forecast errors, so the plan reuses cached outputs; calibrate with "
         "this version of smoothcache (Calibrator records every predictor) to plan the recommended mode"
@@ -270,8 +303,11 @@ def _reachable(target: float, best: float, what: str) -> float:
             f"one, {1 / best:.4g}x"
         )
         return best
-    raise BudgetError(f"{what}: a compute fraction of {target:.4g} (speed-up {1 / target:.4g}x) is out of "
-                      f"reach: the best these tables allow is {best:.4g} (speed-up {1 / best:.4g}x)", best)
+    raise BudgetError(
+        f"{what}: a compute fraction of {target:.4g} (speed-up {1 / target:.4g}x) is out of "
+        f"reach: the best these tables allow is {best:.4g} (speed-up {1 / best:.4g}x)",
+        best,
+    )
 
 
 def _optimal(
@@ -283,10 +319,14 @@ def _optimal(
     target: float,
     cost: str,
     fused: bool,
-) -> tuple[Rows, float, float]:
+    margin: float = 0.0,
+) -> tuple[Rows, dict[str, tuple[str | None, ...]], float, float]:
     """Whole-step rows (one for the model, or one per block) minimising the run-squared error under the
     budget; also returns the budget planned for (the nearest reachable one if ``target`` was just out of
     reach)."""
+    predictors = (
+        tuple(p for p in PREDICTORS if p in profile.predictors) if predictor == "auto" else (predictor,)
+    )
     members: dict[
         int | None, list[tuple[str, str]]
     ] = {}  # block (None: every block) -> [(schedule key, key)]
@@ -299,8 +339,8 @@ def _optimal(
         label = "all" if block is None else f"block-{block}"
         covered = [p for p, (key, b) in report.keys.items() if key in keys and (block is None or b == block)]
         weights[label] = report.saving(covered, cost, fused)  # what one skipped step of the row saves
-        errors = _errors(profile, [(key, block) for _, key in items], predictor, k, whole_steps=True)
-        fronts[label] = frontier(errors, (predictor,), RUN_POWER)
+        errors = _errors(profile, [(key, block) for _, key in items], predictors, k, True, margin)
+        fronts[label] = frontier(errors, predictors, RUN_POWER)
     steps = profile.num_steps
     per_step, once = report.budget(cost, steps)
     full = per_step * steps + once
@@ -311,5 +351,11 @@ def _optimal(
     )
     result = split_budget(fronts, weights, max(target * full - fixed, least))
     rows = {label: fronts[label].row(n).tolist() for label, n in result.counts.items()}
-    out = {name: rows["all" if block is None else f"block-{block}"] for name, _, block in groups}
-    return out, result.total_error, target
+    used = {label: tuple(fronts[label].run_predictors(n)) for label, n in result.counts.items()}
+    labels = {name: "all" if block is None else f"block-{block}" for name, _, block in groups}
+    return (
+        {name: rows[label] for name, label in labels.items()},
+        {name: used[label] for name, label in labels.items()},
+        result.total_error,
+        target,
+    )
