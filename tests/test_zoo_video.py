@@ -153,8 +153,8 @@ def test_forecast_schedule_runs_on_the_video_transformer(pipe):
 
     steps = 8
     profile = calibrate_pipeline(pipe, steps, classes=(1, 4), guidance_scale=VIDEO_GUIDANCE_SCALE)
-    schedule = demo_schedule(profile)  # the demo's default: linear forecast, optimal plan, 2x
-    assert schedule.predictor == "linear" and set(schedule.entries) == set(KEYS)
+    schedule = demo_schedule(profile)  # the demo's default: the recommended mode (each run its best predictor)
+    assert schedule.predictor in ("linear", "mixed", "reuse") and set(schedule.entries) == set(KEYS)
     plain = _run(pipe, steps=steps)
     with SmoothCache(pipe.transformer, schedule) as cache:
         cached = _run(pipe, steps=steps)

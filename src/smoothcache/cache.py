@@ -37,13 +37,8 @@ __all__ = ["SmoothCache", "SmoothCachePolicy"]
 logger = logging.getLogger(__name__)
 
 #: Keywords of the one-line mode only (alpha= / speedup=), with their defaults.
-ONE_LINE_DEFAULTS = {
-    "lookahead": 3,
-    "calibration_runs": None,
-    "per_block": False,
-    "predictor": None,
-    "cost": None,
-}
+ONE_LINE_DEFAULTS = {"lookahead": 3, "calibration_runs": None, "per_block": False, "predictor": None,
+                     "cost": None}
 
 
 class SmoothCachePolicy(BranchPolicy):
@@ -297,13 +292,8 @@ class SmoothCache(Lifecycle):
                 "give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
                 "exactly one of the three"
             )
-        one_line = {
-            "lookahead": lookahead,
-            "calibration_runs": calibration_runs,
-            "per_block": per_block,
-            "predictor": predictor,
-            "cost": cost,
-        }
+        one_line = {"lookahead": lookahead, "calibration_runs": calibration_runs, "per_block": per_block,
+                    "predictor": predictor, "cost": cost}
         if schedule is not None:
             stray = [f"{name}=" for name, value in one_line.items() if value is not None]
             if stray:

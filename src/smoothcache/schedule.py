@@ -12,7 +12,7 @@ forecast schedule adds ``"predictor": "linear"``, which only smoothcache's :clas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from .branches import parse_key, row_for
 from .errors import ScheduleError
@@ -304,14 +304,7 @@ class Schedule:
         *,
         speedup: float | None = None,
         compute_fraction: float | None = None,
-        predictor: str | None = None,
-        planner: str = "optimal",
-        lookahead: int | None = None,
-        per_block: bool = False,
-        num_steps: int | None = None,
-        cost: str | None = None,
-        fuse_blocks: bool | None = None,
-        margin: float = 0.0,
+        **options: Any,
     ) -> "Schedule":
         """The schedule with the least calibrated error that reaches a ``speedup`` (or keeps at most
         ``compute_fraction`` of the uncached cost), in the recommended mode by default.
@@ -327,6 +320,8 @@ class Schedule:
             profile: the calibration (or the path of a saved profile).
             speedup: the speed-up to reach, >= 1 (give this or ``compute_fraction``).
             compute_fraction: the share of the uncached cost to keep, in (0, 1].
+
+        Options (keywords, as :func:`smoothcache.planning.plan` takes them):
             predictor: what a skipped step returns: ``"auto"`` (the recommended mode: each skip run takes the
                 predictor with the least calibrated error for it, so the plan is never worse by its own
                 measure than one predictor alone), ``"linear"`` (the forecast) or ``"reuse"`` (the cached
@@ -352,17 +347,5 @@ class Schedule:
                 profile without timings.
             ProfileError: a profile path that does not hold a valid profile.
         """
-        result = plan(
-            profile,
-            speedup=speedup,
-            compute_fraction=compute_fraction,
-            predictor=predictor,
-            planner=planner,
-            lookahead=lookahead,
-            per_block=per_block,
-            num_steps=num_steps,
-            cost=cost,
-            fuse_blocks=fuse_blocks,
-            margin=margin,
-        )
+        result = plan(profile, speedup=speedup, compute_fraction=compute_fraction, **options)
         return cls(result.rows, result.metadata, predictor=result.choices or result.predictor)
