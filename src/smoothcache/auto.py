@@ -134,6 +134,9 @@ class AutoPolicy(BranchPolicy):
     def on_block(self, position: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
         return self._current.on_block(position, slot, fn, args, kwargs)
 
+    def drop_generation(self) -> None:
+        self._current.drop_generation()
+
     def stop(self, interrupted: bool) -> None:
         self._current.stop(interrupted)
 

@@ -119,6 +119,9 @@ class SmoothCachePolicy(BranchPolicy):
         for counter in self.counters:
             counter.computed = counter.predicted = 0
 
+    def drop_generation(self) -> None:
+        self._clear()
+
     def stop(self, interrupted: bool) -> None:
         self._clear()
 

@@ -104,6 +104,9 @@ class CalibratorPolicy(BranchPolicy):
         self.timer.end("block", self.hooks.blocks[position].path, start)
         return out
 
+    def drop_generation(self) -> None:
+        self._clear_run()  # the profile keeps only whole generations
+
     def stop(self, interrupted: bool) -> None:
         self._clear_run()  # an interrupted generation is dropped; a finished one was folded in already
 

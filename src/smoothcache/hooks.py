@@ -20,6 +20,8 @@ keys (``attn1-3``) count.
 
 from __future__ import annotations
 
+import logging
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -33,6 +35,8 @@ from .policy import BranchPolicy, Chain
 from .steps import StepTracker, find_timestep
 
 __all__ = ["BranchHooks", "BranchPolicy", "Chain", "HookedBlock", "Lifecycle"]
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,8 @@ class BranchHooks:
         #: "disabled"
         self.end_reason = ""
         self._ending = ""
+        self._caller: int | None = None  # the thread in the running denoiser call
+        self._generation_thread: int | None = None  # the thread whose generation is running
         self.policy = policy
         policy.attach(self)
 
@@ -176,7 +182,7 @@ class BranchHooks:
             return
         try:
             if interrupted:
-                self.tracker.reset()
+                self._drop()
             else:
                 self._ending = "disabled"
                 self.tracker.finish()
@@ -207,13 +213,33 @@ class BranchHooks:
         self._with_depth -= 1
         if self._with_depth > 0:  # an inner block of a nested `with`: the outer one still runs
             if exc_type is not None:
-                self.tracker.reset()
+                self._drop()
             return
         self.disable(interrupted=exc_type is not None)
 
     def _generation_ended(self, steps: int, timesteps: list) -> None:
         self.end_reason, self._ending = self._ending or "next generation", ""
+        self._generation_thread = None
+        if self.end_reason == "next generation" and self.pipeline is not None:
+            # a pipeline ends its generations when it returns: this one did not (an exception between steps, a
+            # callback that stopped it...), so it is dropped rather than taken as a whole generation
+            logger.info("a generation of %d step(s) did not return through its pipeline: dropped", steps)
+            self.policy.drop_generation()
+            return
         self.policy.end_generation(steps, timesteps)
+
+    def _drop(self) -> None:
+        """Abandon the running generation: nothing of it is kept, and the next call starts a new one."""
+        self.tracker.reset()
+        self._generation_thread = None
+        self.policy.drop_generation()
+
+    def _busy(self, what: str) -> str:
+        return (
+            f"{type(self.owner).__name__} on {type(self.model).__name__} {what} in another thread: one cache "
+            "serves one generation at a time (use one model copy and cache per thread, or a lock); if that "
+            "generation is over, call reset() on the cache"
+        )
 
     @property
     def pipeline(self) -> Any | None:
@@ -240,22 +266,35 @@ class BranchHooks:
         tracker = self.tracker
 
         def forward(*args, **kwargs):
-            if tracker.detached or tracker.depth > 0:  # detached, or a nested call (DiT's forward_with_cfg)
+            if tracker.detached:
                 return original(*args, **kwargs)
+            me = threading.get_ident()
+            if tracker.depth > 0:
+                if self._caller == me:  # a nested call (DiT's forward_with_cfg -> forward)
+                    return original(*args, **kwargs)
+                raise RuntimeError(self._busy("is in a denoiser call"))
+            if self._generation_thread not in (None, me):
+                raise RuntimeError(self._busy("has a generation running"))
             tracker.advance(find_timestep(args, kwargs))
+            self._generation_thread = me
             if tracker.step == 0 and tracker.call == 0:
                 self._watch_pipeline()
             self._occurrences = [0] * len(self.branches)
             self._block_occurrences = [0] * len(self.blocks)
-            tracker.depth += 1
+            tracker.depth, self._caller = tracker.depth + 1, me
             try:
                 context = self.policy.begin_call()
                 if context is None:
                     return original(*args, **kwargs)
                 with context:
                     return original(*args, **kwargs)
+            except BaseException:  # an error or an interrupt: nothing of this generation is kept
+                self._drop()
+                raise
             finally:
                 tracker.depth -= 1
+                if tracker.depth == 0:
+                    self._caller = None
 
         return forward
 
@@ -275,7 +314,8 @@ class BranchHooks:
         def make(original: Callable) -> Callable:
             def forward(*args, **kwargs):
                 fn = compiled_forward(module, original)
-                if tracker.depth == 0 or tracker.detached:  # outside a denoiser call: nothing to follow
+                # outside a denoiser call (or another thread's): nothing to follow
+                if tracker.depth == 0 or tracker.detached or self._caller != threading.get_ident():
                     return fn(*args, **kwargs)
                 return route(where, fn, args, kwargs)
 

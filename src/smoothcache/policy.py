@@ -50,6 +50,10 @@ class BranchPolicy:
     def end_generation(self, steps: int, timesteps: list) -> None:
         """A generation of ``steps`` steps ended."""
 
+    def drop_generation(self) -> None:
+        """The running generation was abandoned (an exception, an interrupt): forget it, keep nothing of
+        it."""
+
     def stop(self, interrupted: bool) -> None:
         """The model is about to be restored; ``interrupted`` when an exception ended the run."""
 
@@ -105,6 +109,10 @@ class Chain(BranchPolicy):
     def end_generation(self, steps: int, timesteps: list) -> None:
         for policy in self.policies:
             policy.end_generation(steps, timesteps)
+
+    def drop_generation(self) -> None:
+        for policy in self.policies:
+            policy.drop_generation()
 
     def stop(self, interrupted: bool) -> None:
         for policy in self.policies:
