@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..fidelity import log_spectral_distance, snr
 from .audio_features import AUDIO_FEATURES_DIR, load_audio_classifier, log_mel
-from .audio_spectrogram import N_FFT, SAMPLE_RATE, stft_magnitude
+from .audio_spectrogram import SAMPLE_RATE
 from .metrics import (
     REFERENCE_STATS_NAME,
     ArrayLike,
@@ -136,62 +137,6 @@ class AudioEvaluator:
         with torch.no_grad():
             preds = self.net.head(feats.to(self.device)).argmax(dim=1).cpu()
         return self.evaluate_features(feats, preds, self.stats["heldout_labels"])
-
-
-def _pair(a: ArrayLike, b: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-    ta, tb = _as_audio(a, "a").double(), _as_audio(b, "b").double()
-    if ta.shape != tb.shape:
-        raise ValueError(f"audio batches differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
-    return ta, tb
-
-
-def _reduce(values: torch.Tensor, reduction: str) -> float | torch.Tensor:
-    if reduction == "none":
-        return values
-    if reduction != "mean":
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    return float(values.mean())
-
-
-def log_spectral_distance(
-    a: ArrayLike, b: ArrayLike, top_db: float = 80.0, reduction: str = "mean"
-) -> float | torch.Tensor:
-    """Log-spectral distance in dB between two batches of clips (0 for identical audio).
-
-    Per clip: ``mean_t sqrt(mean_f (10 log10 P_a - 10 log10 P_b)^2)`` on the power STFT (n_fft 256,
-    hop 64), with both powers floored ``top_db`` below the reference clip's loudest bin, so inaudible
-    differences in silent bins do not dominate; averaged over clips (``reduction="mean"``) or per clip
-    (``"none"``).  Scaling a clip by 2 (with nothing below the floor) gives 6.02 dB.
-
-    Args:
-        a: reference clips (e.g. uncached), (N, 1, L) or (N, L).
-        b: clips to compare (e.g. cached), same shape.
-        top_db: dynamic range kept below the reference's maximum.
-        reduction: ``"mean"`` or ``"none"``.
-    """
-    ta, tb = _pair(a, b)
-    pa = stft_magnitude(ta, N_FFT).pow(2)
-    pb = stft_magnitude(tb, N_FFT).pow(2)
-    floor = (pa.amax(dim=(1, 2), keepdim=True) * 10.0 ** (-top_db / 10.0)).clamp_min(1e-20)
-    diff = 10.0 * (torch.log10(torch.maximum(pa, floor)) - torch.log10(torch.maximum(pb, floor)))
-    return _reduce(diff.pow(2).mean(dim=1).sqrt().mean(dim=1), reduction)
-
-
-def snr(a: ArrayLike, b: ArrayLike, reduction: str = "mean") -> float | torch.Tensor:
-    """Signal-to-noise ratio in dB of ``b`` against the reference ``a``: ``10 log10(sum a^2 / sum (a -
-    b)^2)``.
-
-    Identical clips give ``inf``.
-
-    Args:
-        a: reference clips (e.g. uncached), (N, 1, L) or (N, L).
-        b: clips to compare (e.g. cached), same shape.
-        reduction: ``"mean"`` (mean of the per-clip dB values) or ``"none"``.
-    """
-    ta, tb = _pair(a, b)
-    signal = ta.pow(2).sum(dim=1)
-    noise = (ta - tb).pow(2).sum(dim=1)
-    return _reduce(10.0 * torch.log10(signal / noise), reduction)
 
 
 def save_wav(

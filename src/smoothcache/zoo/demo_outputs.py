@@ -7,6 +7,8 @@ from pathlib import Path
 
 import torch
 
+from ..fidelity import MEANINGS, log_spectral_distance, psnr, snr, ssim
+
 __all__ = ["FIDELITY", "FIDELITY_NOTES", "audio_fidelity", "image_fidelity", "write_audio_pairs",
            "write_image_grid"]
 
@@ -20,25 +22,12 @@ FIDELITY = {
 }
 
 
-#: What a fidelity metric means and how to read it, printed under the table (see ``audio_eval``).
-FIDELITY_NOTES = {
-    "lsd_db": "log-spectral distance: per STFT frame (256-point FFT, hop 64), the root mean square over "
-    "frequency of the dB difference between the cached and the uncached power spectrum "
-    "(floored 80 dB below the uncached clip's loudest bin), averaged over frames and clips. "
-    "0 dB: identical spectra; 6.02 dB: the same clip at twice the amplitude. Lower is closer.",
-    "snr_db": "waveform SNR: 10 log10(sum uncached^2 / sum (cached - uncached)^2) per clip, i.e. "
-    "signal = the uncached clip, noise = the difference, averaged in dB over clips. 0 dB: the "
-    "difference is as loud as the clip (below 0: louder); each +10 dB divides its energy by 10. "
-    "It compares samples one by one, so it also counts differences of phase, which the "
-    "log-spectral distance (magnitudes only) ignores: read a low SNR next to a small log-spectral "
-    "distance as waveforms that moved more than their spectra.",
-}
+#: What a fidelity metric means and how to read it, printed under the table.
+FIDELITY_NOTES = {key: MEANINGS[key] for key in ("lsd_db", "snr_db")}
 
 
 def image_fidelity(uncached: torch.Tensor, cached: torch.Tensor) -> dict[str, float]:
     """PSNR and SSIM of the cached images against the uncached ones."""
-    from .metrics import psnr, ssim
-
     return {"psnr_db": psnr(uncached, cached), "ssim": ssim(uncached, cached)}
 
 
@@ -82,8 +71,6 @@ def write_image_grid(
 
 def audio_fidelity(uncached: torch.Tensor, cached: torch.Tensor) -> dict[str, float]:
     """Log-spectral distance and waveform SNR of the cached clips against the uncached ones."""
-    from .audio_eval import log_spectral_distance, snr
-
     return {"lsd_db": log_spectral_distance(uncached, cached), "snr_db": snr(uncached, cached)}
 
 

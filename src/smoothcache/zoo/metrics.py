@@ -25,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from ..fidelity import psnr, ssim
 
 __all__ = [
     "REFERENCE_STATS_NAME",
@@ -172,85 +173,6 @@ def class_consistency(pred_labels: ArrayLike, requested_labels: ArrayLike) -> fl
     if pred.size == 0:
         raise ValueError("no labels given")
     return float(np.mean(pred == req))
-
-
-# ----------------------------------------------------------------- PSNR / SSIM
-def _image_pair(a: ArrayLike, b: ArrayLike) -> tuple[torch.Tensor, torch.Tensor]:
-    ta = torch.as_tensor(np.asarray(a) if not isinstance(a, torch.Tensor) else a.detach().cpu())
-    tb = torch.as_tensor(np.asarray(b) if not isinstance(b, torch.Tensor) else b.detach().cpu())
-    if ta.shape != tb.shape:
-        raise ValueError(f"image batches differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
-    if ta.ndim != 4:
-        raise ValueError(f"expected image batches of shape (N, C, H, W), got {tuple(ta.shape)}")
-    return ta.to(torch.float64), tb.to(torch.float64)
-
-
-def psnr(
-    a: ArrayLike, b: ArrayLike, data_range: float = 1.0, reduction: str = "mean"
-) -> float | torch.Tensor:
-    """Peak signal-to-noise ratio in dB between two (N, C, H, W) batches.
-
-    Computed per image (``10 log10(data_range^2 / MSE)``) then averaged
-    (``reduction="mean"``) or returned per image (``"none"``).  Identical images
-    give ``inf``.  ``data_range`` is 1.0 for pipeline outputs in [0, 1], 2.0 for [-1, 1].
-    """
-    ta, tb = _image_pair(a, b)
-    mse = (ta - tb).pow(2).flatten(1).mean(dim=1)
-    values = 10.0 * torch.log10(data_range**2 / mse)  # mse == 0 -> inf
-    if reduction == "none":
-        return values
-    if reduction != "mean":
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    return float(values.mean())
-
-
-def _gaussian_window(size: int, sigma: float, channels: int) -> torch.Tensor:
-    coords = torch.arange(size, dtype=torch.float64) - (size - 1) / 2.0
-    g = torch.exp(-(coords**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :]).expand(channels, 1, size, size).contiguous()
-
-
-def ssim(
-    a: ArrayLike,
-    b: ArrayLike,
-    data_range: float = 1.0,
-    window_size: int = 7,
-    sigma: float = 1.5,
-    reduction: str = "mean",
-) -> float | torch.Tensor:
-    """Structural similarity (Wang et al., 2004) between two (N, C, H, W) batches.
-
-    Standard SSIM: Gaussian-weighted local statistics (sigma 1.5, per channel,
-    ``torch.nn.functional.conv2d`` with no padding, i.e. only full windows),
-    K1 = 0.01, K2 = 0.03, mean of the SSIM map per image.  The window is 7x7
-    instead of the usual 11x11 because the digits are only 16x16: an 11x11
-    window leaves a 6x6 map (mostly background), 7x7 leaves 10x10 while still
-    covering about +-2 sigma.  Identical images give exactly 1.
-    """
-    ta, tb = _image_pair(a, b)
-    if min(ta.shape[-2:]) < window_size:
-        raise ValueError(
-            f"images of size {tuple(ta.shape[-2:])} are smaller than the {window_size}px SSIM window"
-        )
-    c = ta.shape[1]
-    w = _gaussian_window(window_size, sigma, c)
-    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-
-    def filt(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, w, groups=c)
-
-    mu_a, mu_b = filt(ta), filt(tb)
-    var_a = filt(ta * ta) - mu_a**2
-    var_b = filt(tb * tb) - mu_b**2
-    cov = filt(ta * tb) - mu_a * mu_b
-    smap = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
-    values = smap.flatten(1).mean(dim=1)
-    if reduction == "none":
-        return values
-    if reduction != "mean":
-        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
-    return float(values.mean())
 
 
 # ------------------------------------------------------------ reference stats
