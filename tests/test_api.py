@@ -38,7 +38,7 @@ def test_the_original_helpers_import_from_the_top_level_without_warnings():
     ("find_branches", "smoothcache.targets", "find_branches"),
     ("count_macs", "smoothcache.flops", "count_macs"),
     ("ErrorRecorder", "smoothcache.calibration", "CalibratorPolicy"),
-    ("ScheduledCache", "smoothcache.cache", "SmoothCachePolicy"),
+    ("ScheduledCache", "smoothcache.scheduled", "SmoothCachePolicy"),
     ("BranchHooks", "smoothcache.hooks", "BranchHooks"),
     ("TARGETS", "smoothcache.targets", "TARGETS"),
 ])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 
 import numpy as np
@@ -343,8 +344,10 @@ def test_demo_video_end_to_end(tmp_path):
         assert {"fid", "class_consistency", "motion_consistency"} <= set(metrics)
     gif = out / "samples_side_by_side.gif"
     assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
-    assert result["files"]["samples"] == {str(gif): "top row: uncached, bottom row: SmoothCache 2.00x plan "
-                                                    "(same seeds)"}
+    ((path, what),) = result["files"]["samples"].items()
+    # planned in wall time: under load, 2x may be out of reach and the best reachable is labelled instead
+    assert path == str(gif) and re.fullmatch(r"top row: uncached, bottom row: SmoothCache (2\.00|1\.\d\d)x plan "
+                                             r"\(same seeds\)", what)
     table = format_table(result)
     for row in ("rectified flow (Euler)", "motion consistency", "PSNR vs no cache", "SSIM vs no cache"):
         assert row in table

@@ -70,7 +70,7 @@ _MOVED = {
     "MacMeter": "smoothcache.flops:MacPolicy",
     "NotADenoiserError": "smoothcache.errors:NotADenoiserError",
     "PREDICTORS": "smoothcache.predictors:PREDICTORS",
-    "ScheduledCache": "smoothcache.cache:SmoothCachePolicy",
+    "ScheduledCache": "smoothcache.scheduled:SmoothCachePolicy",
     "TARGETS": "smoothcache.targets:TARGETS",
     "count_macs": "smoothcache.flops:count_macs",
     "denoisers": "smoothcache.denoisers:denoisers",

@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable
 
+import numpy as np
+
 from .calibration import CalibratorPolicy
 from .costs import COSTS
 from .errors import BudgetError, ScheduleError, warn
@@ -19,12 +21,16 @@ from .flops import MacPolicy
 from .planning import budget_fraction
 from .policy import BranchPolicy
 from .predictors import PREDICTORS
+from .quality import QualityCheck, QualityReport, QualityTarget
 from .samplers import NOISE_DRAWS, is_stochastic
 from .schedule import Schedule
 from .stats import CacheStats
 from .validate import check_alpha, check_choice, check_int
 
 __all__ = ["AutoPolicy"]
+
+#: The fastest budget a quality target starts its check from when no ``speedup=`` is given.
+TARGET_TOP = 4.0
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +44,9 @@ class AutoPolicy(BranchPolicy):
         plan: ``plan(profile) -> Schedule``.
         make_cache: ``make_cache(schedule) -> policy`` applying the schedule (it has ``stats``).
         label: how the mode is shown (``"speedup=2.5x"``).
+        target: a quality target: when the calibration ends, budgets are checked on a replay of the
+            calibration generation (:mod:`smoothcache.quality`) and the fastest meeting it is used.
+        plan_at: ``plan_at(profile, speedup) -> Schedule``, for the quality check's budgets.
     """
 
     #: blocks are wrapped throughout: calibration times them, and the cache may fuse them
@@ -50,8 +59,16 @@ class AutoPolicy(BranchPolicy):
         plan: Callable[[Any], Any],
         make_cache: Callable[[Any], BranchPolicy],
         label: str,
+        target: QualityTarget | None = None,
+        plan_at: Callable[[Any, float], Any] | None = None,
     ):
         self.recorder = recorder
+        self.target, self.plan_at = target, plan_at
+        self.wants_inputs = target is not None
+        #: what the quality check measured (None without a target, or before it ran)
+        self.quality: QualityReport | None = None
+        self._checking = False
+        self._plans: dict[int, Any] = {}  # step count -> its schedule
         self.runs = runs
         self.plan = plan
         self.make_cache = make_cache
@@ -62,7 +79,8 @@ class AutoPolicy(BranchPolicy):
 
     @classmethod
     def planning(cls, model_name: str, options: dict, alpha: float | None, speedup: float | None,
-                 make_cache: Callable[[Any], BranchPolicy]) -> "AutoPolicy":
+                 make_cache: Callable[[Any], BranchPolicy],
+                 target: QualityTarget | None = None) -> "AutoPolicy":
         """The policy of ``SmoothCache(model, alpha=...)`` or ``SmoothCache(model, speedup=...)``, its
         arguments checked now. ``options``: ``lookahead``, ``calibration_runs``, ``per_block``, ``predictor``,
         ``cost``, ``fuse_blocks``."""
@@ -76,22 +94,27 @@ class AutoPolicy(BranchPolicy):
             def plan(profile):
                 return Schedule.from_profile(profile, alpha, per_block=per_block, predictor=predictor)
         else:
-            budget_fraction(speedup=speedup)
+            if speedup is not None:
+                budget_fraction(speedup=speedup)
             check_choice(options["cost"] or "time", "cost", COSTS, error=ScheduleError)
-            label = f"speedup={speedup:g}x"
+            label = f"speedup={speedup:g}x" if speedup is not None else str(target)
             kwargs = dict(predictor=predictor, per_block=per_block, cost=options["cost"],
                           fuse_blocks=options["fuse_blocks"])
 
-            def plan(profile):
+            def plan_at(profile, speedup):
                 try:
                     return Schedule.for_budget(profile, speedup=speedup, **kwargs)
                 except BudgetError as err:  # the calibrating generation is done: cache as well as it can
-                    warn(f"{err}; the one-line mode plans the best reachable, {1 / err.best:.3g}x")
+                    if target is None:
+                        warn(f"{err}; the one-line mode plans the best reachable, {1 / err.best:.3g}x")
                     return Schedule.for_budget(profile, compute_fraction=err.best, **kwargs)
+
+            def plan(profile):
+                return plan_at(profile, speedup if speedup is not None else TARGET_TOP)
 
         recorded = PREDICTORS if predictor == "auto" else [predictor]
         recorder = CalibratorPolicy(options["lookahead"], recorded, model_name, meter=MacPolicy())
-        return cls(recorder, runs, plan, make_cache, label)
+        return cls(recorder, runs, plan, make_cache, label, target, None if alpha is not None else plan_at)
 
     def _noise_draws(self) -> int:
         """Calibration generations for the sampler the pipeline ran (one for a deterministic sampler)."""
@@ -116,7 +139,9 @@ class AutoPolicy(BranchPolicy):
     def stats(self) -> CacheStats:
         if self._cache is None:
             return CacheStats([], 0, predictor="none (calibrating)", released=not self.hooks.enabled)
-        return self._cache.stats
+        stats = self._cache.stats
+        stats.quality = self.quality
+        return stats
 
     def attach(self, hooks) -> None:
         super().attach(hooks)
@@ -126,6 +151,12 @@ class AutoPolicy(BranchPolicy):
         self._current.start()
 
     def begin_call(self):
+        if self._cache is None and not self._checking and self.hooks.step == 0 and self.hooks.call == 0:
+            logger.info(
+                "one-line mode (%s): this generation calibrates: it runs uncached while it records every "
+                "branch's errors, about 1.5x the time of an uncached one%s; the next generations are cached",
+                self.label, " (then the quality target is checked on replays of it)" if self.target else "",
+            )
         return self._current.begin_call()
 
     def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
@@ -142,15 +173,68 @@ class AutoPolicy(BranchPolicy):
 
     def end_generation(self, steps: int, timesteps: list) -> None:
         self._current.end_generation(steps, timesteps)
+        if self._checking:  # a replay of the quality check
+            return
+        if self._cache is not None:
+            if steps != self.schedule.num_steps and steps >= 2:
+                self._replan(steps, timesteps)
+            return
         if self.runs is None and self.recorder.profile is not None:
             self.runs = self._noise_draws()
-        if self._cache is not None or self.recorder.profile is None or self.recorder.profile.runs < self.runs:
+        if self.recorder.profile is None or self.recorder.profile.runs < self.runs:
             return
         profile = self.recorder.profile
-        self.schedule = self.plan(profile)
+        self.schedule = self._checked(profile) if self.target is not None else self.plan(profile)
         logger.info(
             "one-line mode (%s) calibrated %d generation(s): %s", self.label, profile.runs, self.schedule
         )
-        self._cache = self._current = self.make_cache(self.schedule)
-        self._cache.attach(self.hooks)
-        self._cache.start()
+        self._plans[profile.num_steps] = self.schedule
+        self._install(self.schedule)
+
+    def _replan(self, steps: int, timesteps: list) -> None:
+        """Plan (once per step count) for a generation of ``steps`` steps, from the calibration resampled to
+        them, and cache the next generations with it."""
+        if steps not in self._plans:
+            profile = self.recorder.profile
+            known = len(timesteps) == steps and all(t is not None for t in timesteps)
+            resampled = profile.resample(steps, np.asarray(timesteps, dtype=np.float64) if known else None)
+            chosen = self.quality.chosen if self.quality is not None else None
+            if self.quality is not None and chosen is None:
+                self._plans[steps] = Schedule.full(steps, profile.keys)
+            else:
+                self._plans[steps] = (
+                    self.plan(resampled) if chosen is None else self.plan_at(resampled, chosen)
+                )
+            logger.info(
+                "one-line mode: a generation ran %d steps; planned for them from the %d-step calibration: %s",
+                steps, profile.num_steps, self._plans[steps],
+            )
+        self.schedule, previous = self._plans[steps], self._cache
+        self._install(self.schedule)
+        self._cache.carry_over(previous)
+
+    def _checked(self, profile):
+        """The schedule of the fastest budget meeting the quality target on a replay of the calibration
+        generation (every step computed if none does)."""
+        check = QualityCheck(self.target, self.hooks)
+        self.wants_inputs, self._checking = True, True
+        try:
+            top = 1.0 / self.plan(profile).metadata["achieved"]
+            schedule = check.choose(lambda s: self.plan_at(profile, s), top, self._install)
+        finally:
+            self.wants_inputs, self._checking = False, False
+            self.quality = check.report
+        if schedule is None:
+            schedule = Schedule.full(profile.num_steps, profile.keys)
+        return schedule
+
+    def _install(self, schedule) -> None:
+        """From now on, cache with ``schedule`` (None: compute every call, for the quality check)."""
+        self._cache = None if schedule is None else self.make_cache(schedule)
+        if self._cache is not None:
+            self._cache.replans = True  # the one-line mode plans for each step count it meets
+            if self.quality is not None and self.quality.chosen is None:
+                self._cache.warned.add("idle")  # the quality check said why it computes every step
+        self._current = self._cache if self._cache is not None else BranchPolicy()
+        self._current.attach(self.hooks)
+        self._current.start()

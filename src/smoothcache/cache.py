@@ -9,209 +9,32 @@ schedule, :class:`SmoothCache` runs the one-line mode (:mod:`smoothcache.auto`).
 
 from __future__ import annotations
 
-import logging
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 
 from .auto import AutoPolicy
 from .branches import Branch
-from .calls import input_shape, is_stateful_call
 from .denoisers import as_denoiser
 from .deprecation import moved, renamed
-from .errors import ScheduleError, warn
-from .fusion import FUSION_MODES, BlockFusion
+from .errors import ScheduleError
+from .fusion import FUSION_MODES
 from .hooks import BranchHooks, Lifecycle
-from .outputs import check_cacheable
 from .policy import BranchPolicy
-from .predictors import PREDICTORS, predict_kept, sources_needed
+from .predictors import PREDICTORS
+from .quality import QualityTarget
 from .schedule import Schedule
-from .stats import BranchCounter, CacheStats
-from .store import KeptOutputs, unmodified
+from .scheduled import SmoothCachePolicy
+from .stats import CacheStats
 from .targets import find_branches, fusable_blocks, schedule_branches
 from .validate import check_choice, check_dtype
 
-__all__ = ["SmoothCache", "SmoothCachePolicy"]
-
-logger = logging.getLogger(__name__)
+__all__ = ["SmoothCache"]
 
 #: Keywords of the one-line mode only (alpha= / speedup=), with their defaults.
 ONE_LINE_DEFAULTS = {"lookahead": 3, "calibration_runs": None, "per_block": False, "predictor": None,
                      "cost": None}
-
-
-class SmoothCachePolicy(BranchPolicy):
-    """The :class:`SmoothCache`'s policy: follow a schedule, computing on 1 steps and predicting on 0 steps.
-
-    Args:
-        rows: one schedule row per wrapped branch (None: always compute).
-        predictor: ``"reuse"``, ``"linear"`` or ``"mixed"`` (then ``choices`` says which, per step).
-        cache_dtype: keep the outputs in this (lower) precision, cast back when predicting.
-        num_steps: the schedule's length, for the end-of-schedule checks.
-        fusable: paths of the blocks to skip whole on steps where all their branches skip (None: no fusion).
-        schedule: the schedule the rows come from (kept for reports).
-        fusion: ``"runs"`` (runs of blocks skipped as one) or ``"blocks"`` (each block on its own).
-    """
-
-    #: A schedule-following cache records no calibration.
-    profile = None
-
-    def __init__(
-        self,
-        rows: Sequence[tuple[int, ...] | None],
-        predictor: str = "reuse",
-        cache_dtype: torch.dtype | None = None,
-        num_steps: int | None = None,
-        fusable: set[str] | None = None,
-        schedule: Schedule | None = None,
-        fusion: str = "runs",
-        choices: Sequence[tuple[str | None, ...] | None] | None = None,
-    ):
-        self.rows = list(rows)
-        self.schedule = schedule
-        self.predictor = predictor
-        self.num_steps = (
-            num_steps if num_steps is not None else max(len(r) for r in self.rows if r is not None)
-        )
-        #: per branch, the predictor of each step (None where it computes)
-        self.choices = (
-            list(choices)
-            if choices is not None
-            else [None if r is None else tuple(None if v else predictor for v in r) for r in self.rows]
-        )
-        used = {p for c in self.choices if c is not None for p in c if p is not None} or {"reuse"}
-        self.store = KeptOutputs(
-            max(sources_needed(p) for p in used), check_dtype(cache_dtype, "cache_dtype")
-        )
-        self._zeros = [() if r is None else tuple(s for s, v in enumerate(r) if v == 0) for r in self.rows]
-        self._keep_until: list[int] = []
-        self.counters: list[BranchCounter] = []
-        self._block_calls: dict[int, list[int]] = {}  # block position -> calls of each of its branches
-        self._warned_shape = False
-        self.fusion = (
-            None if fusable is None else BlockFusion(self.rows, self.choices, self.store, fusable, fusion)
-        )
-        self.wants_blocks = self.fusion is not None
-
-    def attach(self, hooks: BranchHooks) -> None:
-        super().attach(hooks)
-        self.counters = [BranchCounter(b.path, b.key, b.block) for b in hooks.branches]
-        if self.fusion is not None:
-            self.fusion.attach(hooks)
-        self._plan_keeping()
-
-    def _plan_keeping(self) -> None:
-        """Per branch, the last 0 step that fusion does not serve: outputs are kept only until then."""
-        position = {i: j for j, g in enumerate(self.hooks.blocks) for i in g.branches}
-        fusion = self.fusion
-        self._keep_until = [
-            max((z for z in zeros if fusion is None or not fusion.covers(position.get(i, -1), z)), default=-1)
-            for i, zeros in enumerate(self._zeros)
-        ]
-        self._fusion_layout = None if fusion is None else fusion.version
-        for i, until in enumerate(self._keep_until):
-            if until <= self.hooks.step:  # fusion serves every 0 step left: the kept outputs are not needed
-                self.store.drop(("branch", i))
-
-    def start(self) -> None:
-        self.store.clear()
-        for counter in self.counters:
-            counter.computed = counter.predicted = 0
-
-    def drop_generation(self) -> None:
-        self._clear()
-
-    def stop(self, interrupted: bool) -> None:
-        self._clear()
-
-    def _clear(self) -> None:
-        self.store.clear()
-        if self.fusion is not None:
-            self.fusion.clear()
-
-    @property
-    def stats(self) -> CacheStats:
-        fusion = self.fusion
-        return CacheStats(
-            self.counters,
-            self.store.nbytes,
-            self.predictor,
-            peak_bytes=self.store.peak_bytes,
-            released=not self.hooks.enabled,
-            bytes_by_kind=dict(self.store.bytes_by_kind),
-            fused_blocks=0 if fusion is None else len(fusion.skipped_blocks),
-            runs=0 if fusion is None else len(fusion.runs),
-            refused={} if fusion is None else dict(fusion.refused),
-        )
-
-    def begin_call(self):
-        step = self.hooks.step
-        if step >= self.num_steps:
-            raise ScheduleError(
-                f"denoising step {step} is past the end of the {self.num_steps}-step schedule: the pipeline "
-                "runs more steps than the schedule covers; use a schedule made for this step count"
-            )
-        return None
-
-    def on_block(self, position: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
-        if self.fusion is None:  # blocks are wrapped for the one-line mode's calibration only
-            return fn(*args, **kwargs)
-        members = self.hooks.blocks[position].branches
-        before = [self.hooks.calls_of(i) for i in members]
-        out, predicted = self.fusion.call(position, slot, fn, args, kwargs)
-        if predicted:  # each branch counts the calls the block makes of it (CogView4 runs ff twice)
-            for i, calls in zip(members, self._block_calls.get(position, [1] * len(members))):
-                self.counters[i].predicted += calls
-        else:
-            self._block_calls[position] = [self.hooks.calls_of(i) - b for i, b in zip(members, before)]
-        if self._fusion_layout != self.fusion.version:  # blocks were refused or fused apart
-            self._plan_keeping()
-        return out
-
-    def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
-        hooks, row, counter = self.hooks, self.rows[index], self.counters[index]
-        if row is None or (kwargs and is_stateful_call(kwargs)):  # no row, or a call that writes a KV cache
-            counter.computed += 1
-            return fn(*args, **kwargs)
-        shape = input_shape(args, kwargs)
-        owner = ("branch", index)
-        kept = self.store.sources(owner, slot, shape)
-        if row[hooks.step] == 0:
-            if kept is not None:
-                if not unmodified(kept):
-                    raise RuntimeError(
-                        f"the cached output of {hooks.branches[index].path} was modified in place after it "
-                        "was returned; this block cannot be cached safely"
-                    )
-                counter.predicted += 1
-                return predict_kept(self.choices[index][hooks.step], kept, hooks.time)
-            if self.store.holds(owner, slot):
-                self._shape_changed(index)
-        out = fn(*args, **kwargs)
-        counter.computed += 1
-        if hooks.step < self._keep_until[index]:
-            check_cacheable(out, hooks.branches[index].path)
-            self.store.add(owner, slot, shape, hooks.time, out)
-        return out
-
-    def end_generation(self, steps: int, timesteps: list) -> None:
-        self._clear()
-        if steps < self.num_steps:
-            warn(
-                f"the generation ended after {steps} steps but the schedule has {self.num_steps}; "
-                "a schedule made for this step count caches better"
-            )
-
-    def _shape_changed(self, index: int) -> None:
-        if not self._warned_shape:
-            self._warned_shape = True
-            logger.warning(
-                "the input shape of %s changed within a generation at step %d; computing instead of "
-                "predicting",
-                self.hooks.branches[index].path,
-                self.hooks.step,
-            )
 
 
 class SmoothCache(Lifecycle):
@@ -226,12 +49,21 @@ class SmoothCache(Lifecycle):
     - ``SmoothCache(model, alpha=0.08)``: the same with the original's greedy reuse schedule at this
       threshold.
 
+    A quality target (``min_psnr=35``, ``min_ssim=`` or ``max_lsd=``), alone or with ``speedup=`` (then the
+    fastest budget tried), makes the one-line mode check its plan when the calibrating generation returns:
+    it runs that generation again through its pipeline, uncached and then cached at a few budgets stepping
+    down (each logged), and caches with the fastest whose output meets the target against the uncached one;
+    ``stats`` and ``summary`` show the budget chosen and what each measured. The first generation then takes
+    about 1.5x + 1x + 3 cached generations. It needs a diffusers pipeline called with a seeded generator.
+
     Args:
         model: the denoiser, e.g. ``pipe.transformer`` (a pipeline with one denoiser is accepted too).
         schedule: a :class:`Schedule`, a dict in the reference JSON format, or a path to such a file. Its
             ``predictor`` says what skipped steps return.
         alpha: the one-line mode with the greedy scan at this threshold.
         speedup: the one-line mode with the optimal plan for this theoretical speed-up.
+        min_psnr, min_ssim, max_lsd: one-line mode: a quality target (PSNR in dB or SSIM of images and video
+            frames, log-spectral distance in dB of audio) against the uncached output, checked as above.
         keys: restrict wrapping to these branch keys (default: every key the schedule names, or every branch).
         block_classes: user-given block classes (or names); their ``keys`` attributes are wrapped.
         calls_per_step: denoiser calls per step, for samplers whose timesteps cannot tell steps apart.
@@ -287,16 +119,18 @@ class SmoothCache(Lifecycle):
         per_block: bool | None = None,
         predictor: str | None = None,
         cost: str | None = None,
+        min_psnr: float | None = None,
+        min_ssim: float | None = None,
+        max_lsd: float | None = None,
         components: Iterable[str] | None = None,
     ):
         keys = renamed(keys, components, "components", "keys")
-        if sum(x is not None for x in (schedule, alpha, speedup)) != 1:
-            raise ValueError(
-                "give a schedule, or alpha= or speedup= to calibrate on the first generation(s): "
-                "exactly one of the three"
-            )
+        target = QualityTarget.of(min_psnr=min_psnr, min_ssim=min_ssim, max_lsd=max_lsd)
+        if target is not None and alpha is not None:
+            raise TypeError(f"{target.keyword}= picks a budget: give it alone or with speedup=, not alpha=")
         one_line = {"lookahead": lookahead, "calibration_runs": calibration_runs, "per_block": per_block,
-                    "predictor": predictor, "cost": cost}
+                    "predictor": predictor, "cost": cost,
+                    **({} if target is None else {target.keyword: target.bound})}
         if schedule is not None:
             stray = [f"{name}=" for name, value in one_line.items() if value is not None]
             if stray:
@@ -304,6 +138,11 @@ class SmoothCache(Lifecycle):
                     f"{', '.join(stray)} belong to the one-line mode (alpha= or speedup=); a given "
                     "schedule already fixes them"
                 )
+        if sum(x is not None for x in (schedule, alpha, speedup or target)) != 1:
+            raise ValueError(
+                "give a schedule, or alpha= or speedup= (or a quality target such as min_psnr=) to calibrate "
+                "on the first generation(s): exactly one of the three"
+            )
         if fuse_blocks is not None and not isinstance(fuse_blocks, bool) and fuse_blocks not in FUSION_MODES:
             raise TypeError(f"fuse_blocks must be True, False, None, 'runs' or 'blocks', got {fuse_blocks!r}")
         self.model = as_denoiser(model)
@@ -317,12 +156,13 @@ class SmoothCache(Lifecycle):
             options = {
                 name: ONE_LINE_DEFAULTS[name] if value is None else value for name, value in one_line.items()
             }
-            options["predictor"] = options["predictor"] or ("reuse" if speedup is None else "auto")
-            self.policy = self._auto_policy(alpha, speedup, options)
+            options["predictor"] = options["predictor"] or ("reuse" if alpha is not None else "auto")
+            self.policy = self._auto_policy(alpha, speedup, options, target)
             branches = find_branches(self.model, keys, block_classes)
         self.hooks = BranchHooks(self.model, branches, self.policy, calls_per_step=calls_per_step, owner=self)
 
-    def _auto_policy(self, alpha: float | None, speedup: float | None, options: dict) -> AutoPolicy:
+    def _auto_policy(self, alpha: float | None, speedup: float | None, options: dict,
+                     target: QualityTarget | None) -> AutoPolicy:
         choices = PREDICTORS + ("auto",)
         predictor = check_choice(options["predictor"], "predictor", choices, error=ScheduleError)
         options = {**options, "predictor": predictor, "fuse_blocks": self._fusion(predictor) is not None}
@@ -332,6 +172,7 @@ class SmoothCache(Lifecycle):
             alpha,
             speedup,
             lambda s: self._cache_policy(s, self.hooks.branches),
+            target,
         )
 
     def _fusion(self, predictor: str) -> str | None:
@@ -388,7 +229,7 @@ class SmoothCache(Lifecycle):
 __getattr__ = moved(
     __name__,
     {
-        "ScheduledCache": "smoothcache.cache:SmoothCachePolicy",
+        "ScheduledCache": "smoothcache.scheduled:SmoothCachePolicy",
         "SmoothCacheWarning": "smoothcache.errors:SmoothCacheWarning",
     },
 )

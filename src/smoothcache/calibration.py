@@ -24,7 +24,8 @@ from .hooks import BranchHooks, Lifecycle
 from .outputs import check_cacheable, tensors
 from .policy import BranchPolicy, Chain
 from .predictors import ORDER, PREDICTORS, predict
-from .profile import BranchErrors, CalibrationProfile, mean_times
+from .profile import BranchErrors, CalibrationProfile, mean_times, same_conditions
+from .profile_file import CONDITIONS
 from .targets import find_branches
 from .timing import Timer
 from .validate import check_choice, check_int
@@ -203,6 +204,8 @@ class CalibratorPolicy(BranchPolicy):
             profile.macs = {"total": report.total, **report.branch_macs}
             profile.block_macs = dict(report.block_macs)
         profile.block_of = {b.path: b.block_path for b in branches}
+        seen = {k: float(v) for k, v in self.hooks.arguments.items() if k in CONDITIONS}
+        profile.conditions = seen if profile.runs == 1 else same_conditions(profile.conditions, seen)
         times = self.timer.results()
         if times and self.hooks.end_reason == "returned" and self.timer.since_last_call is not None:
             times["tail"] = self.timer.since_last_call

@@ -7,6 +7,7 @@ A14B has two experts). Nothing here imports diffusers: a pipeline is any object 
 
 from __future__ import annotations
 
+import inspect
 import re
 import sys
 from typing import Any, Mapping
@@ -15,7 +16,8 @@ import torch.nn as nn
 
 from .errors import NotADenoiserError
 
-__all__ = ["DENOISER_NAME", "as_denoiser", "calling_pipeline", "denoisers", "not_a_model"]
+__all__ = ["CALL_ARGUMENTS", "DENOISER_NAME", "as_denoiser", "calling_pipeline", "denoisers", "not_a_model",
+           "pipeline_call"]
 
 DENOISER_NAME = re.compile(r"^(transformer|unet|denoiser)(_\d+)?$")
 _KIND_ORDER = ("transformer", "denoiser", "unet")
@@ -91,23 +93,56 @@ def as_denoiser(model: Any) -> nn.Module:
     raise NotADenoiserError(not_a_model(model))
 
 
+#: Arguments of a pipeline's ``__call__`` that smoothcache reads when it finds the pipeline running a
+#: denoiser.
+CALL_ARGUMENTS = ("guidance_scale", "num_inference_steps")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _parameters(code, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of a ``__call__`` frame (without ``self``), ``**kwargs`` merged in."""
+    named = code.co_argcount + code.co_kwonlyargcount
+    out = {name: values[name] for name in code.co_varnames[1:named] if name in values}
+    if code.co_flags & inspect.CO_VARKEYWORDS:
+        extra = values.get(code.co_varnames[named + bool(code.co_flags & inspect.CO_VARARGS)])
+        out.update(extra if isinstance(extra, Mapping) else {})
+    return out
+
+
 def calling_pipeline(model: nn.Module) -> Any | None:
-    """The pipeline whose ``__call__`` is running ``model`` now, if any: the first ``__call__`` frame up the
-    stack whose ``self`` has ``model`` among its denoisers and a ``maybe_free_model_hooks`` method (every
-    diffusers pipeline calls it when a generation returns). Only ``__call__`` frames are read (reading a
-    frame's locals keeps a snapshot of them until the frame returns)."""
-    frame = sys._getframe(1)
+    """The pipeline whose ``__call__`` is running ``model`` now, if any (see :func:`pipeline_call`)."""
+    return pipeline_call(model, _depth=2)[0]
+
+
+def pipeline_call(model: nn.Module, everything: bool = False, _depth: int = 1) -> tuple[Any | None, dict]:
+    """The pipeline whose ``__call__`` is running ``model`` now and the :data:`CALL_ARGUMENTS` it was called
+    with (numbers only), or ``(None, {})``. With ``everything``, every parameter of its ``__call__`` as the
+    frame holds it now (a parameter the pipeline reassigned holds its new value).
+
+    The pipeline is the first ``__call__`` frame up the stack whose ``self`` has ``model`` among its
+    denoisers and a ``maybe_free_model_hooks`` method (every diffusers pipeline calls it when a generation
+    returns). Only ``__call__`` frames are read (reading a frame's locals keeps a snapshot of them until the
+    frame returns).
+    """
+    frame = sys._getframe(_depth)
     for _ in range(_FRAMES):
         if frame is None:
-            return None
+            break
         code = frame.f_code
         if code.co_name == "__call__" and code.co_varnames[:1] == ("self",):
-            owner = frame.f_locals.get("self")
+            values = frame.f_locals
+            owner = values.get("self")
             if not isinstance(owner, nn.Module) and callable(getattr(owner, "maybe_free_model_hooks", None)):
                 try:
                     if any(m is model for m in denoisers(owner).values()):
-                        return owner
+                        if everything:
+                            return owner, _parameters(code, values)
+                        arguments = {n: values[n] for n in CALL_ARGUMENTS if _number(values.get(n))}
+                        return owner, arguments
                 except Exception:  # an object that only looks like a pipeline
                     pass
         frame = frame.f_back
-    return None
+    return None, {}

@@ -29,7 +29,7 @@ import torch.nn as nn
 
 from .branches import Branch
 from .compile import compiled_forward
-from .denoisers import calling_pipeline
+from .denoisers import pipeline_call
 from .patching import ForwardPatch, listen_for_return, owner_of, restore_all, stop_listening
 from .policy import BranchPolicy, Chain
 from .steps import StepTracker, find_timestep
@@ -96,10 +96,18 @@ class BranchHooks:
         self._occurrences = [0] * len(self.branches)
         self._block_occurrences = [0] * len(self.blocks)
         self._with_depth = 0
-        #: why the last generation ended: "returned" (its pipeline returned), "next generation", "reset",
-        #: "disabled"
+        #: why the last generation ended: a key of :data:`smoothcache.generation.ENDINGS` ("returned" when its
+        #: pipeline returned, "next generation", "reset", "disabled", "not returned", "interrupted")
         self.end_reason = ""
+        #: how many steps the generation that ended last ran
+        self.last_steps = 0
         self._ending = ""
+        #: the arguments of the pipeline call running the current generation (``guidance_scale``,
+        #: ``num_inference_steps``), when a diffusers pipeline runs it
+        self.arguments: dict[str, Any] = {}
+        #: for a policy that ``wants_inputs``: the pipeline, its call's parameters and the denoiser's first
+        #: call's arguments, of the current generation
+        self.inputs: dict[str, Any] = {}
         self._caller: int | None = None  # the thread in the running denoiser call
         self._generation_thread: int | None = None  # the thread whose generation is running
         self.policy = policy
@@ -154,7 +162,9 @@ class BranchHooks:
             if owner is not None:
                 raise RuntimeError(
                     f"{type(module).__name__} is already wrapped by another {type(owner).__name__}; disable "
-                    "it first"
+                    "it first: its .disable(), or smoothcache.disable(pipe) (or smoothcache.disable(model)), "
+                    "which releases every smoothcache wrapping of the model, even of an object you no longer "
+                    "hold"
                 )
         self.tracker.reset()
         self.policy.start()
@@ -220,16 +230,24 @@ class BranchHooks:
     def _generation_ended(self, steps: int, timesteps: list) -> None:
         self.end_reason, self._ending = self._ending or "next generation", ""
         self._generation_thread = None
+        self.last_steps = steps
         if self.end_reason == "next generation" and self.pipeline is not None:
-            # a pipeline ends its generations when it returns: this one did not (an exception between steps, a
-            # callback that stopped it...), so it is dropped rather than taken as a whole generation
-            logger.info("a generation of %d step(s) did not return through its pipeline: dropped", steps)
+            # a pipeline ends its generations when it returns: this one did not (an exception between steps
+            # caught outside, another generation started on the model before it ended...), so it is dropped
+            # rather than taken as a whole generation
+            logger.warning(
+                "%s on %s: a generation of %d step(s) did not return through its pipeline before the next "
+                "one started (it stopped early, or two generations ran interleaved on one model): dropped",
+                type(self.owner).__name__, type(self.model).__name__, steps,
+            )
+            self.end_reason = "not returned"
             self.policy.drop_generation()
             return
         self.policy.end_generation(steps, timesteps)
 
     def _drop(self) -> None:
         """Abandon the running generation: nothing of it is kept, and the next call starts a new one."""
+        self.last_steps, self.end_reason = self.tracker.step + 1, "interrupted"
         self.tracker.reset()
         self._generation_thread = None
         self.policy.drop_generation()
@@ -246,13 +264,15 @@ class BranchHooks:
         """The diffusers pipeline seen running the model (None if none was)."""
         return self._pipelines[0] if self._pipelines else None
 
-    def _watch_pipeline(self) -> None:
-        """At a generation's first call (until one is found): end generations when the diffusers pipeline
-        running them returns."""
-        if self._pipelines:
-            return
-        pipe = calling_pipeline(self.model)
-        if pipe is not None:
+    def _watch_pipeline(self, args: tuple, kwargs: dict) -> None:
+        """At a generation's first call: read the arguments of the pipeline call running it (all of them, and
+        the denoiser's input, for a policy that ``wants_inputs``), and (once) end generations when the
+        diffusers pipeline running them returns."""
+        pipe, self.arguments = pipeline_call(self.model)
+        if self.policy.wants_inputs:
+            self.inputs = {"pipeline": pipe, "call": pipeline_call(self.model, everything=True)[1],
+                           "args": args, "kwargs": kwargs}
+        if pipe is not None and not self._pipelines:
             self._pipelines.append(pipe)
             listen_for_return(pipe, self, self._pipeline_returned)
 
@@ -278,7 +298,7 @@ class BranchHooks:
             tracker.advance(find_timestep(args, kwargs))
             self._generation_thread = me
             if tracker.step == 0 and tracker.call == 0:
-                self._watch_pipeline()
+                self._watch_pipeline(args, kwargs)
             self._occurrences = [0] * len(self.branches)
             self._block_occurrences = [0] * len(self.blocks)
             tracker.depth, self._caller = tracker.depth + 1, me

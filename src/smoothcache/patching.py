@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-__all__ = ["ForwardPatch", "listen_for_return", "owner_of", "restore_all", "stop_listening"]
+__all__ = ["ForwardPatch", "listen_for_return", "owner_of", "owners_in", "restore_all", "stop_listening"]
 
 _OWNERS: "weakref.WeakKeyDictionary[Callable, object]" = weakref.WeakKeyDictionary()
 
@@ -36,6 +36,16 @@ def owner_of(module: nn.Module) -> object | None:
             return owner
         fn = getattr(fn, "__wrapped__", None)
     return None
+
+
+def owners_in(model: nn.Module) -> dict[object, int]:
+    """Every owner whose wrapper is on ``model`` or one of its submodules, with how many modules it wraps."""
+    found: dict[int, list] = {}
+    for module in model.modules():
+        owner = owner_of(module)
+        if owner is not None:
+            found.setdefault(id(owner), [owner, 0])[1] += 1
+    return {owner: count for owner, count in found.values()}
 
 
 class ForwardPatch:

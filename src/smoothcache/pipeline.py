@@ -24,6 +24,7 @@ import torch.nn as nn
 from .cache import SmoothCache
 from .denoisers import DENOISER_NAME, denoisers
 from .errors import TargetError
+from .patching import owners_in
 
 __all__ = ["disable", "enable", "summary"]
 
@@ -132,18 +133,41 @@ def enable(pipe: Any, schedule: Any = None, **kwargs: Any) -> dict:
     return caches
 
 
+def _models(target: Any) -> dict[str, nn.Module]:
+    """The denoisers of a pipeline, or ``{"model": target}`` for a model."""
+    return {"model": target} if isinstance(target, nn.Module) else denoisers(target)
+
+
 def disable(pipe: Any) -> dict:
-    """Restore every denoiser ``enable`` wrapped; returns the caches (their stats stay readable).
+    """Restore every denoiser of ``pipe`` (a pipeline, or a model): the caches ``enable`` made, and any other
+    smoothcache wrapping still on them (a cache or calibrator enabled by hand, even one you no longer hold,
+    as when a notebook cell ``cache = SmoothCache(...); cache.enable()`` ran twice). Returns the caches by
+    denoiser name (their stats stay readable).
 
     Safe to call twice, or on a pipeline never enabled (returns ``{}``).
     """
-    caches = _ACTIVE.pop(pipe) or {}
+    caches = {} if isinstance(pipe, nn.Module) else dict(_ACTIVE.pop(pipe) or {})
     first_error: Exception | None = None
+    left: list[tuple[str, Any]] = []
     for cache in caches.values():
         try:
             cache.disable()
         except Exception as err:  # restore the others, then report
             first_error = first_error or err
+    for name, model in _models(pipe).items():
+        for owner in owners_in(model):
+            left.append((name, owner))
+            try:
+                owner.disable()
+            except Exception as err:
+                first_error = first_error or err
+    if left:
+        logger.info(
+            "smoothcache.disable: released %s, which enable() had not made",
+            ", ".join(f"a {type(owner).__name__} on {name}" for name, owner in left),
+        )
+        for name, owner in left:
+            caches.setdefault(name, owner)
     if first_error is not None:
         raise first_error
     return caches
@@ -166,21 +190,43 @@ def _describe(name: str, model: nn.Module, cache: Any) -> list[str]:
     more = ", ..." if len(fractions) > 8 else ""
     lines.append(f"  {cache.schedule.num_steps}-step schedule, computed: {shown}{more}")
     stats = cache.stats
-    if stats.computed + stats.reused:
+    if stats.computed + stats.predicted or stats.last_generation is not None:
         lines.extend("  " + line for line in str(stats).splitlines())
     else:
         lines.append("  no cached call yet")
     return lines
 
 
+def _wrapping(name: str, model: nn.Module, owners: dict, of_pipeline: bool) -> list[str]:
+    """Lines for the smoothcache objects wrapping ``model`` that ``enable`` did not make."""
+    lines = []
+    for owner, count in owners.items():
+        if isinstance(owner, SmoothCache):
+            lines.extend(_describe(name, model, owner))
+        else:
+            lines.append(f"{name} ({type(model).__name__}): {count} modules wrapped by {owner!r}")
+        if of_pipeline:
+            lines.append(
+                f"  ({count} modules wrapped by a {type(owner).__name__} that smoothcache.enable did not "
+                "make; smoothcache.disable(pipe) releases it)"
+            )
+    return lines
+
+
 def summary(pipe: Any) -> str:
-    """A short readable text: which denoisers are cached, with which schedule, and the counters so far."""
-    models = denoisers(pipe)
-    active = _ACTIVE.get(pipe)
-    if not active:
+    """A short readable text: which denoisers of ``pipe`` (a pipeline, or a model) are cached, with which
+    schedule, the counters so far and what the last generation did (with the reason when it skipped
+    nothing); wrapping left by a cache ``enable`` did not make is shown too."""
+    models = _models(pipe)
+    active = {} if isinstance(pipe, nn.Module) else (_ACTIVE.get(pipe) or {})
+    lines = []
+    for name, model in models.items():
+        cache = active.get(name)
+        owners = {o: n for o, n in owners_in(model).items() if o is not cache}
+        if cache is not None or not owners:
+            lines.extend(_describe(name, model, cache))
+        lines.extend(_wrapping(name, model, owners, not isinstance(pipe, nn.Module)))
+    if not active and all(line.endswith(": not cached") for line in lines):
         names = ", ".join(models) or "none found"
         return f"smoothcache is not enabled on {type(pipe).__name__} (denoisers: {names})"
-    lines = [f"smoothcache on {type(pipe).__name__}:"]
-    for name, model in models.items():
-        lines.extend(_describe(name, model, active.get(name)))
-    return "\n".join(lines)
+    return "\n".join([f"smoothcache on {type(pipe).__name__}:"] + lines)

@@ -27,6 +27,9 @@ class BranchPolicy:
     #: True: the mechanism also wraps the blocks holding the branches and routes their calls to
     # :meth:`on_block`.
     wants_blocks: bool = False
+    #: True: at each generation's first call the mechanism keeps the pipeline call's parameters and the
+    #: denoiser's arguments in ``hooks.inputs`` (to run the same generation again).
+    wants_inputs: bool = False
 
     def attach(self, hooks) -> None:
         """The policy is put into ``hooks`` (once)."""

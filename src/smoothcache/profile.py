@@ -27,7 +27,7 @@ from .profile_file import read_profile, write_profile
 from .resample import positions, resample_table
 from .validate import check_int
 
-__all__ = ["BranchErrors", "CalibrationProfile", "ErrorSums", "ProfileError", "mean_times"]
+__all__ = ["BranchErrors", "CalibrationProfile", "ErrorSums", "ProfileError", "mean_times", "same_conditions"]
 
 
 @dataclass
@@ -105,6 +105,9 @@ class CalibrationProfile:
             ``"between"``, ``"tail"``, and per path ``"branches"`` and ``"blocks"``; empty if not recorded.
         block_of: branch module path -> the path of its block.
         block_macs: block path -> multiply-accumulates of one call of the block.
+        conditions: the pipeline arguments the calibration generations ran with, where a diffusers pipeline
+            ran them (``{"guidance_scale": 4.0}``); schedules planned from the profile carry them, and warn
+            when used under others.
     """
 
     lookahead: int
@@ -117,6 +120,7 @@ class CalibrationProfile:
     times: dict[str, Any] = field(default_factory=dict)
     block_of: dict[str, str] = field(default_factory=dict)
     block_macs: dict[str, float] = field(default_factory=dict)
+    conditions: dict[str, float] = field(default_factory=dict)
 
     def __repr__(self) -> str:
         blocks = len({b.block for b in self.errors.values()})
@@ -221,6 +225,7 @@ class CalibrationProfile:
             times=mean_times(self.times, self.runs, other.times, other.runs),
             block_of={**other.block_of, **self.block_of},
             block_macs=dict(self.block_macs or other.block_macs),
+            conditions=same_conditions(self.conditions, other.conditions),
         )
         for path, mine in self.errors.items():
             theirs = other.errors[path].tables
@@ -249,6 +254,7 @@ class CalibrationProfile:
             times=dict(self.times),
             block_of=dict(self.block_of),
             block_macs=dict(self.block_macs),
+            conditions=dict(self.conditions),
         )
         for path, b in self.errors.items():
             out.errors[path] = BranchErrors(
@@ -293,10 +299,18 @@ class CalibrationProfile:
             block_of=parts["block_of"],
             block_macs=parts["block_macs"],
             timesteps=parts["timesteps"],
+            conditions=parts["conditions"],
         )
         for name, key, block, tables in parts["errors"]:
             profile.errors[name] = BranchErrors(key, block, {p: ErrorSums(*t) for p, t in tables.items()})
         return profile
+
+
+def same_conditions(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    """The conditions two calibrations share: a value both recorded alike, or one only one of them
+    recorded; a value they recorded differently is left out (the merged calibration covers both)."""
+    merged = {**b, **a}
+    return {k: v for k, v in merged.items() if a.get(k, v) == b.get(k, v)}
 
 
 def _mean_timesteps(a: np.ndarray | None, na: int, b: np.ndarray | None, nb: int) -> np.ndarray | None:

@@ -19,7 +19,7 @@ from .errors import ProfileError
 from .predictors import PREDICTORS, table_shape
 from .validate import check_file
 
-__all__ = ["read_profile", "write_profile"]
+__all__ = ["CONDITIONS", "check_conditions", "read_profile", "write_profile"]
 
 _FORMAT = "smoothcache-profile"
 _VERSION = 3
@@ -56,6 +56,7 @@ def write_profile(profile: Any, path: str | Path) -> Path:
         "times": profile.times,
         "block_of": profile.block_of,
         "block_macs": profile.block_macs,
+        "conditions": profile.conditions,
     }
     save_file(tensors, str(path), metadata={"smoothcache": json.dumps(header)})
     return path
@@ -169,6 +170,7 @@ def _validated(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) ->
         "predictors": predictors,
         "errors": [],
         "timesteps": None,
+        "conditions": _conditions(header.get("conditions", {}), fail),
         **_costs(header, fail),
     }
     branches = header.get("branches")
@@ -214,6 +216,30 @@ def _validated(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) ->
             raise fail("timesteps contain inf")
         out["timesteps"] = timesteps
     return out
+
+
+#: The pipeline arguments a profile or schedule may record as the conditions it was calibrated under.
+CONDITIONS = ("guidance_scale",)
+
+
+def _conditions(value: object, fail) -> dict[str, float]:
+    """Validated calibration conditions: ``{"guidance_scale": 4.0}`` (known names, finite numbers)."""
+    if not isinstance(value, Mapping):
+        raise fail(f"invalid conditions {value!r}: they must be an object like {{\"guidance_scale\": 4.0}}")
+    clean = {}
+    for name, number in value.items():
+        if name not in CONDITIONS or _real(number) is None:
+            raise fail(
+                f"invalid condition {name!r}: {number!r} (known: {list(CONDITIONS)}, each a finite "
+                "number >= 0)"
+            )
+        clean[name] = _real(number)
+    return clean
+
+
+def check_conditions(value: object, error: type[Exception] = ProfileError) -> dict[str, float]:
+    """``value`` as validated calibration conditions, else ``error`` naming the problem."""
+    return _conditions(value, error)
 
 
 def _costs(header: Mapping, fail) -> dict[str, Any]:

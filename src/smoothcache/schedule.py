@@ -12,17 +12,16 @@ forecast schedule adds ``"predictor": "linear"``, which only smoothcache's :clas
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from .branches import parse_key, row_for
 from .errors import ScheduleError
 from .planning import plan
 from .predictors import PREDICTORS
+from .profile import CalibrationProfile
+from .profile_file import check_conditions
 from .schedule_file import plan_hint, read_schedule, write_schedule
 from .validate import check_choice, check_int
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .profile import CalibrationProfile
 
 __all__ = ["Schedule", "ScheduleError", "parse_key"]
 
@@ -84,6 +83,9 @@ class Schedule:
             ``"linear"`` (extrapolated from the last two computed outputs), or a mapping giving each key's
             predictor per step (``None`` on its 1 steps), for plans that choose the predictor per skip run. A
             mapping of entries may carry it under the key ``"predictor"``, as schedule files do.
+        conditions: the pipeline arguments of the calibration it was planned from (``{"guidance_scale":
+            1.0}``; key ``"conditions"`` in files); a cache applying it warns when the pipeline runs with
+            others.
     """
 
     def __init__(
@@ -91,10 +93,15 @@ class Schedule:
         entries: Mapping[str, Sequence[int]],
         metadata: Mapping[str, object] | None = None,
         predictor: str | Mapping[str, Sequence[str | None]] | None = None,
+        conditions: Mapping[str, float] | None = None,
     ):
         if isinstance(entries, Schedule):
             predictor = predictor or entries.choices or entries.predictor
+            conditions = entries.conditions if conditions is None else conditions
             entries = entries.entries
+        if isinstance(entries, Mapping) and "conditions" in entries:
+            entries = dict(entries)
+            conditions = entries.pop("conditions") if conditions is None else conditions
         if not isinstance(entries, Mapping):
             raise ScheduleError(
                 f"a schedule must be a mapping of branch name to 0/1 list, got {type(entries).__name__}"
@@ -140,6 +147,8 @@ class Schedule:
         #: ``"reuse"``, ``"linear"``, or ``"mixed"`` (see :attr:`choices`)
         self.predictor = predictor
         self.metadata: dict[str, object] = dict(metadata or {})
+        #: the pipeline arguments of the calibration (``{"guidance_scale": 1.0}``), empty if unknown
+        self.conditions: dict[str, float] = check_conditions(conditions or {}, ScheduleError)
 
     # ----------------------------------------------------------------- queries
     @property
@@ -196,6 +205,8 @@ class Schedule:
             out["predictor"] = {k: list(v) for k, v in self.choices.items()}
         elif self.predictor != "reuse":
             out["predictor"] = self.predictor
+        if self.conditions:
+            out["conditions"] = dict(self.conditions)
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -287,6 +298,7 @@ class Schedule:
             ScheduleError: a bad alpha or lookahead, or a predictor the profile did not record.
             ProfileError: a profile path that does not hold a valid profile.
         """
+        profile = CalibrationProfile.coerce(profile)
         result = plan(
             profile,
             alpha=alpha,
@@ -295,7 +307,7 @@ class Schedule:
             num_steps=num_steps,
             predictor=predictor,
         )
-        return cls(result.rows, result.metadata, predictor=predictor)
+        return cls(result.rows, result.metadata, predictor=predictor, conditions=profile.conditions)
 
     @classmethod
     def for_budget(
@@ -347,5 +359,11 @@ class Schedule:
                 profile without timings.
             ProfileError: a profile path that does not hold a valid profile.
         """
+        profile = CalibrationProfile.coerce(profile)
         result = plan(profile, speedup=speedup, compute_fraction=compute_fraction, **options)
-        return cls(result.rows, result.metadata, predictor=result.choices or result.predictor)
+        return cls(
+            result.rows,
+            result.metadata,
+            predictor=result.choices or result.predictor,
+            conditions=profile.conditions,
+        )

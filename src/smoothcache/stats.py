@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = ["BranchCounter", "CacheStats"]
 
@@ -32,12 +33,16 @@ class CacheStats:
     ``bytes_by_kind`` splits the bytes held now between branch outputs (``"branch"``) and the residuals of
     fused runs of blocks (``"run"``). ``fused_blocks`` counts the blocks skipped whole at least once,
     ``runs`` the runs of blocks fused as one, and ``refused`` names the blocks fusion left to branch-level
-    skipping, with the reason.
+    skipping, with the reason. ``last_generation`` (a :class:`~smoothcache.generation.GenerationReport`)
+    says what the last generation did: its steps, calls computed and predicted, how it ended, and why
+    nothing was skipped when nothing was. ``quality`` is what a quality target's check measured (the
+    one-line mode with ``min_psnr=`` ...): the budget chosen and each budget tried.
     """
 
     def __init__(self, counters: list[BranchCounter], cache_bytes: int = 0, predictor: str = "reuse", *,
                  peak_bytes: int = 0, released: bool = False, bytes_by_kind: dict[str, int] | None = None,
-                 fused_blocks: int = 0, runs: int = 0, refused: dict[str, str] | None = None):
+                 fused_blocks: int = 0, runs: int = 0, refused: dict[str, str] | None = None,
+                 last_generation: Any = None):
         self.counters = {c.path: c for c in counters}
         self.cache_bytes = cache_bytes
         self.peak_bytes = max(peak_bytes, cache_bytes)
@@ -47,6 +52,8 @@ class CacheStats:
         self.fused_blocks = fused_blocks
         self.runs = runs
         self.refused = dict(refused or {})
+        self.last_generation = last_generation
+        self.quality: Any = None
 
     @property
     def computed(self) -> int:
@@ -82,6 +89,8 @@ class CacheStats:
             "runs": self.runs,
             "refused": dict(self.refused),
             "predictor": self.predictor,
+            "last_generation": None if self.last_generation is None else self.last_generation.as_dict(),
+            "quality": None if self.quality is None else self.quality.as_dict(),
             "by_key": self.by_key(),
             "branches": {
                 p: {"computed": c.computed, "predicted": c.predicted} for p, c in self.counters.items()
@@ -102,6 +111,10 @@ class CacheStats:
         if self.fused_blocks or self.refused:
             lines.append(f"fused: {self.fused_blocks} blocks skipped whole, in {self.runs} run(s)"
                          + "".join(f"\n  not fused: {path}: {why}" for path, why in self.refused.items()))
+        if self.last_generation is not None:
+            lines.append(f"last generation: {self.last_generation}")
+        if self.quality is not None:
+            lines.append(str(self.quality))
         return "\n".join(lines)
 
     def __repr__(self) -> str:

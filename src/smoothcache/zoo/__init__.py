@@ -17,8 +17,14 @@ from __future__ import annotations
 import importlib
 
 _EXPORTS = {
-    **{name: "digits_model" for name in ("DIGITS_DIR", "DIGITS_GUIDANCE_SCALE", "digits_evaluator", "digits_pipeline")},
-    **{name: "audio_model" for name in ("AUDIO_DIR", "AUDIO_GUIDANCE_SCALE", "audio_evaluator", "audio_pipeline")},
+    **{
+        name: "digits_model"
+        for name in ("DIGITS_DIR", "DIGITS_GUIDANCE_SCALE", "digits_evaluator", "digits_pipeline")
+    },
+    **{
+        name: "audio_model"
+        for name in ("AUDIO_DIR", "AUDIO_GUIDANCE_SCALE", "audio_evaluator", "audio_pipeline")
+    },
     **{name: "video_model" for name in ("VIDEO_DIR", "VIDEO_GUIDANCE_SCALE", "video_pipeline")},
     "video_evaluator": "video_eval",
 }
