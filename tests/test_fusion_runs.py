@@ -50,10 +50,10 @@ class DualModel(nn.Module):
         return x, context
 
 
-def _generate(model, steps=STEPS, **cache_kwargs):
+def _generate(model, steps=STEPS, grad_mode=torch.no_grad, **cache_kwargs):
     x, context = torch.randn(2, TOKENS, DIM, generator=torch.Generator().manual_seed(1)), torch.zeros(2, TEXT, DIM)
     outs = []
-    with torch.no_grad():
+    with grad_mode():
         if cache_kwargs:
             schedule = cache_kwargs.pop("schedule")
             with SmoothCache(model, schedule, block_classes=[DualBlock], keys=["attn", "ff", "ff_context"],
@@ -69,13 +69,14 @@ def _schedule(predictor="linear", rows=None):
     return Schedule(rows, predictor=predictor)
 
 
+@pytest.mark.parametrize("grad_mode", [torch.no_grad, torch.inference_mode])  # inference tensors: no versions
 @pytest.mark.parametrize("inplace", [False, True])
-def test_linear_forecast_of_a_run_of_dual_stream_blocks_is_exact(inplace):
+def test_linear_forecast_of_a_run_of_dual_stream_blocks_is_exact(inplace, grad_mode):
     model = DualModel(inplace=inplace)
-    reference, _ = _generate(model)
+    reference, _ = _generate(model, grad_mode=grad_mode)
     for block in model.blocks:
         block.calls = 0
-    got, cache = _generate(model, schedule=_schedule())
+    got, cache = _generate(model, grad_mode=grad_mode, schedule=_schedule())
     assert [b.calls for b in model.blocks] == [sum(ROW)] * 4
     for (want_x, want_c), (x, c) in zip(reference, got):
         torch.testing.assert_close(x, want_x, rtol=1e-5, atol=1e-5)

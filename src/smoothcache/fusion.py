@@ -331,7 +331,10 @@ class BlockFusion:
                 return out, False
             self._layouts[position] = layout
             self.version += 1
-        self._mutates[position] = any(inputs[n]._version != v for n, v in versions.items())
+        # inference tensors have no version counter: a block receiving them is copied for every run it starts
+        self._mutates[position] = len(versions) < len(inputs) or any(
+            inputs[n]._version != v for n, v in versions.items()
+        )
         outputs = {n: t for n, t in zip(layout.leaves, pytree.tree_leaves(out)) if n is not None}
         self._last[(line, slot)] = (position, outputs)
         if not last:

@@ -54,7 +54,7 @@ def _scalar(timestep: Any) -> float | None:
     if timestep is None:
         return None
     if isinstance(timestep, torch.Tensor):
-        if timestep.numel() == 0:
+        if timestep.numel() == 0 or timestep.is_meta:  # (a meta tensor has a shape, no value)
             return None
         return float(timestep.reshape(-1)[0])
     if isinstance(timestep, (int, float)):
