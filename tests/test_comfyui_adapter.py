@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
-from tests.comfy_fakes import FakePatcher, FluxLike, install_fake_comfy, sample
 
+from comfy_fakes import FakePatcher, FluxLike, install_fake_comfy, sample
 from smoothcache import CalibrationProfile, Schedule
 from smoothcache.comfyui import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from smoothcache.comfyui.clock import SigmaClock, conditioning_of
