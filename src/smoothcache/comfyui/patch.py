@@ -211,7 +211,7 @@ def apply_model_wrapper(
     run = transformer_options.get(KEY)
     if not isinstance(run, SamplingRun):
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kw)
-    with run.model_call(t, transformer_options, control):
+    with run.model_call(transformer_options.get("sigmas", t), transformer_options, control):
         return executor(x, t, c_concat, c_crossattn, control, transformer_options, **kw)
 
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 import torch.nn as nn
 
 from ..calibration import CalibratorPolicy
+from ..errors import CalibrationError
 from ..hooks import HookedBlock
 from ..schedule import Schedule
 from .clock import Call, SigmaClock, call_sigma, conditioning_of
@@ -114,7 +115,10 @@ class SamplingRun:
             out = result["out"] = original(args)
             layout = self.layouts.get((kind, index)) or learn_layout(args, out)
             if isinstance(layout, str):
-                raise ValueError(f"cannot calibrate {self.branches[position].path}: {layout}")
+                raise CalibrationError(
+                    f"cannot calibrate {self.branches[position].path}: {layout}; this model's blocks do not "
+                    "return their input streams, so SmoothCache does not support it"
+                )
             self.layouts[(kind, index)] = layout
             return tuple(sampled(out[s] - start[s]) for s in layout.streams)
 
