@@ -11,12 +11,13 @@ What it does:
    the full-size model, so a tiny Flux file cannot go through UNETLoader), ``RandomConditioning`` (random text
    features) and ``LatentProbe`` (an output node that keeps the latent);
 3. runs examples/comfyui/tiny_flux_calibrate_apply.json (API format) with ``execution.PromptExecutor``: first
-   the calibration branch (SmoothCache Calibrate -> KSampler, which writes the profile), then, for each round
-   and seed, the uncached KSampler and the SmoothCache Apply KSampler, interleaved (order alternating), the
-   same seed for both, and (untimed) a baseline: uncached with ``steps / speedup`` steps;
-4. prints the measured speed-up (median over rounds of the uncached over the cached wall time of each prompt)
-   and the fidelity: PSNR of the cached latent against the uncached one, ``10 log10(range^2 / MSE)`` with
-   ``range`` the uncached latent's max - min, beside the baseline's.
+   the calibration branch (SmoothCache Calibrate -> KSampler, which writes the profile; queued with a few
+   seeds, whose runs add up), then, for each round and seed, the uncached KSampler, the SmoothCache Apply
+   KSampler and a baseline, the uncached model with ``steps / speedup`` steps, interleaved (order rotating),
+   the same seed for all three;
+4. prints the measured speed-ups (medians over rounds of the uncached wall time of each prompt over the
+   other's) and the fidelity: PSNR against the uncached latent, ``10 log10(range^2 / MSE)`` with ``range``
+   the uncached latent's max - min.
 """
 
 from __future__ import annotations
@@ -156,6 +157,7 @@ def main(argv=None) -> int:
     parser.add_argument("--speedup", type=float, default=2.0, help="SmoothCache Apply's speed-up")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: steadier timings)")
+    parser.add_argument("--calibration-runs", type=int, default=3, help="seeds the calibration runs on")
     args = parser.parse_args(argv)
     try:
         root = bootstrap()
@@ -176,36 +178,36 @@ def main(argv=None) -> int:
     prompt["13"]["inputs"]["steps"] = round(args.steps / args.speedup)
     with tempfile.TemporaryDirectory(prefix="smoothcache_comfyui_") as tmp:
         executor = setup(Path(tmp))
-        seconds = run(executor, prompt, ["7"], "calibrate")
-        print(f"calibration prompt (SmoothCache Calibrate -> KSampler, {args.steps} steps): {seconds:.2f} s")
-        run(executor, prompt, ["10", "12"], "warm-up")  # loads and plans once, outside the timing
-        times = {"uncached": [], "smoothcache": []}
-        fidelity, baseline = [], []
+        for r in range(args.calibration_runs):
+            prompt["6"]["inputs"]["seed"] = 100 + r
+            seconds = run(executor, prompt, ["7"], f"calibrate-{r}")
+            print(f"calibration prompt {r + 1} (Calibrate -> KSampler, {args.steps} steps): {seconds:.2f} s")
+        run(executor, prompt, ["10", "12", "14"], "warm-up")  # loads and plans once, outside the timing
+        names = {"uncached": "12", "smoothcache": "10", "fewer_steps": "14"}
+        times = {name: [] for name in names}
+        fidelity = {"smoothcache": [], "fewer_steps": []}
         for r in range(args.rounds):
             for node in ("9", "11", "13"):
                 prompt[node]["inputs"]["seed"] = 1000 + r
-            order = [("uncached", "12"), ("smoothcache", "10")]
-            for name, output in order if r % 2 == 0 else order[::-1]:
-                times[name].append(run(executor, prompt, [output], f"{name}-{r}"))
-            run(executor, prompt, ["14"], f"baseline-{r}")
-            fidelity.append(psnr(LATENTS["smoothcache"], LATENTS["uncached"]))
-            baseline.append(psnr(LATENTS["fewer_steps"], LATENTS["uncached"]))
-            print(
-                f"seed {1000 + r}: uncached {times['uncached'][-1]:.3f} s, "
-                f"SmoothCache {times['smoothcache'][-1]:.3f} s, PSNR {fidelity[-1]:.1f} dB "
-                f"({prompt['13']['inputs']['steps']} uncached steps: {baseline[-1]:.1f} dB)"
-            )
-    ratios = [u / c for u, c in zip(times["uncached"], times["smoothcache"])]
-    print(
-        f"\nmeasured speed-up (median of {args.rounds} interleaved pairs): {statistics.median(ratios):.2f}x "
-        f"(range {min(ratios):.2f}-{max(ratios):.2f}x; medians {statistics.median(times['uncached']):.3f} s "
-        f"uncached, {statistics.median(times['smoothcache']):.3f} s cached)"
-    )
-    print(
-        f"fidelity: PSNR of the cached latent vs the uncached one, mean {statistics.mean(fidelity):.1f} dB "
-        f"(min {min(fidelity):.1f} dB); uncached with {prompt['13']['inputs']['steps']} steps instead: mean "
-        f"{statistics.mean(baseline):.1f} dB"
-    )
+            order = list(names)[r % 3 :] + list(names)[: r % 3]
+            for name in order:
+                times[name].append(run(executor, prompt, [names[name]], f"{name}-{r}"))
+            for name, values in fidelity.items():
+                values.append(psnr(LATENTS[name], LATENTS["uncached"]))
+            print(f"seed {1000 + r}: " + ", ".join(f"{n} {times[n][-1]:.3f} s" for n in names))
+    fewer = prompt["13"]["inputs"]["steps"]
+    print(f"\nmedians of {args.rounds} interleaved rounds (same seeds), PSNR against the uncached latent:")
+    print(f"  uncached, {args.steps} steps: {statistics.median(times['uncached']):.3f} s")
+    for name, label in (
+        ("smoothcache", f"SmoothCache Apply {args.speedup:g}x"),
+        ("fewer_steps", f"{fewer} steps"),
+    ):
+        ratios = [u / c for u, c in zip(times["uncached"], times[name])]
+        print(
+            f"  {label}: {statistics.median(times[name]):.3f} s, measured speed-up "
+            f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f}x), "
+            f"PSNR mean {statistics.mean(fidelity[name]):.1f} dB (min {min(fidelity[name]):.1f} dB)"
+        )
     return 0
 
 
