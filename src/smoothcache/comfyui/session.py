@@ -7,7 +7,7 @@ calls the run at each model call (``APPLY_MODEL`` wrapper: :meth:`model_call`) a
 replacement: :meth:`block`). Calibration is smoothcache's own
 :class:`~smoothcache.calibration.CalibratorPolicy`, run with each block as one branch whose output is the
 block's residual; caching is a :class:`~smoothcache.comfyui.runs.BlockSkipper`. Like ``BranchHooks``, the run
-offers the policy ``step``, ``time``, ``branches``, ``blocks``, ``model`` and ``end_reason``.
+offers the policy ``step``, ``time``, ``branches``, ``blocks``, ``model``, ``end_reason`` and ``arguments``.
 """
 
 from __future__ import annotations
@@ -64,6 +64,7 @@ class SamplingRun:
         self.skipper = None if schedule is None else BlockSkipper(blocks, schedule, self.layouts)
         self.recorder = recorder
         self.step, self.time, self.end_reason = -1, 0.0, ""
+        self.arguments: dict = {}  # no diffusers pipeline call to read conditions (guidance) from
         self.current: Call | None = None
         self.model_calls = 0
         self.block_calls = 0
