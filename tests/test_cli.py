@@ -100,10 +100,11 @@ def test_schedule_for_a_budget_another_step_count_and_a_forecast(pipe_folder, tm
     expected = Schedule.for_budget(profile, speedup=1.5, predictor="reuse", planner="greedy", cost="macs")
     assert Schedule.load(out) == expected
     assert main(["schedule", str(profile_path), "--compute-fraction", "0.7", "--steps", "8",
-                 "--predictor", "linear", "--out", str(out)]) == 0
+                 "--predictor", "linear", "--cost", "macs", "--out", str(out)]) == 0
     written = Schedule.load(out)
     assert written.num_steps == 8 and written.predictor == "linear"
-    assert written == Schedule.for_budget(profile, compute_fraction=0.7, num_steps=8, predictor="linear")
+    assert written == Schedule.for_budget(profile, compute_fraction=0.7, num_steps=8, predictor="linear",
+                                          cost="macs")
     assert "predictor linear" in capsys.readouterr().out
 
     assert main(["schedule", str(profile_path), "--out", str(out)]) == 2
