@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["BENCHMARKS", "RESULTS", "ROOT", "machine", "write_section"]
+__all__ = ["BENCHMARKS", "RESULTS", "ROOT", "machine", "rank_agreement", "write_section"]
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -45,3 +45,31 @@ def write_section(name: str, markdown: str, results: dict, *, results_dir: Path 
         text = text.rstrip() + "\n\n" + block + "\n"
     benchmarks.parent.mkdir(parents=True, exist_ok=True)
     benchmarks.write_text(text)
+
+
+def rank_agreement(rows: dict, figure: str, higher_is_better: bool, min_points: int = 3) -> dict[str, dict]:
+    """Per family with a planned error at ``min_points`` budgets or more: Spearman's rank correlation between the
+    planned error and the measured error (``figure``, negated when higher is better) over its budget sweep.
+    1 means the plans rank exactly as their outputs do."""
+    from scipy.stats import spearmanr
+
+    points: dict[str, list[tuple[float, float]]] = {}
+    for r in rows.values():
+        if r.get("planned_error") is not None and figure in r:
+            measured = -r[figure] if higher_is_better else r[figure]
+            points.setdefault(r["family"], []).append((r["planned_error"], measured))
+    out = {}
+    for family, pts in points.items():
+        if len(pts) >= min_points:
+            rho = spearmanr([p for p, _ in pts], [m for _, m in pts]).statistic
+            out[family] = {"rho": float(rho), "points": len(pts)}
+    return out
+
+
+def rank_line(agreement: dict[str, dict], figure: str) -> str:
+    """One sentence for the report."""
+    if not agreement:
+        return ""
+    cells = "; ".join(f"{family}: {a['rho']:+.2f} ({a['points']} budgets)" for family, a in agreement.items())
+    return (f"Plans against outputs: Spearman rank correlation between each plan's calibrated error and its measured "
+            f"{figure} error over the budget sweep (1: the plans rank as their outputs do): {cells}.")

@@ -28,6 +28,7 @@ GROUPS: dict[str, tuple[str, str]] = {
     "optimal-forecast": ("SmoothCache optimal forecast", "smoothcache"),
     "optimal-forecast-fused": ("SmoothCache optimal forecast, fused blocks", "smoothcache"),
     "optimal-forecast-per-block": ("SmoothCache optimal forecast per-block", "smoothcache"),
+    "recommended": ("SmoothCache recommended (best predictor per run, planned in time, fused runs)", "smoothcache"),
     "resampled": ("SmoothCache optimal forecast, 50-step calibration resampled", "smoothcache"),
     "taylorseer": ("diffusers TaylorSeer", "peer"),
     "fbc": ("diffusers FirstBlockCache", "peer"),
@@ -39,23 +40,24 @@ GROUPS: dict[str, tuple[str, str]] = {
 }
 #: What a plain run measures (issue 10's list); the others are opt-in.
 DEFAULT_GROUPS = ("no-cache", "fewer-steps", "fora", "every-n-forecast", "every-n-forecast-fused", "greedy-reuse",
-                  "optimal-reuse", "greedy-forecast", "optimal-forecast", "optimal-forecast-fused", "taylorseer", "fbc", "magcache", "dbcache",
-                  "dbcache-taylorseer")
+                  "optimal-reuse", "greedy-forecast", "optimal-forecast", "optimal-forecast-fused", "recommended",
+                  "taylorseer", "fbc", "magcache", "dbcache", "dbcache-taylorseer")
 #: Theoretical speed-ups the budgeted schedules aim at (the measured ones land near them).
 SPEEDUPS = (1.25, 1.5, 2.0, 2.5, 3.0, 3.5)
 
-_PLANNED = {  # group -> (predictor, planner, per_block, resampled from the 50-step calibration)
-    "greedy-reuse": ("reuse", "greedy", False, False),
-    "optimal-reuse": ("reuse", "optimal", False, False),
-    "greedy-forecast": ("linear", "greedy", False, False),
-    "optimal-forecast": ("linear", "optimal", False, False),
-    "optimal-forecast-fused": ("linear", "optimal", False, False),
-    "optimal-forecast-per-block": ("linear", "optimal", True, False),
-    "resampled": ("linear", "optimal", False, True),
+_PLANNED = {  # group -> (predictor, planner, per_block, resampled from the 50-step calibration, cost)
+    "greedy-reuse": ("reuse", "greedy", False, False, "macs"),
+    "optimal-reuse": ("reuse", "optimal", False, False, "macs"),
+    "greedy-forecast": ("linear", "greedy", False, False, "macs"),
+    "optimal-forecast": ("linear", "optimal", False, False, "macs"),
+    "optimal-forecast-fused": ("linear", "optimal", False, False, "macs"),
+    "optimal-forecast-per-block": ("linear", "optimal", True, False, "macs"),
+    "resampled": ("linear", "optimal", False, True, "macs"),
+    "recommended": ("auto", "optimal", False, False, "time"),  # Schedule.for_budget's defaults
 }
 #: Groups run with block fusion (a block whose branches all skip a step is skipped whole); the others are
 #: branch-level only (``fuse_blocks=False``), as they were measured before fusion existed.
-FUSED = {"every-n-forecast-fused", "optimal-forecast-fused"}
+FUSED = {"every-n-forecast-fused", "optimal-forecast-fused", "recommended"}
 _DIFFUSERS = {"taylorseer": "TaylorSeer", "fbc": "FirstBlockCache", "magcache": "MagCache",
               "pab": "PyramidAttentionBroadcast", "fastercache": "FasterCache"}
 _CACHEDIT = {"dbcache": "DBCache", "dbcache-taylorseer": "DBCache+TaylorSeer"}
@@ -133,7 +135,7 @@ def _every_n(s: Setting, family: str, kind: str, predictor: str, fuse: bool = Fa
 def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> list[Method]:
     from smoothcache import ScheduleError
 
-    predictor, planner, per_block, resampled = _PLANNED[group]
+    predictor, planner, per_block, resampled, cost = _PLANNED[group]
     profile = s.profile
     if resampled:
         if s.profile50 is None or s.profile50.num_steps == s.steps:
@@ -145,14 +147,15 @@ def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> l
         name = f"{family} {target:g}x"
         try:
             schedule = Schedule.for_budget(profile, speedup=target, predictor=predictor, planner=planner,
-                                           per_block=per_block, cost="macs", fuse_blocks=group in FUSED)
+                                           per_block=per_block, cost=cost, fuse_blocks=group in FUSED)
         except ScheduleError as err:  # budget out of reach for this planner: recorded, not fatal
             skipped[name] = f"ScheduleError: {err}"
             continue
         meta = schedule.metadata
         info = {"target_speedup": target, "predictor": predictor, "planner": planner, "per_block": per_block,
-                "fused": group in FUSED,
-                **{k: meta[k] for k in ("alpha", "achieved", "planned_error") if k in meta}}
+                "fused": group in FUSED, "cost": cost,
+                "planned_time": s.report.speedup(schedule, "time", group in FUSED) if s.report.has("time") else None,
+                **{k: meta[k] for k in ("alpha", "achieved", "planned_error", "predictors") if k in meta}}
         out.append(Method(name, family, kind, s.steps, s.report.speedup(schedule, "macs", group in FUSED),
                           _cached(s.pipe, schedule, group in FUSED), info))
     return out

@@ -29,7 +29,7 @@ from smoothcache import MacReport, Schedule, ScheduleError, SmoothCache
 from smoothcache.targets import find_branches
 from smoothcache.zoo.demo import DEMO_MODELS, FIDELITY, calibrate_pipeline
 
-from .common import BENCHMARKS, RESULTS, machine, write_section
+from .common import BENCHMARKS, RESULTS, machine, rank_agreement, rank_line, write_section
 from .methods import Method
 from .quality import time_methods
 
@@ -44,6 +44,9 @@ SETTINGS = {"digits": "DDIM, 50 steps (the image model; bench/quality.py is its 
             "audio": "Stable Audio Open's sampler: DPM-Solver++(3M) SDE, 100 steps",
             "video": "Open-Sora's sampler: rectified flow (Euler), 30 steps"}
 GREEDY_SPEEDUPS = (1.5, 2.0)
+#: The recommended mode: ``Schedule.for_budget``'s defaults (each skip run its best predictor, planned in the
+#: wall time the calibration measured, runs of blocks fused).
+RECOMMENDED = "SmoothCache recommended (best predictor per run, planned in time, fused runs)"
 OPTIMAL_SPEEDUPS = (1.5, 2.0, 2.5, 3.0)
 #: Evaluator metrics shown besides FID, with their column titles.
 EVALUATOR_COLUMNS = {"class_consistency": "class consistency", "motion_consistency": "motion consistency",
@@ -123,21 +126,23 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
             label = "FORA" if predictor == "reuse" else "every-N forecast"
             methods.append(Method(f"{label} N={n}", family, kind, steps, report.speedup(schedule, "macs", False),
                                   bench.cached(schedule), {"interval": n, "predictor": predictor}))
-    planned = (("SmoothCache greedy reuse", "reuse", "greedy", GREEDY_SPEEDUPS, False),
-               ("SmoothCache optimal reuse", "reuse", "optimal", (2.0,), False),
-               ("SmoothCache optimal forecast", "linear", "optimal", OPTIMAL_SPEEDUPS, False),
-               ("SmoothCache optimal forecast, fused blocks", "linear", "optimal", OPTIMAL_SPEEDUPS, True))
-    for family, predictor, planner, targets, fuse in planned:
+    planned = (("SmoothCache greedy reuse", "reuse", "greedy", GREEDY_SPEEDUPS, False, "macs"),
+               ("SmoothCache optimal reuse", "reuse", "optimal", OPTIMAL_SPEEDUPS, False, "macs"),
+               ("SmoothCache optimal forecast", "linear", "optimal", OPTIMAL_SPEEDUPS, False, "macs"),
+               ("SmoothCache optimal forecast, fused blocks", "linear", "optimal", OPTIMAL_SPEEDUPS, True, "macs"),
+               (RECOMMENDED, "auto", "optimal", OPTIMAL_SPEEDUPS, True, "time"))
+    for family, predictor, planner, targets, fuse, cost in planned:
         for target in targets:
             name = f"{family} {target:g}x"
             try:
                 schedule = Schedule.for_budget(bench.profile, speedup=target, predictor=predictor, planner=planner,
-                                               cost="macs", fuse_blocks=fuse)
+                                               cost=cost, fuse_blocks=fuse)
             except ScheduleError as err:
                 skipped[name] = str(err)
                 continue
-            info = {"target_speedup": target, "predictor": predictor, "planner": planner, "fused": fuse,
-                    **{k: schedule.metadata[k] for k in ("alpha", "planned_error") if k in schedule.metadata}}
+            info = {"target_speedup": target, "predictor": predictor, "planner": planner, "fused": fuse, "cost": cost,
+                    **{k: schedule.metadata[k] for k in ("alpha", "planned_error", "predictors")
+                       if k in schedule.metadata}}
             methods.append(Method(name, family, "smoothcache", steps, report.speedup(schedule, "macs", fuse),
                                   bench.cached(schedule, fuse), info))
     methods += _taylorseer(bench, skipped)
@@ -255,6 +260,10 @@ def report(results: dict) -> str:
             lines.append(f"| {name} | {r['steps']} | {r['theoretical']:.2f}x | {r['measured']:.2f}x | {r['fid']:.3f} | "
                          + " | ".join(_cell(r, k) for k in extra) + (" | " if extra else "")
                          + " | ".join(_cell(r, k) for k in fid_keys) + " |")
+        figure = "lsd_db" if model == "audio" else "psnr_db"
+        agreement = rank_agreement(rows, figure, higher_is_better=figure != "lsd_db")
+        if agreement:
+            lines += ["", rank_line(agreement, FIDELITY[figure][0].replace(" vs no cache", ""))]
         if model in NOTES:
             lines += ["", NOTES[model]]
         for what, why in res.get("skipped", {}).items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from .common import write_section
+from .common import rank_agreement, rank_line, write_section
 from .matching import GRID, best_within, compare_points, families, targets
 from .pareto import pareto_plot
 
@@ -130,8 +130,11 @@ def write_report(results: dict, out: Path, benchmarks: Path) -> None:
         runs = "; ".join(f"run {i}: {r['date']}, {'timing only (speed-ups re-measured), ' if r.get('timing_only') else ''}"
                          f"{r['rounds']} timing round(s), groups {' '.join(r.get('groups', []))}, "
                          f"{r['seconds'] / 60:.0f} min" for i, r in enumerate(res["runs"]))
+        agreement = rank_agreement(rows, "psnr", True)
+        summaries[key]["rank_agreement"] = agreement
         sections.append(
-            f"### {res['scheduler'].upper()} {res['steps']} steps\n\n{_table(rows)}\n\nLeft out:\n\n{skipped}\n\n"
+            f"### {res['scheduler'].upper()} {res['steps']} steps\n\n{_table(rows)}\n\n{rank_line(agreement, 'PSNR')}"
+            f"\n\nLeft out:\n\n{skipped}\n\n"
             f"Runs ({runs}).\n\n#### Matched speed-up: each smoothcache mode against the best peer\n\n{matched}\n\n"
             f"#### Target: best smoothcache mode >= best peer + 2 dB PSNR, Digits-FID no worse\n\n{target_table}\n\n"
             f"{summaries[key]['goal']}")
