@@ -16,10 +16,11 @@ import torch.nn as nn
 
 from comfy_fakes import FakePatcher, FluxLike, install_fake_comfy, sample
 from smoothcache import CalibrationProfile, Schedule
+from smoothcache.cli.comfyui import install_command
 from smoothcache.comfyui import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
 from smoothcache.comfyui.clock import SigmaClock, conditioning_of
 from smoothcache.comfyui.families import find_blocks
-from smoothcache.comfyui.install import install, install_command
+from smoothcache.comfyui.install import install
 from smoothcache.comfyui.nodes import SmoothCacheApply, SmoothCacheCalibrate, resolve_path
 from smoothcache.comfyui.patch import KEY, BlockPatch, SmoothCacheSetup
 from smoothcache.comfyui.runs import check_schedule, group_runs

@@ -2,6 +2,6 @@
 
 import sys
 
-from .install import install_command
+from ..cli.comfyui import install_command
 
 sys.exit(install_command())

@@ -9,11 +9,9 @@ upgrades the nodes. Install the package into the Python that runs ComfyUI first.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
-from typing import Sequence
 
-__all__ = ["FOLDER", "install", "install_command"]
+__all__ = ["FOLDER", "install"]
 
 #: the folder written under ``custom_nodes``
 FOLDER = "smoothcache"
@@ -50,21 +48,3 @@ def install(comfyui: str | Path, force: bool = False) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(_LOADER, encoding="utf-8")
     return target
-
-
-def install_command(argv: Sequence[str] | None = None) -> int:
-    """``python -m smoothcache.comfyui install PATH``: write the custom_nodes folder, print where."""
-    parser = argparse.ArgumentParser(
-        prog="python -m smoothcache.comfyui", description=__doc__.split("\n\n")[0]
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    command = commands.add_parser("install", help="write custom_nodes/smoothcache into a ComfyUI folder")
-    command.add_argument("comfyui", help="the ComfyUI folder (the one holding main.py)")
-    command.add_argument("--force", action="store_true", help="replace an existing custom_nodes/smoothcache")
-    args = parser.parse_args(argv)
-    try:
-        target = install(args.comfyui, force=args.force)
-    except (FileNotFoundError, FileExistsError) as err:
-        parser.exit(2, f"error: {err}\n")
-    print(f"wrote {target}; restart ComfyUI to load the SmoothCache nodes")
-    return 0
