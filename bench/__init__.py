@@ -6,8 +6,8 @@
     python -m bench.peers      # executed compute of every peer operating point on the digits DiT
 
 Modules: ``common`` (results folder, BENCHMARKS.md sections), ``models`` (the random-weight DiT-S/2 pipeline),
-``restore`` (exact snapshot / restore of a pipeline that a peer hooked), ``peers`` (diffusers' caches made to run
-on DiT), ``cachedit`` (cache-dit's DBCache on DiT), ``methods`` (every generation method of the quality
+``restore`` (exact snapshot / restore of a pipeline that a peer hooked), ``peers`` (diffusers' caches made to
+run on DiT), ``cachedit`` (cache-dit's DBCache on DiT), ``methods`` (every generation method of the quality
 benchmark), ``quality`` (its driver), ``matching`` (matched speed-up comparisons), ``quality_report`` and
 ``pareto`` (its tables and plots).
 """

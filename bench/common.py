@@ -16,7 +16,8 @@ BENCHMARKS = ROOT / "BENCHMARKS.md"
 
 
 def machine() -> str:
-    """Processor, torch threads, torch and Python versions, e.g. ``x86_64, 2 threads, torch 2.13.0+cpu, ...``."""
+    """Processor, torch threads, torch and Python versions, e.g. ``x86_64, 2 threads, torch 2.13.0+cpu,
+    ...``."""
     return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
@@ -48,9 +49,9 @@ def write_section(name: str, markdown: str, results: dict, *, results_dir: Path 
 
 
 def rank_agreement(rows: dict, figure: str, higher_is_better: bool, min_points: int = 3) -> dict[str, dict]:
-    """Per family with a planned error at ``min_points`` budgets or more: Spearman's rank correlation between the
-    planned error and the measured error (``figure``, negated when higher is better) over its budget sweep.
-    1 means the plans rank exactly as their outputs do."""
+    """Per family with a planned error at ``min_points`` budgets or more: Spearman's rank correlation between
+    the planned error and the measured error (``figure``, negated when higher is better) over its budget
+    sweep. 1 means the plans rank exactly as their outputs do."""
     from scipy.stats import spearmanr
 
     points: dict[str, list[tuple[float, float]]] = {}
@@ -71,5 +72,8 @@ def rank_line(agreement: dict[str, dict], figure: str) -> str:
     if not agreement:
         return ""
     cells = "; ".join(f"{family}: {a['rho']:+.2f} ({a['points']} budgets)" for family, a in agreement.items())
-    return (f"Plans against outputs: Spearman rank correlation between each plan's calibrated error and its measured "
-            f"{figure} error over the budget sweep (1: the plans rank as their outputs do): {cells}.")
+    return (
+        "Plans against outputs: Spearman rank correlation between each plan's calibrated error and its "
+        "measured "
+        f"{figure} error over the budget sweep (1: the plans rank as their outputs do): {cells}."
+    )

@@ -1,4 +1,5 @@
-"""torch.compile benchmark: compiled + cached vs compiled vs eager + cached vs eager, as ratios in one process.
+"""torch.compile benchmark: compiled + cached vs compiled vs eager + cached vs eager, as ratios in one
+process.
 
 Models: the DiT-S/2-size random-weight diffusers DiT of ``bench.overhead`` (batched CFG, 50 DDIM steps,
 the reference 50-N-2-fora schedule on attn1 + ff) and the embedded digits DiT (its calibrated schedule at
@@ -83,53 +84,78 @@ def measure(name, pipe, schedule, generate, repeats):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-digits", action="store_true")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 on a shared machine: idle threads spin against other work)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 on a shared machine: idle threads spin against other work)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(max(1, min(args.threads, os.cpu_count() or 1)))
     results = {"machine": machine(), "repeats": args.repeats, "models": {}}
 
     pipe = dit_s2_pipeline(12)
     schedule = reference_schedule("50-N-2-fora", pipe.transformer)
-    gen = lambda p: p(class_labels=[0, 1], num_inference_steps=50, generator=torch.manual_seed(0), output_type="np")
+
+    def gen(p):
+        seed = torch.manual_seed(0)
+        return p(class_labels=[0, 1], num_inference_steps=50, generator=seed, output_type="np")
+
     results["models"]["DiT-S/2 (random weights), batch 2 + CFG, DDIM 50, 50-N-2-fora"] = measure(
-        "dit-s2", pipe, schedule, gen, args.repeats)
+        "dit-s2", pipe, schedule, gen, args.repeats
+    )
 
     if not args.skip_digits:
-        from smoothcache.zoo.demo import calibrate_pipeline
         from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_pipeline
+        from smoothcache.zoo.demo import calibrate_pipeline
 
         digits = digits_pipeline()
         profile = calibrate_pipeline(digits, 50, guidance_scale=DIGITS_GUIDANCE_SCALE)
         digit_schedule = Schedule.from_profile(profile, DIGITS_ALPHA)
         labels = [i % 10 for i in range(100)]
-        gen = lambda p: p(class_labels=labels, num_inference_steps=50, guidance_scale=DIGITS_GUIDANCE_SCALE,
-                          generator=torch.manual_seed(0), output_type="np")
+        def gen(p):
+            return p(
+                class_labels=labels,
+                num_inference_steps=50,
+                guidance_scale=DIGITS_GUIDANCE_SCALE,
+                generator=torch.manual_seed(0),
+                output_type="np",
+            )
+
         cfg = "CFG" if DIGITS_GUIDANCE_SCALE > 1 else "no CFG (guidance 1.0)"
         results["models"][f"digits DiT, 100 images, {cfg}, DDIM 50, alpha {DIGITS_ALPHA}"] = measure(
-            "digits", digits, digit_schedule, gen, args.repeats)
+            "digits", digits, digit_schedule, gen, args.repeats
+        )
 
     rows = []
     for model, r in results["models"].items():
         q = r["ratios"]
-        rows.append(f"| {model} | {q['eager + cache vs eager']:.2f}x | {q['compiled vs eager']:.2f}x | "
-                    f"{q['compiled + cache vs compiled']:.2f}x | {q['compiled + cache vs eager']:.2f}x | "
-                    f"{r['graphs_after_warmup']} -> {r['graphs_after_timing']} | "
-                    f"{r['warmup_seconds']['compiled + cache']:.0f}s |")
+        rows.append(
+            f"| {model} | {q['eager + cache vs eager']:.2f}x | {q['compiled vs eager']:.2f}x | "
+            f"{q['compiled + cache vs compiled']:.2f}x | {q['compiled + cache vs eager']:.2f}x | "
+            f"{r['graphs_after_warmup']} -> {r['graphs_after_timing']} | "
+            f"{r['warmup_seconds']['compiled + cache']:.0f}s |"
+        )
+    columns = ["model / setting", "eager + cache vs eager", "compiled vs eager",
+               "compiled + cache vs compiled", "compiled + cache vs eager",
+               "unique graphs (after warm-up -> after timing)",
+               "first compiled + cache generation"]
+    header = "| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns)
     md = f"""## torch.compile (`python -m bench.compile`)
 
 Regional compilation (`smoothcache.compile_repeated_blocks`: every block and every cacheable branch compiled
 in place with inductor; smoothcache's wrappers stay out of the graphs, so a compiled block breaks its graph at
 each wrapped branch). Median of {args.repeats} interleaved repeats per variant in one process on
-{results['machine']}; warm-up generations (compilation) excluded. After warm-up
+{results["machine"]}; warm-up generations (compilation) excluded. After warm-up
 `torch._dynamo.config.error_on_recompile = True`: any recompile during the timed runs would have aborted
 the benchmark, so the timed runs had 0 recompiles.
 
-| model / setting | eager + cache vs eager | compiled vs eager | compiled + cache vs compiled | compiled + cache vs eager | unique graphs (after warm-up -> after timing) | first compiled + cache generation |
-| --- | --- | --- | --- | --- | --- | --- |
+{header}
 {chr(10).join(rows)}
 """
     write_section("compile", md, results)

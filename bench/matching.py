@@ -23,7 +23,8 @@ HIGHER_IS_BETTER = {"psnr": True, "ssim": True, "fid": False}
 
 
 def families(rows: dict, kind: str) -> list[str]:
-    """Families of ``kind`` (``"smoothcache"``, ``"peer"``, ``"baseline"``) in ``rows``, in order of appearance."""
+    """Families of ``kind`` (``"smoothcache"``, ``"peer"``, ``"baseline"``) in ``rows``, in order of
+    appearance."""
     return list(dict.fromkeys(r["family"] for r in rows.values() if r.get("kind") == kind))
 
 
@@ -45,7 +46,8 @@ def front(points: Iterable[tuple[float, float]], metric: str) -> list[tuple[floa
 
 
 def interpolate(curve: list[tuple[float, float]], speed: float) -> float:
-    """The front's value at ``speed``: its first value below its range, NaN above it (or for an empty front)."""
+    """The front's value at ``speed``: its first value below its range, NaN above it (or for an empty
+    front)."""
     if not curve or speed > curve[-1][0] + 1e-9:
         return math.nan
     xs, ys = zip(*curve)
@@ -66,7 +68,8 @@ def _best(values: dict[str, float], metric: str) -> tuple[str | None, float]:
 
 
 def compare_points(rows: dict, metrics: tuple[str, ...] = ("psnr", "fid")) -> list[dict]:
-    """For every smoothcache point: each peer family's value at its measured speed-up, the best peer, who wins.
+    """For every smoothcache point: each peer family's value at its measured speed-up, the best peer, who
+    wins.
 
     Returns one dict per point: ``name``, ``family``, ``speed``, and per metric ``{metric: {"ours", "peers":
     {family: value}, "best_peer", "best", "win"}}`` (``win`` is None when no peer covers that speed-up).
@@ -100,10 +103,11 @@ def _beats(ours: float, peer: float, better) -> bool | None:
 
 
 def targets(rows: dict, grid: Iterable[float] = GRID, margin_db: float = 2.0) -> list[dict]:
-    """Issue 10's target at each grid speed-up: the best smoothcache mode's PSNR at least ``margin_db`` above the
-    best peer's, and its Digits-FID no worse (each side: the best of its families' fronts).
+    """Issue 10's target at each grid speed-up: the best smoothcache mode's PSNR at least ``margin_db`` above
+    the best peer's, and its Digits-FID no worse (each side: the best of its families' fronts).
 
-    ``met`` is None where neither side reaches the speed-up, False where only the peers do, True where only we do.
+    ``met`` is None where neither side reaches the speed-up, False where only the peers do, True where only we
+    do.
     """
     ours, peers = families(rows, "smoothcache"), families(rows, "peer")
     out = []
@@ -123,7 +127,11 @@ def targets(rows: dict, grid: Iterable[float] = GRID, margin_db: float = 2.0) ->
 def best_within(rows: dict, tolerance: float, kind: str = "smoothcache") -> tuple[str, dict] | None:
     """The fastest (measured) point of ``kind`` whose Digits-FID is within ``tolerance`` of no cache's."""
     limit = rows["no cache"]["fid"] * (1 + tolerance)
-    ok = [(r["measured"], n) for n, r in rows.items() if r.get("kind") == kind and r.get("fid", math.inf) <= limit]
+    ok = [
+        (r["measured"], n)
+        for n, r in rows.items()
+        if r.get("kind") == kind and r.get("fid", math.inf) <= limit
+    ]
     if not ok:
         return None
     _, name = max(ok)

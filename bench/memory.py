@@ -1,14 +1,14 @@
 """Cache memory, planned against measured speed-up, and fidelity at equal measured speed-up (issue 17).
 
-For the digits, audio and video DiTs trained here and for tiny random-weight Flux-, SD3- and HunyuanVideo-shaped
-models (``bench/dualstream.py``), each calibrated once, budgets 1.5x to 3x are planned in wall time
-(``cost="time"``, the default) and applied three ways: branch-level skipping (``fuse_blocks=False``), each block
-fused on its own (``"blocks"``) and runs of blocks fused as one (``"runs"``, the default); the runs are also
-planned in MACs (``cost="macs"``). diffusers' TaylorSeer runs on the same branches. Per method: the bytes the
-cache keeps (smoothcache's own count, and every live tensor counted by :mod:`bench.memory_probe`), planned and
-measured (interleaved) speed-up, and fidelity to the uncached output of the same seeds; then each family's
-fidelity interpolated at equal measured speed-ups. FLUX.1-dev's cache bytes come from its real shape on the meta
-device.
+For the digits, audio and video DiTs trained here and for tiny random-weight Flux-, SD3- and
+HunyuanVideo-shaped models (``bench/dualstream.py``), each calibrated once, budgets 1.5x to 3x are planned in
+wall time (``cost="time"``, the default) and applied three ways: branch-level skipping
+(``fuse_blocks=False``), each block fused on its own (``"blocks"``) and runs of blocks fused as one
+(``"runs"``, the default); the runs are also planned in MACs (``cost="macs"``). diffusers' TaylorSeer runs on
+the same branches. Per method: the bytes the cache keeps (smoothcache's own count, and every live tensor
+counted by :mod:`bench.memory_probe`), planned and measured (interleaved) speed-up, and fidelity to the
+uncached output of the same seeds; then each family's fidelity interpolated at equal measured speed-ups.
+FLUX.1-dev's cache bytes come from its real shape on the meta device.
 
     python -m bench.memory                          # everything (about an hour on 2 cores)
     python -m bench.memory --model flux sd3 --rounds 1 --out /tmp/smoke
@@ -82,7 +82,9 @@ class Subject:
 
     def fidelity(self, reference: torch.Tensor, out: torch.Tensor) -> dict:
         if self.name in ZOO:
-            return {k: float(v) for k, v in measure(_wrap(self.name, reference), _wrap(self.name, out)).items()}
+            return {
+                k: float(v) for k, v in measure(_wrap(self.name, reference), _wrap(self.name, out)).items()
+            }
         flat = (reference.reshape(reference.shape[0], 1, -1, 1), out.reshape(out.shape[0], 1, -1, 1))
         span = float(reference.max() - reference.min())
         return {"psnr_db": psnr(*flat, data_range=span)}
@@ -114,20 +116,29 @@ def _wrap(name: str, x: torch.Tensor):
 
 
 def build_methods(s: Subject) -> tuple[list[Method], dict[str, str]]:
-    """No cache first, then ours at every budget and fusion mode, then TaylorSeer; ``{name: why}`` left out."""
+    """No cache first, then ours at every budget and fusion mode, then TaylorSeer; ``{name: why}`` left
+    out."""
     methods, skipped = [Method("no cache", "no cache", "reference", s.steps, 1.0)], {}
     for speedup in SPEEDUPS:
         for family, fuse, cost in OURS:
             name = f"{family} {speedup:g}x"
             try:
-                schedule = Schedule.for_budget(s.profile, speedup=speedup, cost=cost, fuse_blocks=fuse is not False)
+                schedule = Schedule.for_budget(
+                    s.profile, speedup=speedup, cost=cost, fuse_blocks=fuse is not False
+                )
             except ScheduleError as err:
                 skipped[name] = str(err).split(";")[0]
                 continue
-            info = {"target": speedup, "cost": cost, "fuse_blocks": fuse,
-                    "planned_time": s.report.speedup(schedule, "time", fuse is not False) if s.report.has("time")
-                    else None, "planned_macs": s.report.speedup(schedule, "macs", fuse is not False),
-                    "planned_error": schedule.metadata.get("planned_error")}
+            info = {
+                "target": speedup,
+                "cost": cost,
+                "fuse_blocks": fuse,
+                "planned_time": s.report.speedup(schedule, "time", fuse is not False)
+                if s.report.has("time")
+                else None,
+                "planned_macs": s.report.speedup(schedule, "macs", fuse is not False),
+                "planned_error": schedule.metadata.get("planned_error"),
+            }
             method = Method(name, family, "smoothcache", s.steps, info["planned_macs"], info=info)
             method.context = lambda m=method, sch=schedule, f=fuse: _ours(s, m, sch, f)
             methods.append(method)
@@ -158,8 +169,15 @@ def _taylorseer(s: Subject, interval: int) -> Method:
     def apply():
         return taylorseer(pipe, config, identifiers)
 
-    return Method(f"TaylorSeer N={interval}", "diffusers TaylorSeer", "peer", s.steps, float("nan"), apply,
-                  {"config": config})
+    return Method(
+        f"TaylorSeer N={interval}",
+        "diffusers TaylorSeer",
+        "peer",
+        s.steps,
+        float("nan"),
+        apply,
+        {"config": config},
+    )
 
 
 def memory(s: Subject, methods: list[Method]) -> dict[str, dict]:
@@ -173,8 +191,12 @@ def memory(s: Subject, methods: list[Method]) -> dict[str, dict]:
         row = {"live_bytes": probe.peak}
         if cache is not None:
             st = cache.stats
-            row.update(cache_bytes=st.peak_bytes, by_kind=st.bytes_by_kind, fused_blocks=st.fused_blocks,
-                       runs=st.runs)
+            row.update(
+                cache_bytes=st.peak_bytes,
+                by_kind=st.bytes_by_kind,
+                fused_blocks=st.fused_blocks,
+                runs=st.runs,
+            )
         base = probe.peak if base is None else base
         row["measured_bytes"] = max(0, probe.peak - base)
         out[m.name] = row
@@ -207,15 +229,29 @@ def run_subject(name: str, args, say) -> dict:
     for m in methods:
         out = torch.cat([s.generate(None, m, range(s.batch), seed) for seed in range(args.seeds)])
         reference = out if reference is None else reference
-        row = {"family": m.family, "steps": m.steps, **{k: v for k, v in m.info.items() if k != "live"},
-               "measured": statistics.median(speedups[m.name]), **mem[m.name]}
+        row = {
+            "family": m.family,
+            "steps": m.steps,
+            **{k: v for k, v in m.info.items() if k != "live"},
+            "measured": statistics.median(speedups[m.name]),
+            **mem[m.name],
+        }
         if m is not methods[0]:
             row.update(s.fidelity(reference, out))
         rows[m.name] = row
-    return {"steps": s.steps, "batch": s.batch, "seeds": args.seeds, "rounds": args.rounds, "figure": s.figure,
-            "hidden_state_bytes": s.hidden_state_bytes(), "methods": rows, "skipped": skipped,
-            "matched": matched(rows, s.figure), "machine": machine(),
-            "minutes": (time.perf_counter() - started) / 60}
+    return {
+        "steps": s.steps,
+        "batch": s.batch,
+        "seeds": args.seeds,
+        "rounds": args.rounds,
+        "figure": s.figure,
+        "hidden_state_bytes": s.hidden_state_bytes(),
+        "methods": rows,
+        "skipped": skipped,
+        "matched": matched(rows, s.figure),
+        "machine": machine(),
+        "minutes": (time.perf_counter() - started) / 60,
+    }
 
 
 def flux_dev() -> dict:
@@ -227,48 +263,81 @@ def flux_dev() -> dict:
             keys = sorted({b.key for b in find_branches(model)})
             schedule = Schedule.fixed_interval(FLUX_DEV["steps"], 2, keys, predictor="linear")
             return SmoothCache(model, schedule, fuse_blocks=fuse, calls_per_step=1)
+
         return make
 
     import contextlib
 
-    res = flux_dev_bytes({"no cache": lambda model: contextlib.nullcontext(), "branch-level": ours(False),
-                          "fused blocks": ours("blocks"), "fused runs": ours("runs")})
+    res = flux_dev_bytes(
+        {
+            "no cache": lambda model: contextlib.nullcontext(),
+            "branch-level": ours(False),
+            "fused blocks": ours("blocks"),
+            "fused runs": ours("runs"),
+        }
+    )
     f = FLUX_DEV
     unit = (f["image_tokens"] + f["text_tokens"]) * f["hidden"] * 2
     return {"results": res, "image_plus_text_state_bytes": unit}
 
 
 def report(results: dict) -> str:
-    lines = ["## Cache memory and the speed-up promise (`bench/memory.py`)", "", __doc__.split("\n\n")[1].replace("\n", " "), ""]
+    lines = [
+        "## Cache memory and the speed-up promise (`bench/memory.py`)",
+        "",
+        __doc__.split("\n\n")[1].replace("\n", " "),
+        "",
+    ]
     for name, res in results.get("models", {}).items():
         fig = res["figure"]
-        lines += [f"### {name}: {res['steps']} steps, batch {res['batch']}", "",
-                  "| method | cache (MiB) | live tensors (MiB) | planned (time) | planned (MACs) | measured | "
-                  f"{fig} |", "| --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            f"### {name}: {res['steps']} steps, batch {res['batch']}",
+            "",
+            "| method | cache (MiB) | live tensors (MiB) | planned (time) | planned (MACs) | measured | "
+            f"{fig} |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for m, r in res["methods"].items():
             cache = r.get("cache_bytes")
-            lines.append(f"| {m} | {'-' if cache is None else format(cache / 2**20, '.2f')} | "
-                         f"{r['measured_bytes'] / 2**20:.2f} | "
-                         f"{'-' if r.get('planned_time') is None else format(r['planned_time'], '.2f') + 'x'} | "
-                         f"{'-' if r.get('planned_macs') is None else format(r['planned_macs'], '.2f') + 'x'} | "
-                         f"{r['measured']:.2f}x | {'-' if fig not in r else format(r[fig], '.2f')} |")
-        lines += ["", f"{fig} at equal measured speed-up: " + "; ".join(
-            f"{fam}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items()) for fam, vals in res["matched"].items()), ""]
+            lines.append(
+                f"| {m} | {'-' if cache is None else format(cache / 2**20, '.2f')} | "
+                f"{r['measured_bytes'] / 2**20:.2f} | "
+                f"{'-' if r.get('planned_time') is None else format(r['planned_time'], '.2f') + 'x'} | "
+                f"{'-' if r.get('planned_macs') is None else format(r['planned_macs'], '.2f') + 'x'} | "
+                f"{r['measured']:.2f}x | {'-' if fig not in r else format(r[fig], '.2f')} |"
+            )
+        lines += [
+            "",
+            f"{fig} at equal measured speed-up: "
+            + "; ".join(
+                f"{fam}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items())
+                for fam, vals in res["matched"].items()
+            ),
+            "",
+        ]
     if "flux_dev" in results:
         fd = results["flux_dev"]
         unit = fd["image_plus_text_state_bytes"]
-        lines += ["### FLUX.1-dev at its real shape (meta device, bf16, batch 1, 1024x1024, 28 steps)", "",
-                  "| method | cache | in image+text hidden states |", "| --- | --- | --- |"]
+        lines += [
+            "### FLUX.1-dev at its real shape (meta device, bf16, batch 1, 1024x1024, 28 steps)",
+            "",
+            "| method | cache | in image+text hidden states |",
+            "| --- | --- | --- |",
+        ]
         for m, r in fd["results"].items():
             lines.append(f"| {m} | {r['bytes'] / 2**30:.2f} GiB | {r['bytes'] / unit:.1f} |")
     return "\n".join(lines)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", nargs="+", default=list(ZOO + DUAL), choices=list(ZOO + DUAL))
     parser.add_argument("--batch", type=int, default=4, help="samples per generation")
-    parser.add_argument("--seeds", type=int, default=3, help="generations per method for the fidelity figures")
+    parser.add_argument(
+        "--seeds", type=int, default=3, help="generations per method for the fidelity figures"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--threads", type=int, default=1)
@@ -279,7 +348,9 @@ def main() -> None:
     results.setdefault("models", {})
     results["flux_dev"] = flux_dev()
     for name in args.model:
-        results["models"][name] = run_subject(name, args, lambda line, n=name: print(f"[{n}] {line}", flush=True))
+        results["models"][name] = run_subject(
+            name, args, lambda line, n=name: print(f"[{n}] {line}", flush=True)
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2))
     extra = {} if args.out == RESULTS else {"benchmarks": args.out / "BENCHMARKS.md"}  # smoke runs

@@ -1,12 +1,13 @@
-"""Measuring what a cache keeps between denoiser calls, whoever made it, and FLUX.1-dev's cache on the meta device.
+"""Measuring what a cache keeps between denoiser calls, whoever made it, and FLUX.1-dev's cache on the meta
+device.
 
-:class:`LiveTensors` counts the bytes of every tensor alive (reachable by Python's garbage collector) at the start
-of each denoiser call, minus the model's parameters and buffers: the sampler's state plus whatever a cache keeps.
-The same generation run uncached gives the sampler's share, so the difference is the cache's memory, measured the
-same way for smoothcache, diffusers' TaylorSeer and cache-dit.
+:class:`LiveTensors` counts the bytes of every tensor alive (reachable by Python's garbage collector) at the
+start of each denoiser call, minus the model's parameters and buffers: the sampler's state plus whatever a
+cache keeps. The same generation run uncached gives the sampler's share, so the difference is the cache's
+memory, measured the same way for smoothcache, diffusers' TaylorSeer and cache-dit.
 
-:func:`flux_dev_bytes` builds FLUX.1-dev's transformer (19 double- and 38 single-stream blocks, hidden 3072) on the
-meta device, where tensors have shapes but no storage, runs a 28-step generation with every-other-step
+:func:`flux_dev_bytes` builds FLUX.1-dev's transformer (19 double- and 38 single-stream blocks, hidden 3072)
+on the meta device, where tensors have shapes but no storage, runs a 28-step generation with every-other-step
 whole-step skips (the optimal planner's row shape) and reads the bytes each cache keeps.
 """
 
@@ -84,7 +85,9 @@ FLUX_DEV = {
 }
 
 
-def flux_dev_bytes(methods: dict[str, Callable[[torch.nn.Module], object]], batch: int = 1) -> dict[str, dict]:
+def flux_dev_bytes(
+    methods: dict[str, Callable[[torch.nn.Module], object]], batch: int = 1
+) -> dict[str, dict]:
     """Per method, the peak bytes its cache keeps over a 28-step FLUX.1-dev generation on the meta device.
 
     ``methods``: name -> ``make(model)`` returning a context manager that applies the cache (a
@@ -104,10 +107,16 @@ def flux_dev_bytes(methods: dict[str, Callable[[torch.nn.Module], object]], batc
         for step in range(f["steps"]):
             sigma = 1.0 - step / f["steps"]
             with torch.no_grad():
-                x = model(hidden_states=x, encoder_hidden_states=empty(batch, f["text_tokens"], 4096),
-                          pooled_projections=empty(batch, 768), timestep=torch.full((batch,), sigma, device="meta"),
-                          guidance=torch.full((batch,), 3.5, device="meta"), img_ids=empty(f["image_tokens"], 3),
-                          txt_ids=empty(f["text_tokens"], 3), return_dict=False)[0]
+                x = model(
+                    hidden_states=x,
+                    encoder_hidden_states=empty(batch, f["text_tokens"], 4096),
+                    pooled_projections=empty(batch, 768),
+                    timestep=torch.full((batch,), sigma, device="meta"),
+                    guidance=torch.full((batch,), 3.5, device="meta"),
+                    img_ids=empty(f["image_tokens"], 3),
+                    txt_ids=empty(f["text_tokens"], 3),
+                    return_dict=False,
+                )[0]
 
     results = {}
     for name, make in methods.items():

@@ -28,7 +28,10 @@ GROUPS: dict[str, tuple[str, str]] = {
     "optimal-forecast": ("SmoothCache optimal forecast", "smoothcache"),
     "optimal-forecast-fused": ("SmoothCache optimal forecast, fused blocks", "smoothcache"),
     "optimal-forecast-per-block": ("SmoothCache optimal forecast per-block", "smoothcache"),
-    "recommended": ("SmoothCache recommended (best predictor per run, planned in time, fused runs)", "smoothcache"),
+    "recommended": (
+        "SmoothCache recommended (best predictor per run, planned in time, fused runs)",
+        "smoothcache",
+    ),
     "resampled": ("SmoothCache optimal forecast, 50-step calibration resampled", "smoothcache"),
     "taylorseer": ("diffusers TaylorSeer", "peer"),
     "fbc": ("diffusers FirstBlockCache", "peer"),
@@ -39,9 +42,24 @@ GROUPS: dict[str, tuple[str, str]] = {
     "dbcache-taylorseer": ("cache-dit DBCache+TaylorSeer", "peer"),
 }
 #: What a plain run measures (issue 10's list); the others are opt-in.
-DEFAULT_GROUPS = ("no-cache", "fewer-steps", "fora", "every-n-forecast", "every-n-forecast-fused", "greedy-reuse",
-                  "optimal-reuse", "greedy-forecast", "optimal-forecast", "optimal-forecast-fused", "recommended",
-                  "taylorseer", "fbc", "magcache", "dbcache", "dbcache-taylorseer")
+DEFAULT_GROUPS = (
+    "no-cache",
+    "fewer-steps",
+    "fora",
+    "every-n-forecast",
+    "every-n-forecast-fused",
+    "greedy-reuse",
+    "optimal-reuse",
+    "greedy-forecast",
+    "optimal-forecast",
+    "optimal-forecast-fused",
+    "recommended",
+    "taylorseer",
+    "fbc",
+    "magcache",
+    "dbcache",
+    "dbcache-taylorseer",
+)
 #: Theoretical speed-ups the budgeted schedules aim at (the measured ones land near them).
 SPEEDUPS = (1.25, 1.5, 2.0, 2.5, 3.0, 3.5)
 
@@ -58,8 +76,13 @@ _PLANNED = {  # group -> (predictor, planner, per_block, resampled from the 50-s
 #: Groups run with block fusion (a block whose branches all skip a step is skipped whole); the others are
 #: branch-level only (``fuse_blocks=False``), as they were measured before fusion existed.
 FUSED = {"every-n-forecast-fused", "optimal-forecast-fused", "recommended"}
-_DIFFUSERS = {"taylorseer": "TaylorSeer", "fbc": "FirstBlockCache", "magcache": "MagCache",
-              "pab": "PyramidAttentionBroadcast", "fastercache": "FasterCache"}
+_DIFFUSERS = {
+    "taylorseer": "TaylorSeer",
+    "fbc": "FirstBlockCache",
+    "magcache": "MagCache",
+    "pab": "PyramidAttentionBroadcast",
+    "fastercache": "FasterCache",
+}
 _CACHEDIT = {"dbcache": "DBCache", "dbcache-taylorseer": "DBCache+TaylorSeer"}
 BRANCHES = ("attn1", "ff")
 
@@ -127,8 +150,17 @@ def _every_n(s: Setting, family: str, kind: str, predictor: str, fuse: bool = Fa
     for n in (2, 3, 4):
         schedule = Schedule.fixed_interval(s.steps, n, BRANCHES, predictor=predictor)
         label = "FORA" if predictor == "reuse" else "every-N forecast" + (" fused" if fuse else "")
-        out.append(Method(f"{label} N={n}", family, kind, s.steps, s.report.speedup(schedule, "macs", fuse),
-                          _cached(s.pipe, schedule, fuse), {"interval": n, "predictor": predictor, "fused": fuse}))
+        out.append(
+            Method(
+                f"{label} N={n}",
+                family,
+                kind,
+                s.steps,
+                s.report.speedup(schedule, "macs", fuse),
+                _cached(s.pipe, schedule, fuse),
+                {"interval": n, "predictor": predictor, "fused": fuse},
+            )
+        )
     return out
 
 
@@ -146,18 +178,42 @@ def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> l
     for target in s.speedups:
         name = f"{family} {target:g}x"
         try:
-            schedule = Schedule.for_budget(profile, speedup=target, predictor=predictor, planner=planner,
-                                           per_block=per_block, cost=cost, fuse_blocks=group in FUSED)
+            schedule = Schedule.for_budget(
+                profile,
+                speedup=target,
+                predictor=predictor,
+                planner=planner,
+                per_block=per_block,
+                cost=cost,
+                fuse_blocks=group in FUSED,
+            )
         except ScheduleError as err:  # budget out of reach for this planner: recorded, not fatal
             skipped[name] = f"ScheduleError: {err}"
             continue
         meta = schedule.metadata
-        info = {"target_speedup": target, "predictor": predictor, "planner": planner, "per_block": per_block,
-                "fused": group in FUSED, "cost": cost,
-                "planned_time": s.report.speedup(schedule, "time", group in FUSED) if s.report.has("time") else None,
-                **{k: meta[k] for k in ("alpha", "achieved", "planned_error", "predictors") if k in meta}}
-        out.append(Method(name, family, kind, s.steps, s.report.speedup(schedule, "macs", group in FUSED),
-                          _cached(s.pipe, schedule, group in FUSED), info))
+        info = {
+            "target_speedup": target,
+            "predictor": predictor,
+            "planner": planner,
+            "per_block": per_block,
+            "fused": group in FUSED,
+            "cost": cost,
+            "planned_time": s.report.speedup(schedule, "time", group in FUSED)
+            if s.report.has("time")
+            else None,
+            **{k: meta[k] for k in ("alpha", "achieved", "planned_error", "predictors") if k in meta},
+        }
+        out.append(
+            Method(
+                name,
+                family,
+                kind,
+                s.steps,
+                s.report.speedup(schedule, "macs", group in FUSED),
+                _cached(s.pipe, schedule, group in FUSED),
+                info,
+            )
+        )
     return out
 
 
@@ -178,12 +234,28 @@ def _peers(s: Setting, groups: Sequence[str], kind: str) -> list[Method]:
     out = []
     for name, peer in points.items():
         # theoretical: the attn1 / ff rows the peer really executed over a generation, weighted by MACs
-        count = measure_compute(s.pipe, peer, class_labels=list(range(10)), num_inference_steps=s.steps,
-                                guidance_scale=s.guidance_scale)
+        count = measure_compute(
+            s.pipe,
+            peer,
+            class_labels=list(range(10)),
+            num_inference_steps=s.steps,
+            guidance_scale=s.guidance_scale,
+        )
         saved = attn * (1 - count.attn_fraction) + ff * (1 - count.ff_fraction)
-        out.append(Method(name, by_family[peer.family], kind, s.steps, s.report.total / (s.report.total - saved),
-                          peer.apply, {"config": {k: str(v) for k, v in peer.config.items()},
-                                       "executed_fraction": count.block_fraction}))
+        out.append(
+            Method(
+                name,
+                by_family[peer.family],
+                kind,
+                s.steps,
+                s.report.total / (s.report.total - saved),
+                peer.apply,
+                {
+                    "config": {k: str(v) for k, v in peer.config.items()},
+                    "executed_fraction": count.block_fraction,
+                },
+            )
+        )
     return out
 
 
@@ -205,8 +277,9 @@ def build_methods(setting: Setting, groups: Sequence[str]) -> tuple[list[Method]
             if group == "fewer-steps":
                 methods += _fewer_steps(setting, family, kind)
             elif group in ("fora", "every-n-forecast", "every-n-forecast-fused"):
-                methods += _every_n(setting, family, kind, "reuse" if group == "fora" else "linear",
-                                    group in FUSED)
+                methods += _every_n(
+                    setting, family, kind, "reuse" if group == "fora" else "linear", group in FUSED
+                )
             elif group in _PLANNED:
                 methods += _planned(setting, group, family, kind, skipped)
         except Exception as err:  # noqa: BLE001  (recorded verbatim in the results)

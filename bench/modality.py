@@ -1,13 +1,15 @@
 """Audio and video in the paper's settings: its Tables 2 and 3 in miniature, on the models trained here.
 
-- audio: the spoken-digits Stable-Audio-style DiT, DPM-Solver++(3M) SDE, 100 steps (Stable Audio Open's sampler);
+- audio: the spoken-digits Stable-Audio-style DiT, DPM-Solver++(3M) SDE, 100 steps (Stable Audio Open's
+  sampler);
 - video: the moving-digits Latte DiT, rectified flow (Euler), 30 steps (Open-Sora's sampler).
 
 Methods: no cache, fewer steps, FORA (reuse every N), every-N linear forecast, SmoothCache greedy reuse (the
-paper's schedules) and optimal reuse / optimal linear forecast over a speed-up sweep, and diffusers' TaylorSeer on
-the same branches. Quality: the model's evaluator (FID on its features, class consistency, ...) and fidelity to the
-no-cache samples of the same seeds (log-spectral distance and SNR for audio, PSNR and SSIM for video). Measured
-speed-up: :func:`bench.quality.time_methods` (interleaved rounds, no cache interpolated around each method).
+paper's schedules) and optimal reuse / optimal linear forecast over a speed-up sweep, and diffusers'
+TaylorSeer on the same branches. Quality: the model's evaluator (FID on its features, class consistency, ...)
+and fidelity to the no-cache samples of the same seeds (log-spectral distance and SNR for audio, PSNR and SSIM
+for video). Measured speed-up: :func:`bench.quality.time_methods` (interleaved rounds, no cache interpolated
+around each method).
 
     python -m bench.modality --model audio
     python -m bench.modality --model video --samples 100 --rounds 1 --out /tmp/smoke   # smoke run
@@ -34,23 +36,31 @@ from .methods import Method
 from .quality import time_methods
 
 #: What a reader must know to read a model's table.
-NOTES = {"audio": "The decoder reconstructs phase with Griffin-Lim, so small changes of the spectrogram give other "
-                  "phases: the waveform SNR against no cache is near 0 dB for every method and says little; the "
-                  "log-spectral distance is the fidelity figure to read. With this SDE sampler, fewer steps score a "
-                  "*better* FID than 100 steps (see the model card), so FID differences here do not rank methods.",
-         "video": "A weak generator (FID far above the real-data floor): FID moves by a few percent between "
-                  "seeds; PSNR / SSIM against no cache are the paired figures."}
-SETTINGS = {"digits": "DDIM, 50 steps (the image model; bench/quality.py is its full benchmark)",
-            "audio": "Stable Audio Open's sampler: DPM-Solver++(3M) SDE, 100 steps",
-            "video": "Open-Sora's sampler: rectified flow (Euler), 30 steps"}
+NOTES = {
+    "audio": "The decoder reconstructs phase with Griffin-Lim, so small changes of the spectrogram give "
+    "other phases: the waveform SNR against no cache is near 0 dB for every method and says little; the "
+    "log-spectral distance is the fidelity figure to read. With this SDE sampler, fewer steps score a "
+    "*better* FID than 100 steps (see the model card), so FID differences here do not rank methods.",
+    "video": "A weak generator (FID far above the real-data floor): FID moves by a few percent between "
+    "seeds; PSNR / SSIM against no cache are the paired figures.",
+}
+SETTINGS = {
+    "digits": "DDIM, 50 steps (the image model; bench/quality.py is its full benchmark)",
+    "audio": "Stable Audio Open's sampler: DPM-Solver++(3M) SDE, 100 steps",
+    "video": "Open-Sora's sampler: rectified flow (Euler), 30 steps",
+}
 GREEDY_SPEEDUPS = (1.5, 2.0)
 #: The recommended mode: ``Schedule.for_budget``'s defaults (each skip run its best predictor, planned in the
 #: wall time the calibration measured, runs of blocks fused).
 RECOMMENDED = "SmoothCache recommended (best predictor per run, planned in time, fused runs)"
 OPTIMAL_SPEEDUPS = (1.5, 2.0, 2.5, 3.0)
 #: Evaluator metrics shown besides FID, with their column titles.
-EVALUATOR_COLUMNS = {"class_consistency": "class consistency", "motion_consistency": "motion consistency",
-                     "precision": "precision", "recall": "recall"}
+EVALUATOR_COLUMNS = {
+    "class_consistency": "class consistency",
+    "motion_consistency": "motion consistency",
+    "precision": "precision",
+    "recall": "recall",
+}
 TAYLOR_POINTS = ((2, 3), (3, 5))  # (cache interval, warm-up steps at 50 steps; scaled to the step count)
 
 
@@ -65,15 +75,22 @@ class Bench:
         self.fidelity = self.spec.load("fidelity")
         self.steps = self.spec.steps
         self.extra = {} if self.spec.guidance is None else {"guidance_scale": self.spec.guidance}
-        self.profile = calibrate_pipeline(self.pipe, self.steps, runs=calibration_runs, guidance_scale=self.spec.guidance)
+        self.profile = calibrate_pipeline(
+            self.pipe, self.steps, runs=calibration_runs, guidance_scale=self.spec.guidance
+        )
         self.report = MacReport.from_profile(self.profile)
         self.keys = sorted({b.key for b in self.profile.errors.values()})
         self.branches = find_branches(self.pipe.transformer)  # found once, outside any peer's hooks
 
     def generate(self, pipe, method: Method, labels: list[int], seed: int) -> torch.Tensor:
         with method.context():
-            out = pipe(class_labels=labels, num_inference_steps=method.steps, generator=torch.manual_seed(seed),
-                       output_type="pt", **self.extra)
+            out = pipe(
+                class_labels=labels,
+                num_inference_steps=method.steps,
+                generator=torch.manual_seed(seed),
+                output_type="pt",
+                **self.extra,
+            )
         return getattr(out, self.spec.output)
 
     def cached(self, schedule: Schedule, fuse: bool = False):
@@ -98,8 +115,11 @@ class Bench:
             with ctx:
                 for b in branches:
                     first = next(m for m in b.module.modules() if isinstance(m, torch.nn.Linear))
-                    handles.append(first.register_forward_pre_hook(
-                        lambda mod, args, p=b.path: rows.__setitem__(p, rows.get(p, 0) + args[0].shape[0])))
+                    handles.append(
+                        first.register_forward_pre_hook(
+                            lambda mod, args, p=b.path: rows.__setitem__(p, rows.get(p, 0) + args[0].shape[0])
+                        )
+                    )
                 try:
                     self.generate(pipe, Method("count", "", "", self.steps, 1.0), list(range(10)), 0)
                 finally:
@@ -108,7 +128,9 @@ class Bench:
             return dict(rows)
 
         full, ran = run(contextlib.nullcontext()), run(make_context(pipe))
-        saved = sum(macs * (1 - ran.get(p, 0) / full[p]) for p, macs in self.report.branch_macs.items() if full.get(p))
+        saved = sum(
+            macs * (1 - ran.get(p, 0) / full[p]) for p, macs in self.report.branch_macs.items() if full.get(p)
+        )
         return self.report.total / (self.report.total - saved)
 
 
@@ -119,32 +141,69 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
     for fraction in (0.5, 0.33):
         k = max(2, round(steps * fraction))
         methods.append(Method(f"{k} steps", "fewer steps", "baseline", k, steps / k))
-    for predictor, family, kind in (("reuse", "FORA (reuse every N)", "baseline"),
-                                    ("linear", "SmoothCache every-N forecast", "smoothcache")):
+    for predictor, family, kind in (
+        ("reuse", "FORA (reuse every N)", "baseline"),
+        ("linear", "SmoothCache every-N forecast", "smoothcache"),
+    ):
         for n in (2, 3):
             schedule = Schedule.fixed_interval(steps, n, bench.keys, predictor=predictor)
             label = "FORA" if predictor == "reuse" else "every-N forecast"
-            methods.append(Method(f"{label} N={n}", family, kind, steps, report.speedup(schedule, "macs", False),
-                                  bench.cached(schedule), {"interval": n, "predictor": predictor}))
-    planned = (("SmoothCache greedy reuse", "reuse", "greedy", GREEDY_SPEEDUPS, False, "macs"),
-               ("SmoothCache optimal reuse", "reuse", "optimal", OPTIMAL_SPEEDUPS, False, "macs"),
-               ("SmoothCache optimal forecast", "linear", "optimal", OPTIMAL_SPEEDUPS, False, "macs"),
-               ("SmoothCache optimal forecast, fused blocks", "linear", "optimal", OPTIMAL_SPEEDUPS, True, "macs"),
-               (RECOMMENDED, "auto", "optimal", OPTIMAL_SPEEDUPS, True, "time"))
+            methods.append(
+                Method(
+                    f"{label} N={n}",
+                    family,
+                    kind,
+                    steps,
+                    report.speedup(schedule, "macs", False),
+                    bench.cached(schedule),
+                    {"interval": n, "predictor": predictor},
+                )
+            )
+    planned = (
+        ("SmoothCache greedy reuse", "reuse", "greedy", GREEDY_SPEEDUPS, False, "macs"),
+        ("SmoothCache optimal reuse", "reuse", "optimal", OPTIMAL_SPEEDUPS, False, "macs"),
+        ("SmoothCache optimal forecast", "linear", "optimal", OPTIMAL_SPEEDUPS, False, "macs"),
+        ("SmoothCache optimal forecast, fused blocks", "linear", "optimal", OPTIMAL_SPEEDUPS, True, "macs"),
+        (RECOMMENDED, "auto", "optimal", OPTIMAL_SPEEDUPS, True, "time"),
+    )
     for family, predictor, planner, targets, fuse, cost in planned:
         for target in targets:
             name = f"{family} {target:g}x"
             try:
-                schedule = Schedule.for_budget(bench.profile, speedup=target, predictor=predictor, planner=planner,
-                                               cost=cost, fuse_blocks=fuse)
+                schedule = Schedule.for_budget(
+                    bench.profile,
+                    speedup=target,
+                    predictor=predictor,
+                    planner=planner,
+                    cost=cost,
+                    fuse_blocks=fuse,
+                )
             except ScheduleError as err:
                 skipped[name] = str(err)
                 continue
-            info = {"target_speedup": target, "predictor": predictor, "planner": planner, "fused": fuse, "cost": cost,
-                    **{k: schedule.metadata[k] for k in ("alpha", "planned_error", "predictors")
-                       if k in schedule.metadata}}
-            methods.append(Method(name, family, "smoothcache", steps, report.speedup(schedule, "macs", fuse),
-                                  bench.cached(schedule, fuse), info))
+            info = {
+                "target_speedup": target,
+                "predictor": predictor,
+                "planner": planner,
+                "fused": fuse,
+                "cost": cost,
+                **{
+                    k: schedule.metadata[k]
+                    for k in ("alpha", "planned_error", "predictors")
+                    if k in schedule.metadata
+                },
+            }
+            methods.append(
+                Method(
+                    name,
+                    family,
+                    "smoothcache",
+                    steps,
+                    report.speedup(schedule, "macs", fuse),
+                    bench.cached(schedule, fuse),
+                    info,
+                )
+            )
     methods += _taylorseer(bench, skipped)
     return methods, skipped
 
@@ -153,10 +212,10 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
 def taylorseer(pipe, config: dict, identifiers: list[str]):
     """diffusers' TaylorSeer on ``pipe.transformer``, fresh for each generation.
 
-    The documented way where the model has it (``enable_cache`` + a ``cache_context``, then ``disable_cache``):
-    the digits benchmark's hook session loses its cache context on the Latte model after two sessions. Models
-    without ``CacheMixin`` (``StableAudioDiTModel``) get ``apply_taylorseer_cache`` through that hook session,
-    which supplies the context and restores the model exactly.
+    The documented way where the model has it (``enable_cache`` + a ``cache_context``, then
+    ``disable_cache``): the digits benchmark's hook session loses its cache context on the Latte model after
+    two sessions. Models without ``CacheMixin`` (``StableAudioDiTModel``) get ``apply_taylorseer_cache``
+    through that hook session, which supplies the context and restores the model exactly.
     """
     from diffusers.hooks import TaylorSeerCacheConfig
 
@@ -168,8 +227,9 @@ def taylorseer(pipe, config: dict, identifiers: list[str]):
         with HookSession(pipe, install_taylor(config, identifiers)):
             yield
         return
-    transformer.enable_cache(TaylorSeerCacheConfig(**config, taylor_factors_dtype=torch.float32,
-                                                   cache_identifiers=identifiers))
+    transformer.enable_cache(
+        TaylorSeerCacheConfig(**config, taylor_factors_dtype=torch.float32, cache_identifiers=identifiers)
+    )
     try:
         with transformer.cache_context("generation"):
             yield
@@ -184,14 +244,25 @@ def _taylorseer(bench: Bench, skipped: dict) -> list[Method]:
         warmup = max(1, round(warmup50 * bench.steps / 50))
         name = f"TaylorSeer N={interval} O=1 warmup={warmup}"
         config = {"cache_interval": interval, "disable_cache_before_step": warmup, "max_order": 1}
-        make = (lambda pipe, c=config: taylorseer(pipe, c, identifiers))
+        def make(pipe, c=config):
+            return taylorseer(pipe, c, identifiers)
+
         try:
             theoretical = bench.executed_speedup(make)
         except Exception as err:  # noqa: BLE001  a peer that cannot run here is reported, not hidden
             skipped[name] = f"{type(err).__name__}: {err}"
             continue
-        out.append(Method(name, "diffusers TaylorSeer", "peer", bench.steps, theoretical,
-                          lambda m=make: m(bench.pipe), {"config": config}))
+        out.append(
+            Method(
+                name,
+                "diffusers TaylorSeer",
+                "peer",
+                bench.steps,
+                theoretical,
+                lambda m=make: m(bench.pipe),
+                {"config": config},
+            )
+        )
     return out
 
 
@@ -215,18 +286,29 @@ def evaluate(bench: Bench, methods: list[Method], speedups: dict, samples: int, 
     labels = [i % 10 for i in range(batch)]
     for m in methods:
         start = time.perf_counter()
-        row = {"family": m.family, "kind": m.kind, "steps": m.steps, "theoretical": m.theoretical, **m.info,
-               "measured": statistics.median(speedups[m.name]), "speedups": speedups[m.name]}
-        out = torch.cat([bench.generate(bench.pipe, m, labels, seed) for seed in range(max(1, samples // batch))])
+        row = {
+            "family": m.family,
+            "kind": m.kind,
+            "steps": m.steps,
+            "theoretical": m.theoretical,
+            **m.info,
+            "measured": statistics.median(speedups[m.name]),
+            "speedups": speedups[m.name],
+        }
+        out = torch.cat(
+            [bench.generate(bench.pipe, m, labels, seed) for seed in range(max(1, samples // batch))]
+        )
         row.update(bench.evaluator.evaluate(out, [i % 10 for i in range(out.shape[0])]))
         if reference is None:
             reference = out
         else:
             row.update(bench.fidelity(reference, out))
         rows[m.name] = row
-        say(f"{m.name:<40} {row['measured']:.2f}x  FID {row['fid']:.3f}  "
+        say(
+            f"{m.name:<40} {row['measured']:.2f}x  FID {row['fid']:.3f}  "
             + "  ".join(f"{k} {row[k]:.2f}" for k in FIDELITY if k in row)
-            + f"  ({time.perf_counter() - start:.0f}s)")
+            + f"  ({time.perf_counter() - start:.0f}s)"
+        )
     return rows
 
 
@@ -238,28 +320,44 @@ def _cell(row: dict, key: str) -> str:
 
 def report(results: dict) -> str:
     """The BENCHMARKS.md section: one table per model, then what the table says."""
-    lines = ["## Audio and video: the paper's settings in miniature (`bench/modality.py`)", "",
-             "The paper's Tables 2 (Stable Audio Open) and 3 (Open-Sora) on the audio and video DiTs trained here "
-             "(model cards: `src/smoothcache/zoo/audio/README.md`, `src/smoothcache/zoo/video/README.md`). Every "
-             "method generates the same seeds; fidelity columns compare with the no-cache samples of those seeds. "
-             "Measured speed-up: median of interleaved timing rounds in one process (no cache timed around each "
-             "method); theoretical: MAC ratio (for TaylorSeer, of the branch calls it really ran)."]
+    lines = [
+        "## Audio and video: the paper's settings in miniature (`bench/modality.py`)",
+        "",
+        "The paper's Tables 2 (Stable Audio Open) and 3 (Open-Sora) on the audio and video DiTs trained here "
+        "(model cards: `src/smoothcache/zoo/audio/README.md`, `src/smoothcache/zoo/video/README.md`). Every "
+        "method generates the same seeds; fidelity columns compare with the no-cache samples of those seeds. "
+        "Measured speed-up: median of interleaved timing rounds in one process (no cache timed around each "
+        "method); theoretical: MAC ratio (for TaylorSeer, of the branch calls it really ran).",
+    ]
     for model, res in results.items():
         rows = res["methods"]
         fid_keys = [k for k in FIDELITY if any(k in r for r in rows.values())]
         extra = [k for k in EVALUATOR_COLUMNS if any(k in r for r in rows.values())]
-        lines += ["", f"### {model}: {SETTINGS[model]}", "",
-                  f"{res['samples']} samples per method (10 classes in turn, seeds 0..), guidance "
-                  f"{res['guidance']}; timing: {res['rounds']} round(s) of {res['timing_samples']}-sample "
-                  f"generations on {res['machine']}; real-data floor FID "
-                  f"{'-' if res['floor'] is None else format(res['floor'], '.3f')}.", "",
-                  "| method | steps | theoretical | measured | FID | " + " | ".join(EVALUATOR_COLUMNS[k] for k in extra) + " | "
-                  + " | ".join(FIDELITY[k][0] for k in fid_keys) + " |",
-                  "|" + " --- |" * (5 + len(extra) + len(fid_keys))]
+        lines += [
+            "",
+            f"### {model}: {SETTINGS[model]}",
+            "",
+            f"{res['samples']} samples per method (10 classes in turn, seeds 0..), guidance "
+            f"{res['guidance']}; timing: {res['rounds']} round(s) of {res['timing_samples']}-sample "
+            f"generations on {res['machine']}; real-data floor FID "
+            f"{'-' if res['floor'] is None else format(res['floor'], '.3f')}.",
+            "",
+            "| method | steps | theoretical | measured | FID | "
+            + " | ".join(EVALUATOR_COLUMNS[k] for k in extra)
+            + " | "
+            + " | ".join(FIDELITY[k][0] for k in fid_keys)
+            + " |",
+            "|" + " --- |" * (5 + len(extra) + len(fid_keys)),
+        ]
         for name, r in rows.items():
-            lines.append(f"| {name} | {r['steps']} | {r['theoretical']:.2f}x | {r['measured']:.2f}x | {r['fid']:.3f} | "
-                         + " | ".join(_cell(r, k) for k in extra) + (" | " if extra else "")
-                         + " | ".join(_cell(r, k) for k in fid_keys) + " |")
+            lines.append(
+                f"| {name} | {r['steps']} | {r['theoretical']:.2f}x | {r['measured']:.2f}x | {r['fid']:.3f} "
+                "| "
+                + " | ".join(_cell(r, k) for k in extra)
+                + (" | " if extra else "")
+                + " | ".join(_cell(r, k) for k in fid_keys)
+                + " |"
+            )
         figure = "lsd_db" if model == "audio" else "psnr_db"
         agreement = rank_agreement(rows, figure, higher_is_better=figure != "lsd_db")
         if agreement:
@@ -278,7 +376,9 @@ def _floor(evaluator) -> float | None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", nargs="+", default=["audio", "video"], choices=list(SETTINGS))
     parser.add_argument("--samples", type=int, default=200, help="samples per method for the metrics")
     parser.add_argument("--batch", type=int, default=50, help="samples per seeded generation")
@@ -287,8 +387,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results folder (default bench/results)")
     parser.add_argument("--report", action="store_true", help="no generation: rebuild the section from OUT")
-    parser.add_argument("--timing-only", action="store_true",
-                        help="re-time the methods saved in OUT (on a quiet machine); metrics are kept")
+    parser.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="re-time the methods saved in OUT (on a quiet machine); metrics are kept",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     path = args.out / "modality.json"
@@ -303,21 +406,35 @@ def main() -> None:
         else:
             methods = probe(bench, methods, skipped)
         say(f"{len(methods)} methods; left out: {skipped or 'none'}")
-        _, speedups = time_methods(bench.pipe, methods, args.timing_samples, args.rounds, say,
-                                   generate=bench.generate)
+        _, speedups = time_methods(
+            bench.pipe, methods, args.timing_samples, args.rounds, say, generate=bench.generate
+        )
         if args.timing_only:
             saved = results[model]
             for m in methods:
-                saved["methods"][m.name].update(measured=statistics.median(speedups[m.name]),
-                                                speedups=speedups[m.name])
-            saved.update(rounds=args.rounds, timing_samples=args.timing_samples, machine=machine(),
-                         retimed=time.strftime("%Y-%m-%d %H:%M"))
+                saved["methods"][m.name].update(
+                    measured=statistics.median(speedups[m.name]), speedups=speedups[m.name]
+                )
+            saved.update(
+                rounds=args.rounds,
+                timing_samples=args.timing_samples,
+                machine=machine(),
+                retimed=time.strftime("%Y-%m-%d %H:%M"),
+            )
             continue
         rows = evaluate(bench, methods, speedups, args.samples, args.batch, say)
-        results[model] = {"samples": max(1, args.samples // args.batch) * args.batch, "guidance": bench.spec.guidance,
-                          "rounds": args.rounds, "timing_samples": args.timing_samples, "machine": machine(),
-                          "floor": _floor(bench.evaluator), "methods": rows, "skipped": skipped,
-                          "minutes": (time.perf_counter() - started) / 60, "date": time.strftime("%Y-%m-%d %H:%M")}
+        results[model] = {
+            "samples": max(1, args.samples // args.batch) * args.batch,
+            "guidance": bench.spec.guidance,
+            "rounds": args.rounds,
+            "timing_samples": args.timing_samples,
+            "machine": machine(),
+            "floor": _floor(bench.evaluator),
+            "methods": rows,
+            "skipped": skipped,
+            "minutes": (time.perf_counter() - started) / 60,
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+        }
         say(f"done in {results[model]['minutes']:.1f} min")
     benchmarks = BENCHMARKS if args.out.resolve() == RESULTS.resolve() else args.out / "BENCHMARKS.md"
     if results:

@@ -19,10 +19,22 @@ def dit_s2_pipeline(layers: int = 12, seed: int = 0):
     from diffusers import AutoencoderKL, DDIMScheduler, DiTPipeline, DiTTransformer2DModel
 
     torch.manual_seed(seed)
-    transformer = DiTTransformer2DModel(num_attention_heads=6, attention_head_dim=64, in_channels=4,
-                                        out_channels=8, num_layers=layers, sample_size=32, patch_size=2).eval()
-    vae = AutoencoderKL(block_out_channels=(8,), norm_num_groups=8, latent_channels=4,
-                        down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",)).eval()
+    transformer = DiTTransformer2DModel(
+        num_attention_heads=6,
+        attention_head_dim=64,
+        in_channels=4,
+        out_channels=8,
+        num_layers=layers,
+        sample_size=32,
+        patch_size=2,
+    ).eval()
+    vae = AutoencoderKL(
+        block_out_channels=(8,),
+        norm_num_groups=8,
+        latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",),
+        up_block_types=("UpDecoderBlock2D",),
+    ).eval()
     pipe = DiTPipeline(transformer=transformer, vae=vae, scheduler=DDIMScheduler())
     pipe.set_progress_bar_config(disable=True)
     return pipe

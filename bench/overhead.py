@@ -23,8 +23,8 @@ import torch
 
 from smoothcache import Schedule, SmoothCache
 from smoothcache.flops import count_macs
-from smoothcache.targets import find_branches
 from smoothcache.references import load_reference
+from smoothcache.targets import find_branches
 
 from .common import RESULTS, machine, write_section
 from .models import dit_s2_pipeline
@@ -33,7 +33,8 @@ NAMES = ["50-N-2-fora", "50-N-3-threshold-0.08", "50-N-3-threshold-0.18", "50-N-
 
 
 def reference_schedule(name: str, model: torch.nn.Module) -> Schedule:
-    """A shipped schedule with its keys mapped to ``model``'s branches (``50-N-2-l2c`` keeps the blocks it has)."""
+    """A shipped schedule with its keys mapped to ``model``'s branches (``50-N-2-l2c`` keeps the blocks it
+    has)."""
     return load_reference(name, model, drop_missing_blocks=True)
 
 
@@ -72,7 +73,8 @@ def time_speedup(total: float, spent: dict, schedule: Schedule) -> float:
 
 
 def wrapper_cost(steps: int = 50, rounds: int = 15) -> dict:
-    """Microseconds a wrapped branch call adds (all-ones schedule), on a DiT so small that noise cannot hide it.
+    """Microseconds a wrapped branch call adds (all-ones schedule), on a DiT so small that noise cannot hide
+    it.
 
     Direct denoiser calls in a 50-step loop (batch 2, 4 blocks, 4 tokens), plain and wrapped alternately;
     the fastest of ``rounds`` each, so other load on the host does not enter the difference.
@@ -114,14 +116,24 @@ def original_helper(pipe, schedule: Schedule):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=2, help="images per generation (x2 with CFG)")
     parser.add_argument("--layers", type=int, default=12)
-    parser.add_argument("--quick", action="store_true", help="1 repeat, 2 schedules: a smoke run, not written")
-    parser.add_argument("--report", action="store_true", help="rewrite the section from bench/results/overhead.json")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads (1 on a shared machine: idle threads spin against other work)")
+    parser.add_argument(
+        "--quick", action="store_true", help="1 repeat, 2 schedules: a smoke run, not written"
+    )
+    parser.add_argument(
+        "--report", action="store_true", help="rewrite the section from bench/results/overhead.json"
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads (1 on a shared machine: idle threads spin against other work)",
+    )
     args = parser.parse_args()
     if args.report:
         write_report(json.loads((RESULTS / "overhead.json").read_text()))
@@ -135,14 +147,23 @@ def main() -> None:
 
     model = pipe.transformer
     x = torch.randn(2 * args.batch, 4, 32, 32)
-    report = count_macs(model, find_branches(model, ["attn1", "ff"]), x,
-                        timestep=torch.full((2 * args.batch,), 500), class_labels=torch.tensor(labels * 2))
+    report = count_macs(
+        model,
+        find_branches(model, ["attn1", "ff"]),
+        x,
+        timestep=torch.full((2 * args.batch,), 500),
+        class_labels=torch.tensor(labels * 2),
+    )
 
     def generate():
-        return pipe(class_labels=labels, num_inference_steps=50, generator=torch.manual_seed(0), output_type="np")
+        return pipe(
+            class_labels=labels, num_inference_steps=50, generator=torch.manual_seed(0), output_type="np"
+        )
 
-    variants = {"no cache": contextlib.nullcontext,
-                "smoothcache all-ones": lambda: SmoothCache(model, Schedule.full(50, ["attn1", "ff"]))}
+    variants = {
+        "no cache": contextlib.nullcontext,
+        "smoothcache all-ones": lambda: SmoothCache(model, Schedule.full(50, ["attn1", "ff"])),
+    }
     for name, schedule in schedules.items():
         variants[f"smoothcache {name}"] = lambda s=schedule: SmoothCache(model, s)
     has_original = original_helper(pipe, schedules[names[0]]) is not None
@@ -165,16 +186,26 @@ def main() -> None:
 
     cost = wrapper_cost()
     print(f"wrapper cost: {cost['us_per_call']:.1f} us per wrapped call", flush=True)
-    results = {"machine": machine(), "repeats": repeats, "wrapper_cost": cost, "batch": args.batch,
-               "layers": args.layers,
-               "macs_per_call": report.total, "branch_share": sum(report.by_key().values()) / report.total,
-               "branch_time_share": branch_time, "original": has_original,
-               "fractions": {n: report.compute_fraction(s) for n, s in schedules.items()}, "variants": {}}
+    results = {
+        "machine": machine(),
+        "repeats": repeats,
+        "wrapper_cost": cost,
+        "batch": args.batch,
+        "layers": args.layers,
+        "macs_per_call": report.total,
+        "branch_share": sum(report.by_key().values()) / report.total,
+        "branch_time_share": branch_time,
+        "original": has_original,
+        "fractions": {n: report.compute_fraction(s) for n, s in schedules.items()},
+        "variants": {},
+    }
     for label, ts in times.items():
         schedule = schedules.get(label.split(" ", 1)[1])  # None for "no cache" and "all-ones"
         results["variants"][label] = {
-            "times": ts, "theoretical": report.speedup(schedule) if schedule else 1.0,
-            "theoretical_by_time": time_speedup(hooked_total, spent, schedule) if schedule else 1.0}
+            "times": ts,
+            "theoretical": report.speedup(schedule) if schedule else 1.0,
+            "theoretical_by_time": time_speedup(hooked_total, spent, schedule) if schedule else 1.0,
+        }
     print("\n".join(table_rows(results) if args.quick else write_report(results)))
 
 
@@ -187,47 +218,64 @@ def table_rows(results: dict) -> list[str]:
         v["measured"] = statistics.median(base) / statistics.median(ts)
         v["measured_best"] = min(base) / min(ts)
         theo, by_time = v["theoretical"], v["theoretical_by_time"]
-        rows.append(f"| {label} | {theo:.3f}x | {by_time:.3f}x | {v['measured']:.3f}x | {v['measured_best']:.3f}x | "
-                    f"{v['measured'] / theo:.3f} / {v['measured_best'] / theo:.3f} | "
-                    f"{v['measured'] / by_time:.3f} / {v['measured_best'] / by_time:.3f} | "
-                    f"{(max(ts) - min(ts)) / statistics.median(ts):.1%} |")
+        rows.append(
+            f"| {label} | {theo:.3f}x | {by_time:.3f}x | {v['measured']:.3f}x | {v['measured_best']:.3f}x | "
+            f"{v['measured'] / theo:.3f} / {v['measured_best'] / theo:.3f} | "
+            f"{v['measured'] / by_time:.3f} / {v['measured_best'] / by_time:.3f} | "
+            f"{(max(ts) - min(ts)) / statistics.median(ts):.1%} |"
+        )
     return rows
 
 
 def write_report(results: dict) -> list[str]:
-    """The BENCHMARKS.md section and bench/results/overhead.json from a run's results; returns the table rows."""
+    """The BENCHMARKS.md section and bench/results/overhead.json from a run's results; returns the table
+    rows."""
     rows = table_rows(results)
     layers, batch = results["layers"], results["batch"]
     fractions = ", ".join(f"{n} {f:.1%}" for n, f in results["fractions"].items())
-    original = ("The original package (dit-smoothcache 0.1.1) ran the same schedules through its SmoothCacheHelper "
-                "on attn1 + ff, with its per-call print redirected to /dev/null." if results["original"]
-                else "The original package (dit-smoothcache) was not installed for this run.")
+    original = (
+        "The original package (dit-smoothcache 0.1.1) ran the same schedules through its SmoothCacheHelper "
+        "on attn1 + ff, with its per-call print redirected to /dev/null."
+        if results["original"]
+        else "The original package (dit-smoothcache) was not installed for this run."
+    )
     cost = results.get("wrapper_cost")
     per_generation = None if cost is None else cost["us_per_call"] * 1e-6 * layers * 2 * 50
     base = statistics.median(results["variants"]["no cache"]["times"])
-    wrapper = "" if cost is None else (
-        f"Wrapper cost, measured apart on a DiT so small that host noise cannot hide it (4 blocks, 4 tokens, "
-        f"{cost['calls']} wrapped calls per 50-step loop, fastest of {cost.get('rounds', 15)} alternating rounds): "
-        f"{cost['us_per_call']:.1f} us per wrapped branch call; on the DiT-S/2 run above that is "
-        f"{per_generation * 1e3:.0f} ms of a {base:.1f} s generation ({per_generation / base:.2%}).")
+    wrapper = (
+        ""
+        if cost is None
+        else (
+            "Wrapper cost, measured apart on a DiT so small that host noise cannot hide it (4 blocks, 4 "
+            "tokens, "
+            f"{cost['calls']} wrapped calls per 50-step loop, fastest of {cost.get('rounds', 15)} "
+            "alternating rounds): "
+            f"{cost['us_per_call']:.1f} us per wrapped branch call; on the DiT-S/2 run above that is "
+            f"{per_generation * 1e3:.0f} ms of a {base:.1f} s generation ({per_generation / base:.2%})."
+        )
+    )
+    columns = ["variant", "theoretical (MACs)", "theoretical (time)", "measured (median)", "measured (best)",
+               "measured / theoretical (MACs), median / best", "measured / theoretical (time), median / best",
+               "spread (max-min)/median"]
+    header = "| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns)
+    share = results["branch_share"]
     md = f"""## Overhead: measured against theoretical speed-up (`python -m bench.overhead`)
 
 DiT-S/2-size diffusers `DiTTransformer2DModel` with random weights ({layers} layers, hidden 384, 6 heads,
 32x32x4 latent, patch 2 -> 256 tokens), batched CFG with {batch} images (denoiser batch {2 * batch}),
 50 DDIM steps, the original implementation's 50-step schedules applied to `attn1` + `ff` (`attn`->`attn1`,
 `mlp`->`ff`; `50-N-2-l2c` keeps its first {layers} blocks; `diffuser_schedule` caches `attn1` only).
-One denoiser call: {results['macs_per_call'] / 1e9:.2f} GMAC, of which attn1 + ff are {results['branch_share']:.1%}.
-{results['repeats']} interleaved repeats in one process on {results['machine']}. "measured" is the ratio of
+One denoiser call: {results["macs_per_call"] / 1e9:.2f} GMAC, of which attn1 + ff are {share:.1%}.
+{results["repeats"]} interleaved repeats in one process on {results["machine"]}. "measured" is the ratio of
 median times, "best" the ratio of the fastest of the repeats (the robust figure when other load on the host
 only ever adds time). Theoretical (MACs) = uncached MACs / cached MACs (torch.utils.flop_counter).
 Theoretical (time) = the speed-up if skipping a branch call saved exactly the wall time that call took in an
-uncached generation (timed with hooks): attn1 + ff took {results['branch_time_share']:.1%} of the generation's
-wall time, against {results['branch_share']:.1%} of its MACs, so the MAC figure overstates what any cache of
+uncached generation (timed with hooks): attn1 + ff took {results["branch_time_share"]:.1%} of the generation's
+wall time, against {results["branch_share"]:.1%} of its MACs, so the MAC figure overstates what any cache of
 these branches can gain here. "smoothcache all-ones" wraps everything and skips nothing: its ratio is the
 wrappers' own cost. Target: measured >= 0.95 x theoretical.
 
-| variant | theoretical (MACs) | theoretical (time) | measured (median) | measured (best) | measured / theoretical (MACs), median / best | measured / theoretical (time), median / best | spread (max-min)/median |
-| --- | --- | --- | --- | --- | --- | --- | --- |
+{header}
 {chr(10).join(rows)}
 
 Compute fraction (MACs) per schedule: {fractions}.

@@ -2,11 +2,11 @@
 
 Peers install themselves in different ways: diffusers' hooks replace ``forward`` on modules and add a
 ``_diffusers_hook`` registry; cache-dit replaces the transformer's ``forward``, registers an extra submodule
-(``_norm1_emb``), sets statistics attributes on the block list and patches the pipeline *class*'s ``__call__``.
-Their own removal functions do not undo all of it, so :func:`restored` records, on entry, every object a peer
-may touch -- each module of the transformer (its ``__dict__``, submodule / parameter / buffer dicts, torch hook
-dicts, parameter version counters), the pipeline instance and the pipeline and transformer classes -- and on exit
-removes what was added and puts back what was replaced, then checks the result.
+(``_norm1_emb``), sets statistics attributes on the block list and patches the pipeline *class*'s
+``__call__``. Their own removal functions do not undo all of it, so :func:`restored` records, on entry, every
+object a peer may touch -- each module of the transformer (its ``__dict__``, submodule / parameter / buffer
+dicts, torch hook dicts, parameter version counters), the pipeline instance and the pipeline and transformer
+classes -- and on exit removes what was added and puts back what was replaced, then checks the result.
 """
 
 from __future__ import annotations
@@ -92,13 +92,19 @@ class Snapshot:
         self.pipe = pipe
         self.transformer = pipe.transformer
         self.names = [(name, m) for name, m in self.transformer.named_modules()]
-        self.states = [(f"transformer.{name}" if name else "transformer", _State.of(m)) for name, m in self.names]
-        self.states += [("pipeline", _State.of(pipe)), (f"class {type(pipe).__name__}", _State.of(type(pipe))),
-                        (f"class {type(self.transformer).__name__}", _State.of(type(self.transformer)))]
+        self.states = [
+            (f"transformer.{name}" if name else "transformer", _State.of(m)) for name, m in self.names
+        ]
+        self.states += [
+            ("pipeline", _State.of(pipe)),
+            (f"class {type(pipe).__name__}", _State.of(type(pipe))),
+            (f"class {type(self.transformer).__name__}", _State.of(type(self.transformer))),
+        ]
         self.versions = {name: p._version for name, p in self.transformer.named_parameters()}
 
     def restore(self) -> None:
-        """Remove what was added, put back what was replaced (the transformer attribute of the pipe included)."""
+        """Remove what was added, put back what was replaced (the transformer attribute of the pipe
+        included)."""
         for _, state in reversed(self.states):
             state.restore()
 
@@ -108,8 +114,9 @@ class Snapshot:
         if self.pipe.transformer is not self.transformer:
             out.append("pipeline.transformer replaced")
         now = list(self.transformer.named_modules())
-        if [n for n, _ in now] != [n for n, _ in self.names] or any(a is not b for (_, a), (_, b) in
-                                                                   zip(now, self.names)):
+        if [n for n, _ in now] != [n for n, _ in self.names] or any(
+            a is not b for (_, a), (_, b) in zip(now, self.names)
+        ):
             out.append("transformer: module tree differs")
         for label, state in self.states:
             out += state.differences(label)
@@ -140,12 +147,14 @@ def restored(pipe) -> Iterator[Snapshot]:
         _ACTIVE.discard(transformer)
         problems = snapshot.differences()
         if problems:
-            raise RuntimeError("the pipeline could not be restored to its state before apply(): "
-                               + "; ".join(problems))
+            raise RuntimeError(
+                "the pipeline could not be restored to its state before apply(): " + "; ".join(problems)
+            )
 
 
 def is_pristine(transformer: torch.nn.Module) -> bool:
-    """No module of ``transformer`` carries an instance ``forward``, a ``_diffusers_hook`` registry or a torch hook."""
+    """No module of ``transformer`` carries an instance ``forward``, a ``_diffusers_hook`` registry or a torch
+    hook."""
     for m in transformer.modules():
         if "forward" in vars(m) or "_diffusers_hook" in vars(m):
             return False

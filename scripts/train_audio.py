@@ -2,8 +2,8 @@
 
     python scripts/make_audio_data.py              # once: espeak-ng data in /work/data/audio (~1 min)
     python scripts/train_audio_features.py         # once: the evaluator's classifier (~15 min)
-    python scripts/train_audio.py                  # train (<= --max-minutes), then evaluate and write the card
-    python scripts/train_audio.py --skip-eval      # train only
+    python scripts/train_audio.py                  # train (<= --max-minutes), then evaluate and write the
+    card python scripts/train_audio.py --skip-eval      # train only
     python scripts/train_audio.py --eval-only      # evaluate the saved folder, rewrite the model card
 
 Training (fixed seed, CPU, 1 thread): a ``StableAudioDiTModel`` on standardised log-magnitude
@@ -38,7 +38,6 @@ from diffusers.models.embeddings import get_1d_rotary_pos_embed
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from audio_card import evaluate, write_card  # noqa: E402
 from make_audio_data import DEFAULT_OUT, load_split  # noqa: E402
-
 from smoothcache.zoo.audio_model import AUDIO_DIR, AudioDiTPipeline, ClassProjectionModel  # noqa: E402
 from smoothcache.zoo.audio_spectrogram import SpectrogramAutoencoder  # noqa: E402
 
@@ -50,13 +49,24 @@ SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="squaredcos_cap_v2", pr
 
 def build(args, vae: SpectrogramAutoencoder) -> tuple[StableAudioDiTModel, ClassProjectionModel]:
     model = StableAudioDiTModel(
-        sample_size=vae.latent_length, in_channels=vae.latent_channels, out_channels=vae.latent_channels,
-        num_layers=args.layers, attention_head_dim=args.hidden // args.heads, num_attention_heads=args.heads,
-        num_key_value_attention_heads=max(1, args.heads // 2), cross_attention_dim=args.hidden,
-        time_proj_dim=args.time_proj_dim, global_states_input_dim=args.hidden, cross_attention_input_dim=args.hidden,
+        sample_size=vae.latent_length,
+        in_channels=vae.latent_channels,
+        out_channels=vae.latent_channels,
+        num_layers=args.layers,
+        attention_head_dim=args.hidden // args.heads,
+        num_attention_heads=args.heads,
+        num_key_value_attention_heads=max(1, args.heads // 2),
+        cross_attention_dim=args.hidden,
+        time_proj_dim=args.time_proj_dim,
+        global_states_input_dim=args.hidden,
+        cross_attention_input_dim=args.hidden,
     )
-    proj = ClassProjectionModel(num_classes=NUM_CLASSES, num_tokens=args.tokens,
-                                cross_attention_input_dim=args.hidden, global_states_input_dim=args.hidden)
+    proj = ClassProjectionModel(
+        num_classes=NUM_CLASSES,
+        num_tokens=args.tokens,
+        cross_attention_input_dim=args.hidden,
+        global_states_input_dim=args.hidden,
+    )
     return model, proj
 
 
@@ -70,7 +80,7 @@ def lr_at(progress: float, step: int, args) -> float:
 
 
 def encode_split(vae: SpectrogramAutoencoder, audio: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    return torch.cat([vae.encode(audio[i:i + batch, None]).latents for i in range(0, len(audio), batch)])
+    return torch.cat([vae.encode(audio[i : i + batch, None]).latents for i in range(0, len(audio), batch)])
 
 
 def train(args) -> dict:
@@ -82,18 +92,25 @@ def train(args) -> dict:
     kept = vae.fit(audio[:, None])
     x_all = encode_split(vae, audio)
     n = len(labels)
-    print(f"data: {n} train clips -> latents {tuple(x_all.shape[1:])} ({kept:.1%} of the token variance), "
-          f"std {x_all.std():.3f}", flush=True)
+    print(
+        f"data: {n} train clips -> latents {tuple(x_all.shape[1:])} ({kept:.1%} of the token variance), "
+        f"std {x_all.std():.3f}",
+        flush=True,
+    )
 
     model, proj = build(args, vae)
     modules = torch.nn.ModuleList([model, proj])
     ema = copy.deepcopy(modules).eval().requires_grad_(False)
     trainable = [p for p in modules.parameters() if p.requires_grad]
     n_params = sum(p.numel() for p in modules.parameters())
-    print(f"model: hidden {args.hidden}, {args.layers} blocks, {args.heads} heads, {n_params / 1e6:.2f}M params",
-          flush=True)
-    rotary = get_1d_rotary_pos_embed(args.hidden // args.heads // 2, vae.latent_length + 1, use_real=True,
-                                     repeat_interleave_real=False)
+    print(
+        f"model: hidden {args.hidden}, {args.layers} blocks, {args.heads} heads, {n_params / 1e6:.2f}M "
+        "params",
+        flush=True,
+    )
+    rotary = get_1d_rotary_pos_embed(
+        args.hidden // args.heads // 2, vae.latent_length + 1, use_real=True, repeat_interleave_real=False
+    )
     opt = torch.optim.AdamW(trainable, lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
     modules.train()
     perm, cursor = torch.randperm(n, generator=gen), 0
@@ -101,13 +118,15 @@ def train(args) -> dict:
     for step in range(args.iters):
         if cursor + args.batch_size > n:
             perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor:cursor + args.batch_size]
+        idx = perm[cursor : cursor + args.batch_size]
         cursor += args.batch_size
         x0, y = x_all[idx], labels[idx].clone()
         y[torch.rand(len(y), generator=gen) < args.label_dropout] = NUM_CLASSES  # null class
         noise = torch.randn(x0.shape, generator=gen)
         # stratified continuous time in (0, 1): lower-variance coverage of the noise levels
-        t = ((torch.rand(1, generator=gen) + torch.arange(len(y)) / len(y)) % 1.0)[torch.randperm(len(y), generator=gen)]
+        t = ((torch.rand(1, generator=gen) + torch.arange(len(y)) / len(y)) % 1.0)[
+            torch.randperm(len(y), generator=gen)
+        ]
         t = t.clamp(1e-4, 1 - 1e-4)
         alpha, sigma = torch.cos(t * math.pi / 2)[:, None, None], torch.sin(t * math.pi / 2)[:, None, None]
         x_t = alpha * x0 + sigma * noise
@@ -123,8 +142,9 @@ def train(args) -> dict:
         for group in opt.param_groups:
             group["lr"] = lr
         enc, glob = proj(y)
-        pred = model(x_t, timestep=t, encoder_hidden_states=enc, global_hidden_states=glob,
-                     rotary_embedding=rotary).sample
+        pred = model(
+            x_t, timestep=t, encoder_hidden_states=enc, global_hidden_states=glob, rotary_embedding=rotary
+        ).sample
         loss = F.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -138,23 +158,47 @@ def train(args) -> dict:
         if done % args.log_every == 0 or done == args.iters:
             elapsed = time.time() - t0
             curve.append([done, round(running / args.log_every, 4), round(elapsed / 60, 2)])
-            print(f"iter {done:5d}/{args.iters}  loss {running / args.log_every:.4f}  lr {lr:.2e}  "
-                  f"{elapsed / done:.3f}s/it  elapsed {elapsed / 60:.1f} min", flush=True)
+            print(
+                f"iter {done:5d}/{args.iters}  loss {running / args.log_every:.4f}  lr {lr:.2e}  "
+                f"{elapsed / done:.3f}s/it  elapsed {elapsed / 60:.1f} min",
+                flush=True,
+            )
             running = 0.0
     wall = time.time() - t0
 
     args.out.mkdir(parents=True, exist_ok=True)
-    pipe = AudioDiTPipeline(transformer=ema[0], projection_model=ema[1], vae=vae,
-                            scheduler=DPMSolverMultistepScheduler(**SCHEDULER))
+    pipe = AudioDiTPipeline(
+        transformer=ema[0],
+        projection_model=ema[1],
+        vae=vae,
+        scheduler=DPMSolverMultistepScheduler(**SCHEDULER),
+    )
     pipe.save_pretrained(str(args.out), safe_serialization=True)
     info = {
-        "seed": SEED, "train_clips": n, "iterations": done, "planned_iterations": args.iters,
-        "stopped_early": stopped_early, "batch_size": args.batch_size, "epochs": round(done * args.batch_size / n, 1),
-        "lr": args.lr, "warmup": args.warmup, "min_lr_frac": args.min_lr_frac, "weight_decay": args.weight_decay,
-        "ema": args.ema, "label_dropout": args.label_dropout, "hidden": args.hidden, "heads": args.heads,
-        "layers": args.layers, "class_tokens": args.tokens, "time_proj_dim": args.time_proj_dim, "params": n_params,
-        "latent_shape": list(x_all.shape[1:]), "latent_variance_kept": round(kept, 4), "wall_seconds": round(wall, 1),
-        "seconds_per_iteration": round(wall / max(done, 1), 3), "loss_curve": curve,
+        "seed": SEED,
+        "train_clips": n,
+        "iterations": done,
+        "planned_iterations": args.iters,
+        "stopped_early": stopped_early,
+        "batch_size": args.batch_size,
+        "epochs": round(done * args.batch_size / n, 1),
+        "lr": args.lr,
+        "warmup": args.warmup,
+        "min_lr_frac": args.min_lr_frac,
+        "weight_decay": args.weight_decay,
+        "ema": args.ema,
+        "label_dropout": args.label_dropout,
+        "hidden": args.hidden,
+        "heads": args.heads,
+        "layers": args.layers,
+        "class_tokens": args.tokens,
+        "time_proj_dim": args.time_proj_dim,
+        "params": n_params,
+        "latent_shape": list(x_all.shape[1:]),
+        "latent_variance_kept": round(kept, 4),
+        "wall_seconds": round(wall, 1),
+        "seconds_per_iteration": round(wall / max(done, 1), 3),
+        "loss_curve": curve,
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)",
     }
     (args.out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -180,9 +224,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=4, help="cross-attention tokens per class")
     ap.add_argument("--time-proj-dim", type=int, default=256)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--max-minutes", type=float, default=65.0,
-                    help="wall-clock budget of the training loop (the cosine decay follows the larger of the "
-                         "iteration and time fractions; 0: no limit)")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=65.0,
+        help="wall-clock budget of the training loop (the cosine decay follows the larger of the "
+        "iteration and time fractions; 0: no limit)",
+    )
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
@@ -191,8 +239,12 @@ def main() -> None:
     ap.add_argument("--eval-batch", type=int, default=250)
     ap.add_argument("--eval-seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="recompute the guidance sweep too")
-    ap.add_argument("--guidance", type=float, default=None,
-                    help="guidance scale of the steps table (default: the best FID of the sweep)")
+    ap.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance scale of the steps table (default: the best FID of the sweep)",
+    )
     ap.add_argument("--sweep", type=float, nargs="*", default=[1.0, 2.0])
     ap.add_argument("--steps", type=int, nargs="*", default=[10, 25, 50, 100])
     args = ap.parse_args()

@@ -31,7 +31,6 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_audio_data import DEFAULT_OUT, load_split  # noqa: E402
-
 from smoothcache.zoo.audio_features import (  # noqa: E402
     AUDIO_FEATURES_DIR,
     N_MELS,
@@ -46,7 +45,9 @@ CHANNELS = (16, 32, 64)
 FEATURE_DIM = 64
 
 
-def resynthesise(audio: torch.Tensor, ae: SpectrogramAutoencoder, cache: Path, batch: int = 500) -> torch.Tensor:
+def resynthesise(
+    audio: torch.Tensor, ae: SpectrogramAutoencoder, cache: Path, batch: int = 500
+) -> torch.Tensor:
     """Round trip through the pipeline's spectrogram autoencoder (projection + Griffin-Lim).
 
     The result is cached in ``cache`` (int16 PCM, keyed by the autoencoder's config and buffers).
@@ -57,13 +58,13 @@ def resynthesise(audio: torch.Tensor, ae: SpectrogramAutoencoder, cache: Path, b
         with np.load(cache, allow_pickle=False) as z:
             if str(z["key"]) == key and len(z["audio"]) == len(audio):
                 return torch.from_numpy(z["audio"].astype(np.float32) / 32767.0)
-    out = torch.cat([ae(audio[i:i + batch, None]).sample[:, 0] for i in range(0, len(audio), batch)])
+    out = torch.cat([ae(audio[i : i + batch, None]).sample[:, 0] for i in range(0, len(audio), batch)])
     np.savez(cache, audio=np.round(out.numpy() * 32767).astype(np.int16), key=np.array(key))
     return out
 
 
 def mels(audio: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    return torch.cat([log_mel(audio[i:i + batch]) for i in range(0, len(audio), batch)])
+    return torch.cat([log_mel(audio[i : i + batch]) for i in range(0, len(audio), batch)])
 
 
 def shift(x: torch.Tensor, max_frames: int, gen: torch.Generator) -> torch.Tensor:
@@ -72,16 +73,18 @@ def shift(x: torch.Tensor, max_frames: int, gen: torch.Generator) -> torch.Tenso
     t = x.shape[-1]
     for i, s in enumerate(torch.randint(-max_frames, max_frames + 1, (len(x),), generator=gen).tolist()):
         if s >= 0:
-            out[i, ..., s:] = x[i, ..., :t - s]
+            out[i, ..., s:] = x[i, ..., : t - s]
         else:
-            out[i, ..., :t + s] = x[i, ..., -s:]
+            out[i, ..., : t + s] = x[i, ..., -s:]
     return out
 
 
 @torch.no_grad()
-def features_and_preds(net: AudioClassifier, x: torch.Tensor, batch: int = 500) -> tuple[torch.Tensor, torch.Tensor]:
+def features_and_preds(
+    net: AudioClassifier, x: torch.Tensor, batch: int = 500
+) -> tuple[torch.Tensor, torch.Tensor]:
     net.eval()
-    feats = torch.cat([net.features(x[i:i + batch]) for i in range(0, len(x), batch)])
+    feats = torch.cat([net.features(x[i : i + batch]) for i in range(0, len(x), batch)])
     return feats, net.head(feats).argmax(1)
 
 
@@ -107,12 +110,17 @@ def main() -> None:
     held_rs = resynthesise(held_audio, ae, args.data / "heldout_resynth.npz")
     x_train, x_train_rs = mels(train_audio), mels(train_rs)
     x_held, x_held_rs = mels(held_audio), mels(held_rs)
-    print(f"data: {len(x_train)} train / {len(x_held)} held-out clips, log-mel {tuple(x_train.shape[1:])} "
-          f"({time.time() - t0:.0f} s)", flush=True)
+    print(
+        f"data: {len(x_train)} train / {len(x_held)} held-out clips, log-mel {tuple(x_train.shape[1:])} "
+        f"({time.time() - t0:.0f} s)",
+        flush=True,
+    )
 
     x_all = torch.cat([x_train, x_train_rs])
     y_all = torch.cat([train_labels, train_labels])
-    net = AudioClassifier(channels=CHANNELS, feature_dim=FEATURE_DIM, num_mels=N_MELS, num_samples=NUM_SAMPLES)
+    net = AudioClassifier(
+        channels=CHANNELS, feature_dim=FEATURE_DIM, num_mels=N_MELS, num_samples=NUM_SAMPLES
+    )
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     steps = args.epochs * (len(x_all) // args.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=steps, pct_start=0.15)
@@ -121,7 +129,7 @@ def main() -> None:
         perm = torch.randperm(len(x_all), generator=gen)
         total, correct, loss_sum = 0, 0, 0.0
         for i in range(0, len(perm) - args.batch_size + 1, args.batch_size):
-            idx = perm[i:i + args.batch_size]
+            idx = perm[i : i + args.batch_size]
             xb, yb = shift(x_all[idx], 6, gen), y_all[idx]
             logits = net(xb)
             loss = F.cross_entropy(logits, yb, label_smoothing=0.05)
@@ -134,30 +142,54 @@ def main() -> None:
             total += len(idx)
         _, p_held = features_and_preds(net, x_held)
         _, p_held_rs = features_and_preds(net, x_held_rs)
-        print(f"epoch {epoch + 1}/{args.epochs}: loss {loss_sum / total:.4f} train acc {correct / total:.4f} "
-              f"held-out acc {float((p_held == held_labels).double().mean()):.4f} "
-              f"(resynthesised {float((p_held_rs == held_labels).double().mean()):.4f})  "
-              f"{time.time() - t0:.0f} s", flush=True)
+        print(
+            f"epoch {epoch + 1}/{args.epochs}: loss {loss_sum / total:.4f} train acc {correct / total:.4f} "
+            f"held-out acc {float((p_held == held_labels).double().mean()):.4f} "
+            f"(resynthesised {float((p_held_rs == held_labels).double().mean()):.4f})  "
+            f"{time.time() - t0:.0f} s",
+            flush=True,
+        )
 
     f_train, p_train = features_and_preds(net, x_train)
     f_held, p_held = features_and_preds(net, x_held)
     f_held_rs, p_held_rs = features_and_preds(net, x_held_rs)
     f64 = f_train.double().numpy()
-    acc = {name: float((p == y).double().mean()) for name, p, y in (
-        ("train_accuracy", p_train, train_labels), ("heldout_accuracy", p_held, held_labels),
-        ("heldout_resynth_accuracy", p_held_rs, held_labels))}
+    acc = {
+        name: float((p == y).double().mean())
+        for name, p, y in (
+            ("train_accuracy", p_train, train_labels),
+            ("heldout_accuracy", p_held, held_labels),
+            ("heldout_resynth_accuracy", p_held_rs, held_labels),
+        )
+    }
     args.out.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(args.out / "model.safetensors"))
-    config = {"channels": list(CHANNELS), "feature_dim": FEATURE_DIM, "num_classes": 10, "num_mels": N_MELS,
-              "num_samples": NUM_SAMPLES, "sample_rate": SAMPLE_RATE, "top_db": TOP_DB, "epochs": args.epochs,
-              "train_clips": len(x_train), "heldout_clips": len(x_held), "seed": SEED, **acc}
+    config = {
+        "channels": list(CHANNELS),
+        "feature_dim": FEATURE_DIM,
+        "num_classes": 10,
+        "num_mels": N_MELS,
+        "num_samples": NUM_SAMPLES,
+        "sample_rate": SAMPLE_RATE,
+        "top_db": TOP_DB,
+        "epochs": args.epochs,
+        "train_clips": len(x_train),
+        "heldout_clips": len(x_held),
+        "seed": SEED,
+        **acc,
+    }
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    np.savez(args.out / "reference_stats.npz", mu=f64.mean(0), sigma=np.cov(f64, rowvar=False),
-             # every 3rd train clip (200 per word, labels cycle i % 10) for precision / recall: k-NN radii
-             # cost O(N^2), and 2,000 reference points keep an evaluation at about a second
-             features=f_train[::3].numpy().astype(np.float32), heldout_features=f_held.numpy().astype(np.float32),
-             heldout_resynth_features=f_held_rs.numpy().astype(np.float32),
-             heldout_labels=held_labels.numpy().astype(np.int64))
+    np.savez(
+        args.out / "reference_stats.npz",
+        mu=f64.mean(0),
+        sigma=np.cov(f64, rowvar=False),
+        # every 3rd train clip (200 per word, labels cycle i % 10) for precision / recall: k-NN radii
+        # cost O(N^2), and 2,000 reference points keep an evaluation at about a second
+        features=f_train[::3].numpy().astype(np.float32),
+        heldout_features=f_held.numpy().astype(np.float32),
+        heldout_resynth_features=f_held_rs.numpy().astype(np.float32),
+        heldout_labels=held_labels.numpy().astype(np.int64),
+    )
     print(f"{acc}; wrote {args.out} in {time.time() - t0:.0f} s")
 
 

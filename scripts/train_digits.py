@@ -78,7 +78,9 @@ def train(args) -> dict:
         block.norm1.emb.class_embedder.dropout_prob = 0.0
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
-    print(f"model: hidden {args.hidden}, {args.layers} blocks, {args.heads} heads, {n_params / 1e6:.2f}M params")
+    print(
+        f"model: hidden {args.hidden}, {args.layers} blocks, {args.heads} heads, {n_params / 1e6:.2f}M params"
+    )
 
     noise_sched = DDPMScheduler(**SCHEDULE)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.99), weight_decay=args.weight_decay)
@@ -90,7 +92,7 @@ def train(args) -> dict:
     for step in range(args.iters):
         if cursor + args.batch_size > n:
             perm, cursor = torch.randperm(n, generator=gen), 0
-        idx = perm[cursor:cursor + args.batch_size]
+        idx = perm[cursor : cursor + args.batch_size]
         cursor += args.batch_size
         x0, y = x_train[idx], y_train[idx].clone()
         y[torch.rand(len(y), generator=gen) < args.label_dropout] = NULL_CLASS
@@ -126,18 +128,23 @@ def train(args) -> dict:
         done = step + 1
         if done % args.log_every == 0 or done == args.iters:
             elapsed = time.time() - t0
-            print(f"iter {done:5d}/{args.iters}  loss {running / args.log_every:.4f}  lr {lr:.2e}  "
-                  f"{elapsed / done:.3f}s/it  elapsed {elapsed / 60:.1f} min  "
-                  f"eta {(args.iters - done) * elapsed / done / 60:.1f} min", flush=True)
+            print(
+                f"iter {done:5d}/{args.iters}  loss {running / args.log_every:.4f}  lr {lr:.2e}  "
+                f"{elapsed / done:.3f}s/it  elapsed {elapsed / 60:.1f} min  "
+                f"eta {(args.iters - done) * elapsed / done / 60:.1f} min",
+                flush=True,
+            )
             running = 0.0
     wall = time.time() - t0
 
     args.out.mkdir(parents=True, exist_ok=True)
     ema = ema.to(torch.float16) if args.fp16 else ema
     pipe = DiTPipeline(
-        transformer=ema, vae=IdentityVAE(in_channels=1, latent_channels=1, out_channels=1, sample_size=16),
-        scheduler=DDIMScheduler(**SCHEDULE, clip_sample=False, set_alpha_to_one=True,
-                                timestep_spacing="trailing", steps_offset=0),
+        transformer=ema,
+        vae=IdentityVAE(in_channels=1, latent_channels=1, out_channels=1, sample_size=16),
+        scheduler=DDIMScheduler(
+            **SCHEDULE, clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing", steps_offset=0
+        ),
         id2label={i: str(i) for i in range(10)},
     )
     pipe.save_pretrained(str(args.out), safe_serialization=True)
@@ -148,14 +155,27 @@ def train(args) -> dict:
     index["id2label"] = {str(i): str(i) for i in range(10)}
     index_path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
     info = {
-        "seed": SEED, "split_seed": SPLIT_SEED, "train_images": n, "iterations": done,
-        "planned_iterations": args.iters, "stopped_early": stopped_early,
-        "batch_size": args.batch_size, "epochs": round(done * args.batch_size / n, 1),
-        "lr": args.lr, "warmup": args.warmup, "min_lr_frac": args.min_lr_frac,
-        "weight_decay": args.weight_decay, "ema": args.ema, "label_dropout": args.label_dropout,
-        "hidden": args.hidden, "heads": args.heads, "layers": args.layers, "params": n_params,
+        "seed": SEED,
+        "split_seed": SPLIT_SEED,
+        "train_images": n,
+        "iterations": done,
+        "planned_iterations": args.iters,
+        "stopped_early": stopped_early,
+        "batch_size": args.batch_size,
+        "epochs": round(done * args.batch_size / n, 1),
+        "lr": args.lr,
+        "warmup": args.warmup,
+        "min_lr_frac": args.min_lr_frac,
+        "weight_decay": args.weight_decay,
+        "ema": args.ema,
+        "label_dropout": args.label_dropout,
+        "hidden": args.hidden,
+        "heads": args.heads,
+        "layers": args.layers,
+        "params": n_params,
         "weights_dtype": "float16" if args.fp16 else "float32",
-        "wall_seconds": round(wall, 1), "seconds_per_iteration": round(wall / max(done, 1), 3),
+        "wall_seconds": round(wall, 1),
+        "seconds_per_iteration": round(wall / max(done, 1), 3),
         "machine": f"{platform.machine()}, torch {torch.__version__}, {torch.get_num_threads()} threads",
     }
     (args.out / "train_info.json").write_text(json.dumps(info, indent=2) + "\n")
@@ -169,8 +189,13 @@ def generate(pipe, labels: list[int], guidance: float, steps: int, seed: int, ba
     for b, start in enumerate(range(0, len(labels), batch)):
         torch.manual_seed(seed + b)  # for the stochastic (SDE) schedulers
         g = torch.Generator().manual_seed(seed + b)
-        out = pipe(class_labels=labels[start:start + batch], guidance_scale=guidance,
-                   num_inference_steps=steps, generator=g, output_type="pt")
+        out = pipe(
+            class_labels=labels[start : start + batch],
+            guidance_scale=guidance,
+            num_inference_steps=steps,
+            generator=g,
+            output_type="pt",
+        )
         images.append(out.images.float().cpu())
     return torch.cat(images)
 
@@ -204,7 +229,10 @@ def evaluate(args) -> dict:
         key = (kind, steps, guidance, seed)
         if key in previous and all(k in previous[key] for k in ("fid_300", "nn_train_dist")):
             results["runs"].append(previous[key])
-            print(f"{kind:8s} {steps:3d} steps  g={guidance:<4}  seed {seed}: reused fid {previous[key]['fid']:.3f}")
+            print(
+                f"{kind:8s} {steps:3d} steps  g={guidance:<4}  seed {seed}: reused fid "
+                f"{previous[key]['fid']:.3f}"
+            )
             return
         if kind not in pipes:
             pipes[kind] = load_pipe(args.out, kind)
@@ -212,15 +240,26 @@ def evaluate(args) -> dict:
         imgs = generate(pipes[kind], labels, guidance, steps, seed=seed, batch=args.eval_batch)
         secs = time.time() - t0
         metrics = ev.evaluate(imgs, labels)
-        row = {"scheduler": kind, "steps": steps, "guidance": guidance, "seed": seed,
-               "seconds": round(secs, 1), **metrics,
-               "fid_300": ev.evaluate(imgs[:n_floor], labels[:n_floor])["fid"],
-               "nn_train_dist": nn_dist(imgs * 2 - 1)}
+        row = {
+            "scheduler": kind,
+            "steps": steps,
+            "guidance": guidance,
+            "seed": seed,
+            "seconds": round(secs, 1),
+            **metrics,
+            "fid_300": ev.evaluate(imgs[:n_floor], labels[:n_floor])["fid"],
+            "nn_train_dist": nn_dist(imgs * 2 - 1),
+        }
         results["runs"].append(row)
-        print(f"{kind:8s} {steps:3d} steps  g={guidance:<4}  seed {seed}  fid {metrics['fid']:.3f}  prec {metrics['precision']:.3f}"
-              f"  rec {metrics['recall']:.3f}  cc {metrics['class_consistency']:.3f}  fid@300 {row['fid_300']:.3f}"
-              f"  nn {row['nn_train_dist']:.3f}"
-              f"  ({secs:.0f}s)", flush=True)
+        print(
+            f"{kind:8s} {steps:3d} steps  g={guidance:<4}  seed {seed}  fid {metrics['fid']:.3f}  prec "
+            f"{metrics['precision']:.3f}"
+            f"  rec {metrics['recall']:.3f}  cc {metrics['class_consistency']:.3f}  fid@300 "
+            f"{row['fid_300']:.3f}"
+            f"  nn {row['nn_train_dist']:.3f}"
+            f"  ({secs:.0f}s)",
+            flush=True,
+        )
 
     print(f"floor: {results['floor']}")
     for g in args.sweep:
@@ -255,14 +294,17 @@ def load_pipe(folder: Path, kind: str):
 # ------------------------------------------------------------------ model card
 def _fmt_row(r: dict, floor_fid: float) -> str:
     sched = {"ddim": "DDIM", "dpm": "DPM-Solver++ (2M)", "dpm-sde": "SDE-DPM-Solver++"}[r["scheduler"]]
-    return (f"| {sched} | {r['steps']} | {float(r['guidance'])} | **{r['fid']:.3f}** | {r['fid_300']:.3f} "
-            f"| {r['fid_300'] / floor_fid:.2f}x "
-            f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['class_consistency']:.3f} | {r['seconds']:.0f} s |")
+    return (
+        f"| {sched} | {r['steps']} | {float(r['guidance'])} | **{r['fid']:.3f}** | {r['fid_300']:.3f} "
+        f"| {r['fid_300'] / floor_fid:.2f}x "
+        f"| {r['precision']:.3f} | {r['recall']:.3f} | {r['class_consistency']:.3f} | {r['seconds']:.0f} s |"
+    )
 
 
 def render_card(info: dict, results: dict | None, folder: Path) -> str:
-    feat_cfg = json.loads((Path(__file__).resolve().parents[1] / "src/smoothcache/zoo/digits_features/config.json")
-                          .read_text())
+    feat_cfg = json.loads(
+        (Path(__file__).resolve().parents[1] / "src/smoothcache/zoo/digits_features/config.json").read_text()
+    )
     size_mb = sum(p.stat().st_size for p in folder.rglob("*.safetensors")) / 1e6
     lines = [
         "# digits-dit-16: a tiny class-conditional DiT on scikit-learn's handwritten digits",
@@ -275,10 +317,11 @@ def render_card(info: dict, results: dict | None, folder: Path) -> str:
         "```python",
         "import torch",
         "from smoothcache.zoo import DIGITS_GUIDANCE_SCALE, digits_evaluator, digits_pipeline",
-        "pipe = digits_pipeline(scheduler=\"ddim\")          # DiTPipeline.from_pretrained(<this folder>)",
+        'pipe = digits_pipeline(scheduler="ddim")          # DiTPipeline.from_pretrained(<this folder>)',
         "labels = [i % 10 for i in range(1000)]",
         "images = pipe(class_labels=labels, guidance_scale=DIGITS_GUIDANCE_SCALE, num_inference_steps=50,",
-        "              generator=torch.Generator().manual_seed(0), output_type=\"pt\").images  # (N,1,16,16) in [0,1]",
+        '              generator=torch.Generator().manual_seed(0), output_type="pt").images'
+        "  # (N,1,16,16) in [0,1]",
         "print(digits_evaluator().evaluate(images, labels))  # fid, precision, recall, class_consistency",
         "```",
         "",
@@ -287,31 +330,43 @@ def render_card(info: dict, results: dict | None, folder: Path) -> str:
         "| | |",
         "|---|---|",
         "| model | diffusers `DiTTransformer2DModel` (adaLN-Zero blocks) |",
-        "| input / output | 1 x 16 x 16 pixels in [-1, 1] (`in_channels=1`, `out_channels=1`, no learned sigma) |",
-        f"| tokens | patch size 2 -> 8 x 8 = 64 tokens |",
-        f"| width / heads / blocks | {info['hidden']} / {info['heads']} (head dim {info['hidden'] // info['heads']}) "
+        "| input / output | 1 x 16 x 16 pixels in [-1, 1] (`in_channels=1`, `out_channels=1`, no learned "
+        "sigma) |",
+        "| tokens | patch size 2 -> 8 x 8 = 64 tokens |",
+        f"| width / heads / blocks | {info['hidden']} / {info['heads']} (head dim "
+        f"{info['hidden'] // info['heads']}) "
         f"/ {info['layers']} |",
         f"| parameters | {info['params'] / 1e6:.2f} M, stored as {info['weights_dtype']} safetensors "
         f"({size_mb:.1f} MB in total) |",
-        "| conditioning | classes 0-9; `num_embeds_ada_norm=1000` because `DiTPipeline` hard-codes 1000 as the "
+        "| conditioning | classes 0-9; `num_embeds_ada_norm=1000` because `DiTPipeline` hard-codes 1000 as "
+        "the "
         "null class of classifier-free guidance (rows 10-999 of the label tables are unused) |",
         "| VAE | `smoothcache.zoo.identity_vae.IdentityVAE` (pixel space, `scaling_factor=1.0`) |",
         "| scheduler | `DDIMScheduler`, 1000 steps, `squaredcos_cap_v2` (cosine) betas, `v_prediction`, "
-        "`timestep_spacing=\"trailing\"`, `clip_sample=False`; `DPMSolverMultistepScheduler.from_config` works too |",
-        "| labels | `id2label` 0..9, so `pipe.get_label_ids([\"3\"]) == [3]` |",
+        '`timestep_spacing="trailing"`, `clip_sample=False`; '
+        "`DPMSolverMultistepScheduler.from_config` works too |",
+        '| labels | `id2label` 0..9, so `pipe.get_label_ids(["3"]) == [3]` |',
         "",
-        "v-prediction with the cosine schedule: at t = 999 the cosine schedule has almost no signal left, where an",
-        "epsilon-predicting model's x0 estimate (and hence DPM-Solver++) blows up; v stays well conditioned. Trailing",
-        "timestep spacing makes few-step samplers start from t = 999 (pure noise), matching the initial latents.",
+        "v-prediction with the cosine schedule: at t = 999 the cosine schedule has almost no signal left, "
+        "where an",
+        "epsilon-predicting model's x0 estimate (and hence DPM-Solver++) blows up; v stays well "
+        "conditioned. Trailing",
+        "timestep spacing makes few-step samplers start from t = 999 (pure noise), matching the initial "
+        "latents.",
         "",
         "## Data",
         "",
-        "`sklearn.datasets.load_digits()` (1,797 8x8 images, 10 classes, bundled with scikit-learn, offline).",
-        "Each 8x8 digit is upsampled to 16x16 with bilinear interpolation (`align_corners=False`: standard pixel-centre",
-        "resize, no half-pixel shift, and no blocky 2x2 patches aligned with the transformer's patches) and scaled",
+        "`sklearn.datasets.load_digits()` (1,797 8x8 images, 10 classes, bundled with scikit-learn, "
+        "offline).",
+        "Each 8x8 digit is upsampled to 16x16 with bilinear interpolation (`align_corners=False`: standard "
+        "pixel-centre",
+        "resize, no half-pixel shift, and no blocky 2x2 patches aligned with the transformer's patches) and "
+        "scaled",
         "to [-1, 1]. Deterministic stratified split (`smoothcache.zoo.data.digits_split`, seed "
-        f"{info['split_seed']}): {info['train_images']} train / {1797 - info['train_images']} held-out images.",
-        "The DiT and the feature network are trained on the train split only. No augmentation (flips or shifts",
+        f"{info['split_seed']}): {info['train_images']} train / {1797 - info['train_images']} held-out "
+        "images.",
+        "The DiT and the feature network are trained on the train split only. No augmentation (flips or "
+        "shifts",
         "would change the data distribution: the digits are centred and flips make other symbols).",
         "",
         "## Training",
@@ -319,27 +374,39 @@ def render_card(info: dict, results: dict | None, folder: Path) -> str:
         "| | |",
         "|---|---|",
         f"| iterations | {info['iterations']} (batch {info['batch_size']}, about {info['epochs']:g} epochs)"
-        + (f" of {info['planned_iterations']} planned: the wall-clock budget (`--max-minutes`) ended the run; the "
-           "cosine decay follows the larger of the iteration and time fractions, so it still completed"
-           if info.get("stopped_early") else "") + " |",
-        "| objective | MSE on v, uniform (stratified) timesteps 0..999, forward process `DDPMScheduler.add_noise` |",
-        f"| optimiser | AdamW, betas (0.9, 0.99), weight decay {info['weight_decay']:g}, grad-norm clip 1.0 |",
+        + (
+            f" of {info['planned_iterations']} planned: the wall-clock budget (`--max-minutes`) ended the "
+            "run; the "
+            "cosine decay follows the larger of the iteration and time fractions, so it still completed"
+            if info.get("stopped_early")
+            else ""
+        )
+        + " |",
+        "| objective | MSE on v, uniform (stratified) timesteps 0..999, forward process "
+        "`DDPMScheduler.add_noise` |",
+        f"| optimiser | AdamW, betas (0.9, 0.99), weight decay {info['weight_decay']:g}, grad-norm clip 1.0 "
+        "|",
         f"| learning rate | {info['lr']:g}, linear warmup {info['warmup']} iterations, cosine decay to "
         f"{info['lr'] * info['min_lr_frac']:.1e} |",
         f"| EMA | decay {info['ema']} (with the usual (1+n)/(10+n) warm-up); the EMA weights are shipped |",
-        f"| label dropout | {info['label_dropout']:.0%} to the null class 1000, once per sample (the per-block "
+        f"| label dropout | {info['label_dropout']:.0%} to the null class 1000, once per sample (the "
+        "per-block "
         "`LabelEmbedding` dropout is switched off during training because it would drop labels independently "
         "in every block) |",
         f"| seed | {info['seed']} |",
-        f"| wall time | **{info['wall_seconds'] / 60:.1f} min** ({info['seconds_per_iteration']} s/iteration) on "
+        f"| wall time | **{info['wall_seconds'] / 60:.1f} min** ({info['seconds_per_iteration']} "
+        "s/iteration) on "
         f"{info['machine']} |",
         "",
         "## Evaluation",
         "",
         "Digits-FID is the Fréchet distance between Gaussians fitted to features of the small digits CNN",
-        "shipped in `smoothcache/zoo/digits_features/` (64-d penultimate layer; trained on the train split only;",
-        f"held-out accuracy **{feat_cfg['heldout_accuracy']:.2%}**), against the train-split reference statistics.",
-        "Precision / recall: Kynkäänniemi et al. (2019), k = 3, against the train-split features. Class consistency:",
+        "shipped in `smoothcache/zoo/digits_features/` (64-d penultimate layer; trained on the train split "
+        "only;",
+        f"held-out accuracy **{feat_cfg['heldout_accuracy']:.2%}**), against the train-split reference "
+        "statistics.",
+        "Precision / recall: Kynkäänniemi et al. (2019), k = 3, against the train-split features. Class "
+        "consistency:",
         "fraction of samples that the CNN classifies as the requested class.",
     ]
     if results is None:
@@ -350,14 +417,22 @@ def render_card(info: dict, results: dict | None, folder: Path) -> str:
     seed0 = min(r.get("seed", 0) for r in results["runs"])
     runs = [r for r in results["runs"] if r.get("seed", 0) == seed0]
     other_seed = [r for r in results["runs"] if r.get("seed", 0) != seed0]
-    head = ["| sampler | steps | guidance | Digits-FID | Digits-FID (first 300) | / floor | precision | recall "
-            "| class consistency | time (1,000 samples) |", "|---|---|---|---|---|---|---|---|---|---|"]
-    main_rows = [r for r in runs if r["guidance"] == g and not (r["scheduler"] == "ddim" and r["steps"] not in
-                                                                  (10, 20, 50))]
+    head = [
+        "| sampler | steps | guidance | Digits-FID | Digits-FID (first 300) | / floor | precision | recall "
+        "| class consistency | time (1,000 samples) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    main_rows = [
+        r
+        for r in runs
+        if r["guidance"] == g and not (r["scheduler"] == "ddim" and r["steps"] not in (10, 20, 50))
+    ]
     order = {("ddim", 10): 0, ("ddim", 20): 1, ("ddim", 50): 2, ("dpm", 10): 3, ("dpm", 20): 4}  # table order
     main_rows.sort(key=lambda r: order.get((r["scheduler"], r["steps"]), 9))
     by = {(r["scheduler"], r["steps"]): r for r in main_rows}
-    sweep_rows = [r for r in runs if r["scheduler"] == "ddim" and r["steps"] == results.get("sweep_steps", 50)]
+    sweep_rows = [
+        r for r in runs if r["scheduler"] == "ddim" and r["steps"] == results.get("sweep_steps", 50)
+    ]
     best = min(sweep_rows, key=lambda r: r["fid"])
     lines += [
         "",
@@ -372,34 +447,53 @@ def render_card(info: dict, results: dict | None, folder: Path) -> str:
         "",
     ]
     if ("ddim", 10) in by and ("ddim", 50) in by:
-        lines.append(f"DDIM 10 steps / DDIM 50 steps Digits-FID ratio: **{by[('ddim', 10)]['fid'] / by[('ddim', 50)]['fid']:.2f}x**.")
+        lines.append(
+            "DDIM 10 steps / DDIM 50 steps Digits-FID ratio: "
+            f"**{by[('ddim', 10)]['fid'] / by[('ddim', 50)]['fid']:.2f}x**."
+        )
         lines.append("")
     if other_seed:
         spread = ", ".join(
             f"DDIM {r['steps']}: {r['fid']:.3f} (vs {by[('ddim', r['steps'])]['fid']:.3f})"
-            for r in other_seed if ("ddim", r["steps"]) in by)
-        lines += [f"Seed check (another {results['samples']} samples, seed {other_seed[0]['seed']}): {spread}.", ""]
+            for r in other_seed
+            if ("ddim", r["steps"]) in by
+        )
+        lines += [
+            f"Seed check (another {results['samples']} samples, seed {other_seed[0]['seed']}): {spread}.",
+            "",
+        ]
     lines += [
         "The floor is the Fréchet distance of the 300 real held-out images to the train reference. FD has a",
-        "finite-sample bias that shrinks with N, so the `/ floor` column compares like with like: the first 300",
-        "samples (30 per class) of each run against the floor. Note that the reference is the train split the",
-        "model was fitted to, while the held-out images are other handwriting, so a well-fitted model can score",
+        "finite-sample bias that shrinks with N, so the `/ floor` column compares like with like: the first "
+        "300",
+        "samples (30 per class) of each run against the floor. Note that the reference is the train split "
+        "the",
+        "model was fitted to, while the held-out images are other handwriting, so a well-fitted model can "
+        "score",
         "below the floor; the memorisation check below shows that it does not get there by copying.",
         "Times: wall clock of the whole pipeline call on 2 CPU cores, batches of 500 class labels, guidance",
         "doubles the transformer batch.",
         "",
-        "Why Digits-FID figures differ between this card, `make demo` and BENCHMARKS.md: the Fréchet distance",
+        "Why Digits-FID figures differ between this card, `make demo` and BENCHMARKS.md: the Fréchet "
+        "distance",
         "is biased upwards on small sample sets and moves with the seeds, so the same DDIM 50 sampler scores",
-        "about 0.30 here (1000 samples, batches of 500), 0.44 in the quality benchmark (1000 samples in batches",
-        "of 100 with other seeds) and about 0.75 in `make demo` (300 samples). Compare figures within one table only.",
+        "about 0.30 here (1000 samples, batches of 500), 0.44 in the quality benchmark (1000 samples in "
+        "batches",
+        "of 100 with other seeds) and about 0.75 in `make demo` (300 samples). Compare figures within one "
+        "table only.",
         "",
-        "Memorisation check: the median pixel-space (L2, range [-1, 1]) distance from a sample to its nearest",
+        "Memorisation check: the median pixel-space (L2, range [-1, 1]) distance from a sample to its "
+        "nearest",
         f"train image is {by[('ddim', 50)]['nn_train_dist']:.2f} for DDIM 50 steps, against "
         f"{floor['nn_train_dist']:.2f} for the real held-out images"
-        + (": the samples are not copies of the train set." if by[("ddim", 50)]["nn_train_dist"]
-           >= 0.8 * floor["nn_train_dist"] else ": the samples sit closer to the train set than real unseen "
-           "digits do (partial memorisation).")
-        if ("ddim", 50) in by and "nn_train_dist" in floor else "",
+        + (
+            ": the samples are not copies of the train set."
+            if by[("ddim", 50)]["nn_train_dist"] >= 0.8 * floor["nn_train_dist"]
+            else ": the samples sit closer to the train set than real unseen "
+            "digits do (partial memorisation)."
+        )
+        if ("ddim", 50) in by and "nn_train_dist" in floor
+        else "",
         "",
         f"### Guidance sweep (DDIM {results.get('sweep_steps', 50)} steps, {results['samples']} samples)",
         "",
@@ -407,18 +501,23 @@ def render_card(info: dict, results: dict | None, folder: Path) -> str:
         *[_fmt_row(r, floor["fid"]) for r in sweep_rows],
         "",
         f"Chosen: `DIGITS_GUIDANCE_SCALE = {float(g)}`"
-        + (" (the lowest Digits-FID of the sweep)." if g == best["guidance"] else
-           f" (the sweep's lowest Digits-FID is at {best['guidance']:g}).")
+        + (
+            " (the lowest Digits-FID of the sweep)."
+            if g == best["guidance"]
+            else f" (the sweep's lowest Digits-FID is at {best['guidance']:g})."
+        )
         + " Guidance 1.0 disables classifier-free guidance (no null-class pass, half the cost). Stronger",
         "guidance trades recall (diversity) for precision: on digits the class-conditional model is already",
-        "class-consistent without it. The null class is trained (10% label dropout), so guided sampling works",
+        "class-consistent without it. The null class is trained (10% label dropout), so guided sampling "
+        "works",
         "for experiments that need the doubled CFG batch.",
         "",
         "## Reproduce",
         "",
         "```bash",
         "python scripts/train_features.py     # feature CNN + reference_stats.npz (~20 s)",
-        "python scripts/train_digits.py       # this folder + this card (training <= 38 min, evaluation ~20 min)",
+        "python scripts/train_digits.py       # this folder + this card (training <= 38 min, evaluation ~20 "
+        "min)",
         "```",
         "",
     ]
@@ -448,10 +547,14 @@ def main() -> None:
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--layers", type=int, default=6)
     ap.add_argument("--fp16", action="store_true", help="store the weights in float16")
-    ap.add_argument("--max-minutes", type=float, default=38.0,
-                    help="wall-clock budget of the training loop: the cosine decay follows the larger of the "
-                         "iteration and time fractions and training stops when either reaches 1 (0: no limit, "
-                         "exactly reproducible iteration count)")
+    ap.add_argument(
+        "--max-minutes",
+        type=float,
+        default=38.0,
+        help="wall-clock budget of the training loop: the cosine decay follows the larger of the "
+        "iteration and time fractions and training stops when either reaches 1 (0: no limit, "
+        "exactly reproducible iteration count)",
+    )
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--eval-only", action="store_true")
     ap.add_argument("--skip-eval", action="store_true")
@@ -459,8 +562,12 @@ def main() -> None:
     ap.add_argument("--eval-batch", type=int, default=500)
     ap.add_argument("--eval-seed", type=int, default=0)
     ap.add_argument("--fresh", action="store_true", help="recompute every evaluation row")
-    ap.add_argument("--guidance", type=float, default=None,
-                    help="guidance scale of the sampler table (default: the best Digits-FID of the sweep)")
+    ap.add_argument(
+        "--guidance",
+        type=float,
+        default=None,
+        help="guidance scale of the sampler table (default: the best Digits-FID of the sweep)",
+    )
     ap.add_argument("--sweep", type=float, nargs="*", default=[1.0, 1.25, 1.5, 2.0, 3.0])
     ap.add_argument("--sweep-steps", type=int, default=50)
     args = ap.parse_args()

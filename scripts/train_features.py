@@ -34,10 +34,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from smoothcache.zoo.digits_eval import DigitsEvaluator
-from smoothcache.zoo.metrics import feature_statistics
 from smoothcache.zoo.digits_data import SPLIT_SEED, digits_split
+from smoothcache.zoo.digits_eval import DigitsEvaluator
 from smoothcache.zoo.digits_net import FEATURES_DIR, DigitsFeatureNet
+from smoothcache.zoo.metrics import feature_statistics
 
 SEED = 1234
 
@@ -80,14 +80,16 @@ def main() -> None:
                            num_classes=cfg["num_classes"], image_size=cfg["image_size"])
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     steps_per_epoch = (len(ytr) + args.batch_size - 1) // args.batch_size
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=args.lr, total_steps=args.epochs * steps_per_epoch
+    )
     t0 = time.time()
     for epoch in range(args.epochs):
         net.train()
         perm = torch.randperm(len(ytr), generator=gen)
         total = 0.0
         for start in range(0, len(ytr), args.batch_size):
-            idx = perm[start:start + args.batch_size]
+            idx = perm[start : start + args.batch_size]
             x = random_shift(xtr[idx], gen)
             x = (x + 0.05 * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
             loss = F.cross_entropy(net(x), ytr[idx], label_smoothing=0.05)
@@ -97,8 +99,11 @@ def main() -> None:
             sched.step()
             total += loss.item() * len(idx)
         if epoch % 5 == 4 or epoch == args.epochs - 1:
-            print(f"epoch {epoch + 1:3d}  loss {total / len(ytr):.4f}  train acc {accuracy(net, xtr, ytr):.4f}"
-                  f"  ({time.time() - t0:.0f}s)", flush=True)
+            print(
+                f"epoch {epoch + 1:3d}  loss {total / len(ytr):.4f}  train acc {accuracy(net, xtr, ytr):.4f}"
+                f"  ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
 
     net.eval()
     test_acc = accuracy(net, xte, yte)
@@ -109,28 +114,37 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     save_file(state, str(args.out / "model.safetensors"))
-    cfg.update({
-        "input_range": [-1.0, 1.0],
-        "feature": "pre-activation of the penultimate linear layer",
-        "trained_on": "smoothcache.zoo.data.digits_split() train split (1497 images)",
-        "split_seed": SPLIT_SEED,
-        "train_seed": SEED,
-        "epochs": args.epochs,
-        "heldout_accuracy": round(test_acc, 4),
-    })
+    cfg.update(
+        {
+            "input_range": [-1.0, 1.0],
+            "feature": "pre-activation of the penultimate linear layer",
+            "trained_on": "smoothcache.zoo.data.digits_split() train split (1497 images)",
+            "split_seed": SPLIT_SEED,
+            "train_seed": SEED,
+            "epochs": args.epochs,
+            "heldout_accuracy": round(test_acc, 4),
+        }
+    )
     (args.out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
     with torch.no_grad():
         ftr = net.features(xtr).double().numpy()
         fte = net.features(xte).double().numpy()
     mu, sigma = feature_statistics(ftr)
-    np.savez(args.out / "reference_stats.npz", mu=mu, sigma=sigma,
-             features=ftr.astype(np.float32), heldout_features=fte.astype(np.float32))
+    np.savez(
+        args.out / "reference_stats.npz",
+        mu=mu,
+        sigma=sigma,
+        features=ftr.astype(np.float32),
+        heldout_features=fte.astype(np.float32),
+    )
 
     ev = DigitsEvaluator(args.out)
     floor = ev.real_floor()
-    print("real-vs-real floor (held-out vs train reference): "
-          + ", ".join(f"{k}={v:.4f}" for k, v in floor.items()))
+    print(
+        "real-vs-real floor (held-out vs train reference): "
+        + ", ".join(f"{k}={v:.4f}" for k, v in floor.items())
+    )
     print(f"wrote {args.out}")
 
 

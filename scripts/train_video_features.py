@@ -9,7 +9,8 @@ Trains, on moving-digit videos of the TRAIN digits only (fixed seeds, CPU, 1 thr
   and its velocity (24 classes).
 
 Augmentation: light Gaussian pixel noise (sigma 0.05 in [-1, 1] units) and a random contrast
-factor in [0.8, 1.0], so that the networks do not rely on pixel-perfect renders. Then it writes into ``--out``:
+factor in [0.8, 1.0], so that the networks do not rely on pixel-perfect renders. Then it writes into
+``--out``:
 
 * ``frame_classifier.safetensors``, ``video_net.safetensors``, ``config.json`` (with held-out accuracies and
   the metrics of real held-out videos, and of the same videos with shuffled frames);
@@ -38,14 +39,24 @@ from smoothcache.zoo.digits_data import SPLIT_SEED
 from smoothcache.zoo.metrics import feature_statistics
 from smoothcache.zoo.video_data import CANVAS, NUM_FRAMES, VELOCITIES, make_videos, raw_digits_split
 from smoothcache.zoo.video_eval import VideoEvaluator, motion_residuals
-from smoothcache.zoo.video_net import FEATURES_DIR, FRAME_WEIGHTS, VIDEO_WEIGHTS, FrameClassifier, VideoFeatureNet
+from smoothcache.zoo.video_net import (
+    FEATURES_DIR,
+    FRAME_WEIGHTS,
+    VIDEO_WEIGHTS,
+    FrameClassifier,
+    VideoFeatureNet,
+)
 
 SEED = 4321
 REFERENCE_SEED, REFERENCE_VIDEOS, STORED_FEATURES = 101, 10_000, 2_000
 HELDOUT_SEED, HELDOUT_VIDEOS = 202, 500
-CONFIG = {"num_classes": 10, "num_frames": NUM_FRAMES, "image_size": CANVAS,
-          "frame": {"channels": [32, 64]},
-          "video": {"channels": [16, 32, 64], "feature_dim": 64, "num_velocities": len(VELOCITIES)}}
+CONFIG = {
+    "num_classes": 10,
+    "num_frames": NUM_FRAMES,
+    "image_size": CANVAS,
+    "frame": {"channels": [32, 64]},
+    "video": {"channels": [16, 32, 64], "feature_dim": 64, "num_velocities": len(VELOCITIES)},
+}
 
 
 def velocity_index(velocities: torch.Tensor) -> torch.Tensor:
@@ -75,14 +86,17 @@ def train_net(net, step_fn, iters: int, lr: float, name: str) -> None:
         sched.step()
         running += loss.item()
         if (it + 1) % 250 == 0:
-            print(f"{name}: iter {it + 1}/{iters}  loss {running / 250:.4f}  ({time.time() - t0:.0f}s)", flush=True)
+            print(
+                f"{name}: iter {it + 1}/{iters}  loss {running / 250:.4f}  ({time.time() - t0:.0f}s)",
+                flush=True,
+            )
             running = 0.0
     net.eval()
 
 
 @torch.no_grad()
 def batched(fn, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
-    return torch.cat([fn(x[i:i + batch]) for i in range(0, x.shape[0], batch)])
+    return torch.cat([fn(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
 
 
 def main() -> None:
@@ -98,7 +112,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(SEED)
     split = raw_digits_split()
-    print(f"train {len(split.train_labels)} / held-out {len(split.test_labels)} digits (split seed {SPLIT_SEED})")
+    print(
+        f"train {len(split.train_labels)} / held-out {len(split.test_labels)} digits (split seed "
+        f"{SPLIT_SEED})"
+    )
     pool = (split.train_digits, split.train_labels)
 
     frame = FrameClassifier(channels=tuple(CONFIG["frame"]["channels"]))
@@ -109,20 +126,28 @@ def main() -> None:
         x = torch.cat([b.videos[torch.arange(args.batch_videos), pick[:, j]] for j in range(2)])
         return F.cross_entropy(frame(augment(x, gen)), b.labels.repeat(2), label_smoothing=0.05)
 
-    video = VideoFeatureNet(channels=tuple(CONFIG["video"]["channels"]), feature_dim=CONFIG["video"]["feature_dim"])
+    video = VideoFeatureNet(
+        channels=tuple(CONFIG["video"]["channels"]), feature_dim=CONFIG["video"]["feature_dim"]
+    )
 
     def video_step() -> torch.Tensor:
         b = make_videos(*pool, args.batch_videos, gen)
         cls, vel = video(augment(b.videos, gen).transpose(1, 2))
-        return (F.cross_entropy(cls, b.labels, label_smoothing=0.05)
-                + F.cross_entropy(vel, velocity_index(b.velocities), label_smoothing=0.05))
+        return F.cross_entropy(cls, b.labels, label_smoothing=0.05) + F.cross_entropy(
+            vel, velocity_index(b.velocities), label_smoothing=0.05
+        )
 
     train_net(frame, frame_step, args.frame_iters, 3e-3, "frame classifier")
     train_net(video, video_step, args.video_iters, 3e-3, "video net")
 
     # held-out accuracies on held-out digits
-    held = make_videos(split.test_digits, split.test_labels, HELDOUT_VIDEOS, HELDOUT_SEED,
-                       classes=torch.arange(HELDOUT_VIDEOS) % 10)
+    held = make_videos(
+        split.test_digits,
+        split.test_labels,
+        HELDOUT_VIDEOS,
+        HELDOUT_SEED,
+        classes=torch.arange(HELDOUT_VIDEOS) % 10,
+    )
     x_held = held.videos * 2.0 - 1.0
     with torch.no_grad():
         frame_logits = batched(frame, x_held.flatten(0, 1)).reshape(HELDOUT_VIDEOS, NUM_FRAMES, -1)
@@ -131,7 +156,9 @@ def main() -> None:
     acc = {
         "frame_accuracy": float((frame_logits.argmax(2) == held.labels[:, None]).double().mean()),
         "video_class_accuracy": float((cls_logits.argmax(1) == held.labels).double().mean()),
-        "video_velocity_accuracy": float((vel_logits.argmax(1) == velocity_index(held.velocities)).double().mean()),
+        "video_velocity_accuracy": float(
+            (vel_logits.argmax(1) == velocity_index(held.velocities)).double().mean()
+        ),
     }
     print("held-out accuracies: " + ", ".join(f"{k}={v:.4f}" for k, v in acc.items()))
 
@@ -144,21 +171,36 @@ def main() -> None:
         f_ref = batched(video.features, (ref.videos * 2.0 - 1.0).transpose(1, 2)).double().numpy()
         f_held = batched(video.features, x_held.transpose(1, 2)).double().numpy()
     mu, sigma = feature_statistics(f_ref)
-    np.savez(args.out / "reference_stats.npz", mu=mu, sigma=sigma,
-             features=f_ref[:STORED_FEATURES].astype(np.float32), heldout_features=f_held.astype(np.float32))
+    np.savez(
+        args.out / "reference_stats.npz",
+        mu=mu,
+        sigma=sigma,
+        features=f_ref[:STORED_FEATURES].astype(np.float32),
+        heldout_features=f_held.astype(np.float32),
+    )
 
     cfg = dict(CONFIG)
-    cfg.update({
-        "input_range": [-1.0, 1.0],
-        "feature": "pre-activation of the video net's penultimate linear layer",
-        "trained_on": "moving-digit videos of smoothcache.zoo.video_data.raw_digits_split() train digits (1497)",
-        "split_seed": SPLIT_SEED, "train_seed": SEED,
-        "frame_iters": args.frame_iters, "video_iters": args.video_iters, "batch_videos": args.batch_videos,
-        "reference": {"seed": REFERENCE_SEED, "videos": REFERENCE_VIDEOS, "stored_features": STORED_FEATURES},
-        "heldout_set": {"seed": HELDOUT_SEED, "videos": HELDOUT_VIDEOS},
-        "heldout_accuracy": {k: round(v, 4) for k, v in acc.items()},
-        "heldout": {},
-    })
+    cfg.update(
+        {
+            "input_range": [-1.0, 1.0],
+            "feature": "pre-activation of the video net's penultimate linear layer",
+            "trained_on": "moving-digit videos of smoothcache.zoo.video_data.raw_digits_split() train digits "
+            "(1497)",
+            "split_seed": SPLIT_SEED,
+            "train_seed": SEED,
+            "frame_iters": args.frame_iters,
+            "video_iters": args.video_iters,
+            "batch_videos": args.batch_videos,
+            "reference": {
+                "seed": REFERENCE_SEED,
+                "videos": REFERENCE_VIDEOS,
+                "stored_features": STORED_FEATURES,
+            },
+            "heldout_set": {"seed": HELDOUT_SEED, "videos": HELDOUT_VIDEOS},
+            "heldout_accuracy": {k: round(v, 4) for k, v in acc.items()},
+            "heldout": {},
+        }
+    )
     (args.out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
     ev = VideoEvaluator(args.out)
@@ -168,16 +210,22 @@ def main() -> None:
     shuf = ev.evaluate(shuffled, labels)
     noise = torch.rand(held.videos.shape, generator=torch.Generator().manual_seed(8))
     noise_m = ev.evaluate(noise, labels)
-    cfg["heldout"] = {k: real[k] for k in ("class_consistency", "frame_accuracy", "motion_consistency",
-                                           "motion_error")}
-    cfg["heldout_shuffled_frames"] = {k: shuf[k] for k in ("fid", "class_consistency", "motion_consistency",
-                                                           "motion_error")}
-    cfg["uniform_noise"] = {k: noise_m[k] for k in ("fid", "class_consistency", "motion_consistency",
-                                                    "motion_error")}
+    cfg["heldout"] = {
+        k: real[k] for k in ("class_consistency", "frame_accuracy", "motion_consistency", "motion_error")
+    }
+    cfg["heldout_shuffled_frames"] = {
+        k: shuf[k] for k in ("fid", "class_consistency", "motion_consistency", "motion_error")
+    }
+    cfg["uniform_noise"] = {
+        k: noise_m[k] for k in ("fid", "class_consistency", "motion_consistency", "motion_error")
+    }
     (args.out / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     floor = VideoEvaluator(args.out).real_floor()
     print("real held-out floor: " + ", ".join(f"{k}={v:.4f}" for k, v in floor.items()))
-    print("held-out, shuffled frames: " + ", ".join(f"{k}={v:.4f}" for k, v in cfg["heldout_shuffled_frames"].items()))
+    print(
+        "held-out, shuffled frames: "
+        + ", ".join(f"{k}={v:.4f}" for k, v in cfg["heldout_shuffled_frames"].items())
+    )
     print("uniform noise: " + ", ".join(f"{k}={v:.4f}" for k, v in cfg["uniform_noise"].items()))
     print(f"motion error of real held-out videos: max {float(motion_residuals(held.videos).max()):.2e} px")
     print(f"wrote {args.out}")

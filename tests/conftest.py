@@ -42,13 +42,17 @@ def make_tiny_pipe(num_layers=3, seed=0, scheduler=None):
 
 
 def run_steps(model, timesteps, batch=2, seed=0, size=8, cfg_calls=1):
-    """Call a diffusers DiT like a sampler: one call per step, or ``cfg_calls`` calls with the same timestep."""
+    """Call a diffusers DiT like a sampler: one call per step, or ``cfg_calls`` calls with the same
+    timestep."""
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 4, size, size, generator=g)
     labels = torch.arange(batch) % 10
     with torch.no_grad():
         for t in timesteps:
-            preds = [model(x, timestep=torch.full((batch,), t), class_labels=labels).sample for _ in range(cfg_calls)]
+            preds = [
+                model(x, timestep=torch.full((batch,), t), class_labels=labels).sample
+                for _ in range(cfg_calls)
+            ]
             x = x - 0.05 * sum(preds) / len(preds)
     return x
 

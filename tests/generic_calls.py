@@ -31,7 +31,9 @@ def full_t(t: float, batch: int = 1) -> torch.Tensor:
     return torch.full((batch,), t)
 
 
-def cfg(model_call: Callable[[dict], torch.Tensor], inputs: dict, neg: dict, scale: float = 3.0) -> torch.Tensor:
+def cfg(
+    model_call: Callable[[dict], torch.Tensor], inputs: dict, neg: dict, scale: float = 3.0
+) -> torch.Tensor:
     """Two calls, cond then uncond (``neg`` replaces some inputs), combined like classifier-free guidance."""
     cond = model_call(inputs)
     uncond = model_call({**inputs, **neg})
@@ -41,11 +43,13 @@ def cfg(model_call: Callable[[dict], torch.Tensor], inputs: dict, neg: dict, sca
 def first(out: Any) -> torch.Tensor:
     return out[0] if isinstance(out, (tuple, list)) else out
 
+
 def ids3(h: int, w: int) -> torch.Tensor:
     ids = torch.zeros(h, w, 3)
     ids[..., 1] = torch.arange(h)[:, None]
     ids[..., 2] = torch.arange(w)[None, :]
     return ids.reshape(h * w, 3)
+
 
 def ids4(t: int, h: int, w: int, length: int) -> torch.Tensor:
     return torch.cartesian_prod(torch.arange(t), torch.arange(h), torch.arange(w), torch.arange(length))

@@ -15,7 +15,9 @@ MODULES = sorted(
     "smoothcache." + ".".join(p.relative_to(SRC).with_suffix("").parts).replace(".__init__", "").rstrip(".")
     for p in SRC.rglob("*.py")
 )
-MODULES = [m[:-len(".__init__")] if m.endswith(".__init__") else m for m in MODULES if not m.endswith("__main__")]
+MODULES = [
+    m[: -len(".__init__")] if m.endswith(".__init__") else m for m in MODULES if not m.endswith("__main__")
+]
 
 
 def _module_of(path: Path) -> str:
@@ -43,8 +45,9 @@ def _imports(path: Path) -> set[str]:
             found.add(target)
             for alias in node.names:  # "from . import zoo" names a module
                 candidate = f"{target}.{alias.name}"
-                if (SRC.parent / Path(*candidate.split("."))).with_suffix(".py").is_file() or \
-                        (SRC.parent / Path(*candidate.split(".")) / "__init__.py").is_file():
+                if (SRC.parent / Path(*candidate.split("."))).with_suffix(".py").is_file() or (
+                    SRC.parent / Path(*candidate.split(".")) / "__init__.py"
+                ).is_file():
                     found.add(candidate)
     found.discard(module)
     return found
@@ -66,7 +69,7 @@ def test_the_import_graph_has_no_cycle():
         stack.append(node)
         for dep in sorted(graph.get(node, ())):
             if state.get(dep) == 1:
-                cycle = stack[stack.index(dep):] + [dep]
+                cycle = stack[stack.index(dep) :] + [dep]
                 pytest.fail("import cycle: " + " -> ".join(cycle))
             if state.get(dep) is None:
                 visit(dep)
@@ -105,7 +108,9 @@ def test_every_module_imports_on_its_own():
 
 
 def test_no_module_is_over_400_lines():
-    long = {str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400}
+    long = {
+        str(p.relative_to(SRC)): n for p in SRC.rglob("*.py") if (n := len(p.read_text().splitlines())) > 400
+    }
     assert long == {}
 
 
@@ -162,13 +167,23 @@ def _significant(path: Path) -> list[tuple[int, str]]:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             skip.update(range(node.lineno, node.end_lineno + 1))
         body = getattr(node, "body", None)
-        if isinstance(body, list) and body and isinstance(body[0], ast.Expr) \
-                and isinstance(body[0].value, ast.Constant) and isinstance(body[0].value.value, str):
+        if (
+            isinstance(body, list)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
             skip.update(range(body[0].lineno, body[0].end_lineno + 1))
     out = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         text = " ".join(line.split())
-        if number in skip or not text or text.startswith("#") or text in ("(", ")", "[", "]", "{", "}", "),", "],"):
+        if (
+            number in skip
+            or not text
+            or text.startswith("#")
+            or text in ("(", ")", "[", "]", "{", "}", "),", "],")
+        ):
             continue
         out.append((number, text))
     return out
@@ -180,10 +195,14 @@ def test_no_run_of_six_code_lines_is_repeated_in_the_core():
     for path in CORE:
         lines = _significant(path)
         for i in range(len(lines) - 5):
-            window = tuple(text for _, text in lines[i:i + 6])
+            window = tuple(text for _, text in lines[i : i + 6])
             where = f"{path.relative_to(SRC)}:{lines[i][0]}"
-            if window in seen and seen[window].split(":")[0] != where.split(":")[0] or \
-                    window in seen and abs(int(seen[window].split(":")[1]) - lines[i][0]) >= 6:
+            if (
+                window in seen
+                and seen[window].split(":")[0] != where.split(":")[0]
+                or window in seen
+                and abs(int(seen[window].split(":")[1]) - lines[i][0]) >= 6
+            ):
                 repeats.append((seen[window], where))
             seen.setdefault(window, where)
     assert repeats == []
@@ -195,5 +214,7 @@ def test_no_test_imports_a_private_name():
     for path in sorted(tests.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("smoothcache"):
-                private += [f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")]
+                private += [
+                    f"{path.name}: {node.module}.{a.name}" for a in node.names if a.name.startswith("_")
+                ]
     assert private == []

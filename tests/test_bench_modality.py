@@ -1,10 +1,10 @@
 """The audio / video benchmark's pieces that need no trained model: method building and the report."""
 
 import torch
-from conftest import make_tiny_pipe
 
 from bench.methods import Method
 from bench.modality import Bench, build, report
+from conftest import make_tiny_pipe
 from smoothcache import MacReport
 from smoothcache.targets import find_branches
 from smoothcache.zoo.demo import DEMO_MODELS, calibrate_pipeline
@@ -42,11 +42,31 @@ def test_methods_cover_every_branch_and_peers_count_what_they_ran():
 
 
 def test_report_has_a_row_per_method_and_the_fidelity_columns():
-    rows = {"no cache": {"steps": 30, "theoretical": 1.0, "measured": 1.0, "fid": 0.5, "class_consistency": 0.9},
-            "FORA N=2": {"steps": 30, "theoretical": 1.9, "measured": 1.7, "fid": 0.6, "class_consistency": 0.8,
-                         "psnr_db": 31.25}}
-    text = report({"video": {"samples": 100, "guidance": 2.0, "rounds": 1, "timing_samples": 20, "machine": "m",
-                             "floor": None, "methods": rows, "skipped": {"TaylorSeer N=2": "no module matches"}}})
+    rows = {
+        "no cache": {"steps": 30, "theoretical": 1.0, "measured": 1.0, "fid": 0.5, "class_consistency": 0.9},
+        "FORA N=2": {
+            "steps": 30,
+            "theoretical": 1.9,
+            "measured": 1.7,
+            "fid": 0.6,
+            "class_consistency": 0.8,
+            "psnr_db": 31.25,
+        },
+    }
+    text = report(
+        {
+            "video": {
+                "samples": 100,
+                "guidance": 2.0,
+                "rounds": 1,
+                "timing_samples": 20,
+                "machine": "m",
+                "floor": None,
+                "methods": rows,
+                "skipped": {"TaylorSeer N=2": "no module matches"},
+            }
+        }
+    )
     assert "| FORA N=2 | 30 | 1.90x | 1.70x | 0.600 | 0.800 | 31.2 dB |" in text
     assert "| no cache | 30 | 1.00x | 1.00x | 0.500 | 0.900 | - |" in text
     assert "Left out TaylorSeer N=2: no module matches" in text

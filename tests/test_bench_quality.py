@@ -5,9 +5,9 @@ import math
 
 import pytest
 import torch
-from conftest import make_tiny_pipe
 
 from bench.matching import best_within, compare_points, front, interpolate, targets
+from conftest import make_tiny_pipe
 
 torch.set_num_threads(1)
 
@@ -49,7 +49,8 @@ def test_compare_points_picks_the_best_peer_and_the_winner():
     # 1.5x: A interpolated (55 + (40-55)*0.1/0.6 = 52.5 dB) beats B's slowest point standing in (52 dB)
     assert low["psnr"]["best_peer"] == "A" and low["psnr"]["best"] == pytest.approx(52.5)
     assert low["psnr"]["win"] is True and low["psnr"]["peers"]["B"] == 52.0
-    # 3x: A cannot go that fast; B (52 + (48-52)*0.5/0.7); its FID 0.44 + 0.08*0.5/0.7 < ours 0.50: B wins on FID
+    # 3x: A cannot go that fast; B (52 + (48-52)*0.5/0.7); its FID 0.44 + 0.08*0.5/0.7 < ours 0.50: B wins on
+    # FID
     assert math.isnan(high["psnr"]["peers"]["A"])
     assert high["psnr"]["best_peer"] == "B" and high["psnr"]["win"] is True
     assert high["fid"]["best"] == pytest.approx(0.44 + 0.08 * 0.5 / 0.7)
@@ -104,13 +105,20 @@ def test_a_timing_only_run_replaces_the_speedups_and_keeps_the_metrics(tmp_path)
     retimed = {"scheduler": "ddim", "steps": 50, "timing_samples": 50, "runs": [{"timing_only": True}],
                "methods": {"a": {**saved["methods"]["a"], "measured": 1.8, "speedups": [1.7, 1.9]}}}
     merged = merge(path, retimed, fresh=False)
-    assert merged["methods"]["a"] == {"fid": 1.0, "psnr": 50.0, "measured": 1.8, "run": 0, "speedups": [1.7, 1.9]}
+    assert merged["methods"]["a"] == {
+        "fid": 1.0,
+        "psnr": 50.0,
+        "measured": 1.8,
+        "run": 0,
+        "speedups": [1.7, 1.9],
+    }
     assert merged["methods"]["no cache"] == saved["methods"]["no cache"] and merged["samples"] == 300
     assert merged["timing_samples"] == 50 and merged["runs"][-1] == {"timing_only": True}
 
 
 def test_timing_pairs_each_method_with_nearby_no_cache_runs():
-    """Load that triples during the run does not bias the speed-ups (a fake clock advanced by a fake pipeline)."""
+    """Load that triples during the run does not bias the speed-ups (a fake clock advanced by a fake
+    pipeline)."""
     from types import SimpleNamespace
 
     from bench.methods import Method
@@ -128,8 +136,9 @@ def test_timing_pairs_each_method_with_nearby_no_cache_runs():
 
     methods = [Method("no cache", "no cache", "reference", 50, 1.0)]
     methods += [Method(f"{k} steps", "fewer steps", "baseline", k, 50 / k) for k in (40, 25, 20, 10, 5)]
-    times, speedups = time_methods(Pipe(), methods, samples=2, rounds=2, say=lambda line: None,
-                                   clock=lambda: clock[0])
+    times, speedups = time_methods(
+        Pipe(), methods, samples=2, rounds=2, say=lambda line: None, clock=lambda: clock[0]
+    )
     for m in methods:
         assert len(speedups[m.name]) == 2
         assert speedups[m.name] == pytest.approx([m.theoretical] * 2, rel=0.03), m.name
@@ -139,9 +148,8 @@ def test_timing_pairs_each_method_with_nearby_no_cache_runs():
 
 @pytest.fixture(scope="module")
 def setting():
-    from smoothcache import Calibrator, MacReport
-
     from bench.methods import Setting
+    from smoothcache import Calibrator, MacReport
 
     pipe = make_tiny_pipe()
     with Calibrator(pipe.transformer) as cal:
@@ -155,8 +163,9 @@ def test_build_methods_families_budgets_and_what_is_left_out(setting):
     methods, skipped = build_methods(setting, ["fewer-steps", "fora", "every-n-forecast", "greedy-forecast"])
     names = [m.name for m in methods]
     assert names[0] == "no cache" and len(set(names)) == len(names)
-    assert {m.family for m in methods} == {GROUPS[g][0] for g in ("no-cache", "fewer-steps", "fora",
-                                                                  "every-n-forecast", "greedy-forecast")}
+    assert {m.family for m in methods} == {
+        GROUPS[g][0] for g in ("no-cache", "fewer-steps", "fora", "every-n-forecast", "greedy-forecast")
+    }
     greedy = [m for m in methods if m.family == GROUPS["greedy-forecast"][0]]
     assert [m.info["target_speedup"] for m in greedy] == [1.5, 2.0]
     assert all(m.theoretical >= m.info["target_speedup"] - 1e-6 for m in greedy)

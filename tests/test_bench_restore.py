@@ -41,9 +41,13 @@ def _patched_call(self, x):
 
 CHANGES = {
     "instance forward": lambda p: setattr(p.transformer, "forward", lambda x: x),
-    "submodule registered": lambda p: setattr(p.transformer, "_norm1_emb", p.transformer.transformer_blocks[0].ff),
+    "submodule registered": lambda p: setattr(
+        p.transformer, "_norm1_emb", p.transformer.transformer_blocks[0].ff
+    ),
     "attribute on the block list": lambda p: setattr(p.transformer.transformer_blocks, "_cached_steps", [1]),
-    "torch hook": lambda p: p.transformer.transformer_blocks[1].ff.register_forward_pre_hook(lambda m, a: None),
+    "torch hook": lambda p: p.transformer.transformer_blocks[1].ff.register_forward_pre_hook(
+        lambda m, a: None
+    ),
     "class __call__": lambda p: setattr(type(p), "__call__", _patched_call),
     "class attribute": lambda p: setattr(type(p), "_is_cached", True),
     "pipeline attribute": lambda p: setattr(p, "_context_manager", object()),

@@ -1,5 +1,6 @@
-import numpy as np
 import gc
+
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -8,8 +9,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from conftest import run_steps
 from smoothcache import CalibrationError, CalibrationProfile, Calibrator, MacReport, ProfileError, Schedule
 from smoothcache.flops import count_macs
-from smoothcache.targets import find_branches
 from smoothcache.patching import owner_of
+from smoothcache.targets import find_branches
 
 
 class Constant(nn.Module):
@@ -115,12 +116,16 @@ def test_no_host_sync_per_branch_call(tiny_dit):
 
 def _live_tensors(shape, dtype=torch.float32) -> int:
     gc.collect()
-    return sum(1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape == shape and o.dtype == dtype)
+    return sum(
+        1 for o in gc.get_objects() if isinstance(o, torch.Tensor) and o.shape == shape and o.dtype == dtype
+    )
 
 
 @pytest.mark.parametrize("predictors, held", [(["reuse"], 2), (["reuse", "linear"], 5)])
 def test_calibration_keeps_only_the_outputs_its_predictors_need(tiny_dit, predictors, held):
-    shape = torch.Size([2, 16, 16])  # an attn1 output of run_steps' batch: 2 samples x 16 tokens x 16 features
+    shape = torch.Size(
+        [2, 16, 16]
+    )  # an attn1 output of run_steps' batch: 2 samples x 16 tokens x 16 features
     assert _live_tensors(shape) == 0
     with Calibrator(tiny_dit, ["attn1"], lookahead=2, measure_macs=False, predictors=predictors) as cal:
         run_steps(tiny_dit, (999, 899, 799, 699, 599, 499, 399))
@@ -188,8 +193,14 @@ def test_profile_saves_loads_and_validates(tiny_dit, tmp_path):
         CalibrationProfile.load(tmp_path / "other.safetensors")
     import json
 
-    header = {"format": "smoothcache-profile", "version": 1, "lookahead": 2, "num_steps": 5, "runs": 1,
-              "branches": {"b.0.attn": {"key": "attn", "block": 0, "id": 0}}}
+    header = {
+        "format": "smoothcache-profile",
+        "version": 1,
+        "lookahead": 2,
+        "num_steps": 5,
+        "runs": 1,
+        "branches": {"b.0.attn": {"key": "attn", "block": 0, "id": 0}},
+    }
     arrays = {"b0.total": np.zeros((2, 4)), "b0.total_sq": np.zeros((2, 5)), "b0.count": np.zeros((2, 5))}
     save_file(arrays, str(tmp_path / "bad.safetensors"), metadata={"smoothcache": json.dumps(header)})
     with pytest.raises(ProfileError, match=r"shape \(2, 4\)"):
@@ -243,8 +254,9 @@ def test_calibrator_measures_the_same_macs_as_count_macs(tiny_dit):
     with Calibrator(tiny_dit) as cal:
         run_steps(tiny_dit, (999, 499, 99), batch=2)
     x = torch.randn(2, 4, 8, 8)
-    report = count_macs(tiny_dit, find_branches(tiny_dit), x, timestep=torch.tensor([5, 5]),
-                        class_labels=torch.tensor([1, 2]))
+    report = count_macs(
+        tiny_dit, find_branches(tiny_dit), x, timestep=torch.tensor([5, 5]), class_labels=torch.tensor([1, 2])
+    )
     assert MacReport.from_profile(cal.profile).as_dict() == pytest.approx(report.as_dict())
     by_key = report.by_key()
     assert by_key["attn1"] > 0 and by_key["ff"] > by_key["attn1"] * 0.5

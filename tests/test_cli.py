@@ -49,7 +49,9 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_console_entry_point_help():
-    result = subprocess.run([sys.executable, "-m", "smoothcache.cli", "--help"], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "smoothcache.cli", "--help"], capture_output=True, text=True
+    )
     assert result.returncode == 0
     for command in ("calibrate", "schedule", "plot", "demo"):
         assert command in result.stdout
@@ -62,11 +64,17 @@ def test_the_shipped_model_calibrates_by_name_and_by_folder(tmp_path, capsys):
         out = tmp_path / "digits.safetensors"
         assert main(["calibrate", model, "--steps", "6", "--classes", "3", "--out", str(out)]) == 0
         profile = CalibrationProfile.load(out)
-        assert profile.num_steps == 6 and profile.keys == ["attn1", "ff"] and profile.model == "DiTTransformer2DModel"
+        assert (
+            profile.num_steps == 6
+            and profile.keys == ["attn1", "ff"]
+            and profile.model == "DiTTransformer2DModel"
+        )
     assert "predictors ['reuse', 'linear']" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("model,keys", [("audio", ["attn1", "attn2", "ff"]), ("video", ["attn1", "attn2", "ff"])])
+@pytest.mark.parametrize(
+    "model,keys", [("audio", ["attn1", "attn2", "ff"]), ("video", ["attn1", "attn2", "ff"])]
+)
 def test_the_shipped_audio_and_video_models_calibrate_by_name(model, keys, tmp_path, capsys):
     out = tmp_path / f"{model}.safetensors"
     assert main(["calibrate", model, "--steps", "4", "--classes", "3", "--out", str(out)]) == 0
@@ -81,35 +89,81 @@ def test_calibrate_errors_name_the_problem(tmp_path, capsys):
     assert "no pipeline folder at" in capsys.readouterr().err
     assert main(["calibrate", str(tmp_path), "--out", str(tmp_path / "x.safetensors")]) == 2
     assert "has no model_index.json" in capsys.readouterr().err
-    assert main(["calibrate", "digits", "--classes", "5000", "--steps", "4", "--out", str(tmp_path / "x.st")]) == 2
+    assert (
+        main(["calibrate", "digits", "--classes", "5000", "--steps", "4", "--out", str(tmp_path / "x.st")])
+        == 2
+    )
     assert "class id(s) [5000] are not classes of this model (valid: 0..9)" in capsys.readouterr().err
 
 
 def test_schedule_for_a_budget_another_step_count_and_a_forecast(pipe_folder, tmp_path, capsys):
     profile_path = tmp_path / "profile.safetensors"
-    assert main(["calibrate", str(pipe_folder), "--steps", "12", "--classes", "1", "--out", str(profile_path)]) == 0
+    assert (
+        main(["calibrate", str(pipe_folder), "--steps", "12", "--classes", "1", "--out", str(profile_path)])
+        == 0
+    )
     profile = CalibrationProfile.load(profile_path)
     capsys.readouterr()
 
     out = tmp_path / "s.json"
     assert main(["schedule", str(profile_path), "--speedup", "1.5", "--cost", "macs", "--out", str(out)]) == 0
-    assert Schedule.load(out) == Schedule.for_budget(profile, speedup=1.5, cost="macs")  # the recommended mode
+    assert Schedule.load(out) == Schedule.for_budget(
+        profile, speedup=1.5, cost="macs"
+    )  # the recommended mode
     assert Schedule.load(out).predictor in ("linear", "mixed")  # each skip run its best predictor
-    assert main(["schedule", str(profile_path), "--speedup", "1.5", "--predictor", "reuse", "--planner", "greedy",
-                 "--cost", "macs", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "schedule",
+                str(profile_path),
+                "--speedup",
+                "1.5",
+                "--predictor",
+                "reuse",
+                "--planner",
+                "greedy",
+                "--cost",
+                "macs",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     expected = Schedule.for_budget(profile, speedup=1.5, predictor="reuse", planner="greedy", cost="macs")
     assert Schedule.load(out) == expected
-    assert main(["schedule", str(profile_path), "--compute-fraction", "0.7", "--steps", "8",
-                 "--predictor", "linear", "--cost", "macs", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "schedule",
+                str(profile_path),
+                "--compute-fraction",
+                "0.7",
+                "--steps",
+                "8",
+                "--predictor",
+                "linear",
+                "--cost",
+                "macs",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     written = Schedule.load(out)
     assert written.num_steps == 8 and written.predictor == "linear"
-    assert written == Schedule.for_budget(profile, compute_fraction=0.7, num_steps=8, predictor="linear",
-                                          cost="macs")
+    assert written == Schedule.for_budget(
+        profile, compute_fraction=0.7, num_steps=8, predictor="linear", cost="macs"
+    )
     assert "predictor linear" in capsys.readouterr().out
 
     assert main(["schedule", str(profile_path), "--out", str(out)]) == 2
     assert "give exactly one of --alpha, --speedup or --compute-fraction" in capsys.readouterr().err
-    assert main(["schedule", str(profile_path), "--alpha", "0.1", "--planner", "optimal", "--out", str(out)]) == 2
+    assert (
+        main(["schedule", str(profile_path), "--alpha", "0.1", "--planner", "optimal", "--out", str(out)])
+        == 2
+    )
     assert "--planner optimal plans for a budget" in capsys.readouterr().err
 
 
@@ -135,7 +189,9 @@ def test_calibrate_defaults_to_the_models_own_classes(pipe_folder, tmp_path, cap
 
 def test_calibrate_shows_progress_per_denoising_step(tmp_path, capsys):
     out = tmp_path / "p.safetensors"
-    assert main(["calibrate", "digits", "--steps", "3", "--runs", "2", "--classes", "1", "--out", str(out)]) == 0
+    assert (
+        main(["calibrate", "digits", "--steps", "3", "--runs", "2", "--classes", "1", "--out", str(out)]) == 0
+    )
     bar = capsys.readouterr().err.replace("\r", "\n")
     assert "calibrating: 100%" in bar and "6/6" in bar and "step" in bar and "run 2/2" in bar
 
@@ -170,8 +226,9 @@ class _OpaquePipe:
         pass
 
 
-@pytest.mark.parametrize("pipe,updates", [(_CallbackPipe(), [1, 1, 1] * 2), (_LoopPipe(), [1, 1, 1] * 2),
-                                          (_OpaquePipe(), [3, 3])])
+@pytest.mark.parametrize(
+    "pipe,updates", [(_CallbackPipe(), [1, 1, 1] * 2), (_LoopPipe(), [1, 1, 1] * 2), (_OpaquePipe(), [3, 3])]
+)
 def test_step_progress_counts_steps_where_it_can_and_runs_otherwise(pipe, updates):
     from smoothcache.cli import StepProgress
 

@@ -44,8 +44,12 @@ def test_original_readme_example_runs_twice_with_identical_outputs(reference_dir
     # and a second pipeline call without re-enabling keeps caching from step 0
     helper = DiffuserCacheHelper(pipe.transformer, schedule=schedule)
     helper.enable()
-    runs = [np.asarray(pipe(class_labels=[207], num_inference_steps=50, generator=torch.manual_seed(33)).images[0])
-            for _ in range(2)]
+    runs = [
+        np.asarray(
+            pipe(class_labels=[207], num_inference_steps=50, generator=torch.manual_seed(33)).images[0]
+        )
+        for _ in range(2)
+    ]
     helper.disable()
     assert np.array_equal(runs[0], first) and np.array_equal(runs[1], first)
     assert helper.stats.by_key()["attn1"] == {"computed": 2 * 3 * 24, "predicted": 2 * 3 * 26}
@@ -53,10 +57,14 @@ def test_original_readme_example_runs_twice_with_identical_outputs(reference_dir
 
 
 def test_short_run_with_a_long_schedule_is_reported(reference_dir, tiny_pipe):
-    helper = DiffuserCacheHelper(tiny_pipe.transformer, schedule=Schedule.load(reference_dir / "diffuser_schedule.json"))
+    helper = DiffuserCacheHelper(
+        tiny_pipe.transformer, schedule=Schedule.load(reference_dir / "diffuser_schedule.json")
+    )
     helper.enable()
     with pytest.warns(SmoothCacheWarning, match="ended after 30 steps but the schedule has 50"):
-        tiny_pipe(class_labels=[1], num_inference_steps=30, output_type="np")  # told when the pipeline returns
+        tiny_pipe(
+            class_labels=[1], num_inference_steps=30, output_type="np"
+        )  # told when the pipeline returns
     helper.disable()
 
 
@@ -98,7 +106,9 @@ def test_dit_per_block_l2c_schedule(reference_dir):
 def test_smooth_cache_helper_with_user_block_classes(tiny_pipe):
     from diffusers.models.attention import BasicTransformerBlock
 
-    helper = SmoothCacheHelper(tiny_pipe.transformer, BasicTransformerBlock, ["attn1", "ff"], {"ff": [1, 0, 1, 1]})
+    helper = SmoothCacheHelper(
+        tiny_pipe.transformer, BasicTransformerBlock, ["attn1", "ff"], {"ff": [1, 0, 1, 1]}
+    )
     helper.enable()
     helper.enable()
     tiny_pipe(class_labels=[1], num_inference_steps=4, output_type="np")
@@ -109,12 +119,19 @@ def test_smooth_cache_helper_with_user_block_classes(tiny_pipe):
 def test_diffuser_calibration_helper_writes_the_schedule(tmp_path, tiny_pipe):
     log_file = tmp_path / "schedules" / "diffuser_schedule.json"
     helper = DiffuserCalibrationHelper(
-        model=tiny_pipe.transformer, calibration_lookahead=3, calibration_threshold=0.15,
-        schedule_length=20, log_file=str(log_file),
+        model=tiny_pipe.transformer,
+        calibration_lookahead=3,
+        calibration_threshold=0.15,
+        schedule_length=20,
+        log_file=str(log_file),
     )
     helper.enable()
-    tiny_pipe(class_labels=[207, 360, 387], num_inference_steps=20, generator=torch.manual_seed(33),
-              output_type="np")
+    tiny_pipe(
+        class_labels=[207, 360, 387],
+        num_inference_steps=20,
+        generator=torch.manual_seed(33),
+        output_type="np",
+    )
     schedule = helper.disable()
     written = Schedule.load(log_file)
     assert written == schedule and written.branch_keys == ["attn1"] and written.num_steps == 20
@@ -135,8 +152,15 @@ def test_diffuser_calibration_helper_writes_the_schedule(tmp_path, tiny_pipe):
 def test_calibration_helper_generic_and_length_mismatch(tmp_path):
     torch.manual_seed(0)
     model = DiT().eval()
-    helper = CalibrationHelper(model, ["DiTBlock"], ["attn", "mlp"], calibration_lookahead=2,
-                               calibration_threshold=0.5, schedule_length=12, log_file=str(tmp_path / "s.json"))
+    helper = CalibrationHelper(
+        model,
+        ["DiTBlock"],
+        ["attn", "mlp"],
+        calibration_lookahead=2,
+        calibration_threshold=0.5,
+        schedule_length=12,
+        log_file=str(tmp_path / "s.json"),
+    )
     helper.enable()
     sample_with_cfg(model, steps=10)
     with pytest.warns(SmoothCacheWarning, match="calibration ran 10 steps but schedule_length is 12"):

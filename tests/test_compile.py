@@ -77,7 +77,10 @@ def test_forecast_schedule_compiles_once_too(fresh_dynamo):
     eager = make_tiny_dit()
     with SmoothCache(eager, schedule):
         assert torch.allclose(run_steps(eager, TS), first, atol=1e-5, rtol=1e-5)
-    assert cache.stats.by_key()["attn1"] == {"computed": 2 * 3 * 6, "predicted": 2 * 3 * 4}  # 2 runs, 3 blocks
+    assert cache.stats.by_key()["attn1"] == {
+        "computed": 2 * 3 * 6,
+        "predicted": 2 * 3 * 4,
+    }  # 2 runs, 3 blocks
 
 
 def test_a_dropped_compiled_model_is_freed(fresh_dynamo):

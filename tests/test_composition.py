@@ -104,7 +104,9 @@ def _lora(model, seed=0):
     from peft import LoraConfig, inject_adapter_in_model
 
     torch.manual_seed(seed)
-    config = LoraConfig(r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False)
+    config = LoraConfig(
+        r=4, lora_alpha=4, target_modules=["to_q", "to_k", "to_v", "to_out.0"], init_lora_weights=False
+    )
     return inject_adapter_in_model(config, model)
 
 
@@ -134,8 +136,12 @@ def test_lora_weights(order):
 
 def test_pipeline_output_with_group_offloading_and_cache():
     pipe = make_tiny_pipe()
-    base = pipe(class_labels=[1], num_inference_steps=6, generator=torch.manual_seed(0), output_type="np").images
+    base = pipe(
+        class_labels=[1], num_inference_steps=6, generator=torch.manual_seed(0), output_type="np"
+    ).images
     _group_offload(pipe.transformer)
     with SmoothCache(pipe.transformer, Schedule.full(6, ["attn1", "ff"])):
-        same = pipe(class_labels=[1], num_inference_steps=6, generator=torch.manual_seed(0), output_type="np").images
+        same = pipe(
+            class_labels=[1], num_inference_steps=6, generator=torch.manual_seed(0), output_type="np"
+        ).images
     assert np.array_equal(base, same)

@@ -1,6 +1,6 @@
-"""Threads, several models and interrupts: a second thread gets a clear error at once (never mixed state), caches
-of different models and successive caches of one model stay independent, and a KeyboardInterrupt inside a
-branch, a fused block or a calibration leaves the model restored, the profile unchanged and the next run
+"""Threads, several models and interrupts: a second thread gets a clear error at once (never mixed state),
+caches of different models and successive caches of one model stay independent, and a KeyboardInterrupt inside
+a branch, a fused block or a calibration leaves the model restored, the profile unchanged and the next run
 correct."""
 
 from __future__ import annotations
@@ -157,5 +157,6 @@ def test_a_keyboard_interrupt_inside_calibration_leaves_the_profile_unchanged():
         _run(clean, 1)
     assert cal.profile.runs == reference.profile.runs == 2
     for path, branch in cal.profile.errors.items():
-        assert np.allclose(branch.tables["linear"].total, reference.profile.errors[path].tables["linear"].total)
+        expected = reference.profile.errors[path].tables["linear"].total
+        assert np.allclose(branch.tables["linear"].total, expected)
     assert _restored(pipe.transformer)

@@ -1,5 +1,5 @@
-"""Costs in MACs and in seconds: what calibration times, what a schedule saves (whole blocks with fusion), budgets
-planned in wall time, and budgets just out of reach."""
+"""Costs in MACs and in seconds: what calibration times, what a schedule saves (whole blocks with fusion),
+budgets planned in wall time, and budgets just out of reach."""
 
 import time
 import warnings
@@ -26,7 +26,8 @@ class SlowBranch(nn.Linear):
 
 
 class SlowBlock(nn.Module):
-    """A block whose branches and own work take known times (sleeps), so the recorded seconds can be checked."""
+    """A block whose branches and own work take known times (sleeps), so the recorded seconds can be
+    checked."""
 
     def __init__(self):
         super().__init__()
@@ -81,11 +82,19 @@ def _profile(times=None, steps=8):
                     **{f"blocks.{b}.mlp": 15.0 for b in range(2)}}
     profile.block_of = {f"blocks.{b}.{k}": f"blocks.{b}" for b in range(2) for k in ("attn", "mlp")}
     profile.block_macs = {"blocks.0": 47.0, "blocks.1": 47.0}
-    profile.times = times if times is not None else {
-        "call": 10.0, "between": 2.0, "tail": 4.0,
-        "branches": {f"blocks.{b}.{k}": (2.0 if k == "attn" else 1.0) for b in range(2) for k in ("attn", "mlp")},
-        "blocks": {"blocks.0": 4.0, "blocks.1": 4.0},
-    }
+    profile.times = (
+        times
+        if times is not None
+        else {
+            "call": 10.0,
+            "between": 2.0,
+            "tail": 4.0,
+            "branches": {
+                f"blocks.{b}.{k}": (2.0 if k == "attn" else 1.0) for b in range(2) for k in ("attn", "mlp")
+            },
+            "blocks": {"blocks.0": 4.0, "blocks.1": 4.0},
+        }
+    )
     return profile
 
 

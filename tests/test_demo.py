@@ -20,7 +20,9 @@ def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo")
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        code = main(["demo", "--out", str(out), "--samples", "20", "--steps", "10", "--alpha", "0.3", "--json"])
+        code = main(
+            ["demo", "--out", str(out), "--samples", "20", "--steps", "10", "--alpha", "0.3", "--json"]
+        )
     return out, code, printed.getvalue()
 
 
@@ -51,9 +53,17 @@ def test_demo_runs_and_reports_a_cache_that_skipped_work(demo):
     with Image.open(grid) as png:  # which side is which, in the file as in the printed table
         assert png.text["Description"].startswith("left: uncached, right: SmoothCache alpha=0.3")
     table = format_table(result)
-    for row in ("compute fraction (MACs)", "theoretical speed-up", "measured speed-up", "FID (real floor",
-                "class consistency", "PSNR vs no cache", "SSIM vs no cache", "greedy scan at alpha=0.3",
-                f"{grid}  left: uncached, right: SmoothCache alpha=0.3"):
+    for row in (
+        "compute fraction (MACs)",
+        "theoretical speed-up",
+        "measured speed-up",
+        "FID (real floor",
+        "class consistency",
+        "PSNR vs no cache",
+        "SSIM vs no cache",
+        "greedy scan at alpha=0.3",
+        f"{grid}  left: uncached, right: SmoothCache alpha=0.3",
+    ):
         assert row in table
     assert f"{result['theoretical_speedup']:.2f}x" in table and f"{fidelity['psnr_db']:.1f} dB" in table
 

@@ -15,8 +15,8 @@ from diffusers.models.attention import FeedForward
 from diffusers.models.attention_processor import Attention
 
 from smoothcache import Schedule, SmoothCache, TargetError
-from smoothcache.targets import find_branches
 from smoothcache.discovery import discover, is_attention, is_feed_forward
+from smoothcache.targets import find_branches
 
 DIM = 8
 
@@ -84,7 +84,13 @@ def _keys(model, **kwargs) -> dict[str, int]:
 def test_keys_are_attribute_names_prefixed_by_their_block_list():
     model = Net(transformer_blocks=[Block(), Block()], single_transformer_blocks=[SingleBlock()],
                 noise_refiner=[Block()])
-    assert _keys(model) == {"attn": 2, "ff": 2, "single_attn": 1, "noise_refiner_attn": 1, "noise_refiner_ff": 1}
+    assert _keys(model) == {
+        "attn": 2,
+        "ff": 2,
+        "single_attn": 1,
+        "noise_refiner_attn": 1,
+        "noise_refiner_ff": 1,
+    }
     found = {(b.path, b.key, b.block) for b in find_branches(model)}
     assert ("transformer_blocks.1.ff", "ff", 1) in found
     assert ("single_transformer_blocks.0.attn", "single_attn", 0) in found  # numbered per group from 0
@@ -94,7 +100,10 @@ def test_classes_sharing_one_list_get_their_distinguishing_name():
     model = Net(blocks=[SpatialBlock(), TemporalBlock(), SpatialBlock(), TemporalBlock()])
     branches = find_branches(model)
     assert [(b.key, b.block) for b in branches if b.key.endswith("attn")] == [
-        ("spatial_attn", 0), ("temporal_attn", 0), ("spatial_attn", 1), ("temporal_attn", 1)
+        ("spatial_attn", 0),
+        ("temporal_attn", 0),
+        ("spatial_attn", 1),
+        ("temporal_attn", 1),
     ]
 
 
@@ -124,8 +133,8 @@ def test_table_keys_never_change_and_discovery_steps_aside():
 
 
 def test_repeated_blocks_outside_lists_and_containers():
-    """``_repeated_blocks`` names blocks held as attributes; a declared class holding a block list (HunyuanVideo's
-    token refiner) is a container: its list items are the blocks."""
+    """``_repeated_blocks`` names blocks held as attributes; a declared class holding a block list
+    (HunyuanVideo's token refiner) is a container: its list items are the blocks."""
 
     class Refiner(nn.Module):
         def __init__(self):
@@ -141,8 +150,14 @@ def test_repeated_blocks_outside_lists_and_containers():
             self.first = Block()
             self.second = Block()
 
-    assert _keys(Model()) == {"refiner_attn": 2, "refiner_ff": 2, "first_attn": 1, "first_ff": 1,
-                              "second_attn": 1, "second_ff": 1}
+    assert _keys(Model()) == {
+        "refiner_attn": 2,
+        "refiner_ff": 2,
+        "first_attn": 1,
+        "first_ff": 1,
+        "second_attn": 1,
+        "second_ff": 1,
+    }
 
 
 def test_only_whole_attention_and_feed_forward_modules_are_branches():
@@ -222,7 +237,8 @@ def test_stateful_non_tensor_and_in_place_branches_are_left_out_with_a_warning(c
 
 
 def test_an_attention_that_adds_its_own_input_is_not_a_residual_branch():
-    """UNet-style ``Attention(residual_connection=True)`` returns x + attn(x): reusing it would bring back x."""
+    """UNet-style ``Attention(residual_connection=True)`` returns x + attn(x): reusing it would bring back
+    x."""
 
     class UNetStyle(nn.Module):
         def __init__(self):
@@ -231,7 +247,9 @@ def test_an_attention_that_adds_its_own_input_is_not_a_residual_branch():
             self.ff = FeedForward(DIM)
 
     found = discover(Net(down_blocks=[UNetStyle()]))
-    assert [(r.key, "residual_connection=True" in r.reason) for r in found.skipped] == [("down_attention", True)]
+    assert [(r.key, "residual_connection=True" in r.reason) for r in found.skipped] == [
+        ("down_attention", True)
+    ]
     assert [b.key for b in found.branches] == ["down_ff"]
 
 
@@ -277,8 +295,11 @@ def test_a_model_without_blocks_still_gets_the_block_classes_hint():
 def test_a_pipeline_where_a_model_was_expected_says_which_attribute_to_pass():
     from types import SimpleNamespace
 
-    pipe = SimpleNamespace(transformer=Net(transformer_blocks=[Block()]), transformer_2=Net(blocks=[Block()]),
-                           vae=nn.Linear(2, 2))
+    pipe = SimpleNamespace(
+        transformer=Net(transformer_blocks=[Block()]),
+        transformer_2=Net(blocks=[Block()]),
+        vae=nn.Linear(2, 2),
+    )
     with pytest.raises(TargetError, match=r"pass pipe\.transformer and pipe\.transformer_2"):
         find_branches(pipe)
     with pytest.raises(Exception, match=r"pass pipe\.transformer"):
@@ -296,5 +317,8 @@ def test_a_discovered_model_caches_and_skips():
     with SmoothCache(model, schedule) as cache, torch.no_grad():
         for t in (900, 600, 300):
             model(x, timestep=torch.tensor([t]))
-    assert cache.stats.by_key() == {"attn": {"computed": 4, "predicted": 2}, "ff": {"computed": 6, "predicted": 0},
-                                    "single_attn": {"computed": 1, "predicted": 2}}
+    assert cache.stats.by_key() == {
+        "attn": {"computed": 4, "predicted": 2},
+        "ff": {"computed": 6, "predicted": 0},
+        "single_attn": {"computed": 1, "predicted": 2},
+    }

@@ -1,4 +1,5 @@
-"""Every DiT family of the targets table, end to end through its real diffusers pipeline (tiny random weights).
+"""Every DiT family of the targets table, end to end through its real diffusers pipeline (tiny random
+weights).
 
 For each family (see ``families.py``): the table finds the expected branches; an all-ones schedule is
 bit-identical to no cache; a schedule's zeros really skip the branch modules (counted on the original
@@ -16,8 +17,8 @@ import torch.nn as nn
 
 from families import FAMILIES, Family, SpatialBlock, TemporalBlock
 from smoothcache import Calibrator, Schedule, SmoothCache, SmoothCacheWarning
-from smoothcache.targets import find_branches
 from smoothcache.steps import find_timestep
+from smoothcache.targets import find_branches
 
 STEPS = 6
 
@@ -44,8 +45,8 @@ def mixed_schedule(fam: Family, steps: int = STEPS) -> Schedule:
 class ExecutionCounter:
     """Counts the real executions of every branch module of a model, per CFG call of a step.
 
-    ``module.forward`` is replaced by a counting wrapper *before* SmoothCache wraps the module, so it runs only
-    when SmoothCache calls the original forward. A forward hook on the branch's first inner ``nn.Linear``
+    ``module.forward`` is replaced by a counting wrapper *before* SmoothCache wraps the module, so it runs
+    only when SmoothCache calls the original forward. A forward hook on the branch's first inner ``nn.Linear``
     (``to_q``, ``net.0.proj``, ``qkv``...) counts the same thing independently. The CFG call of a step is the
     denoiser's call number modulo ``calls_per_step`` (pipelines call cond then uncond, in that order).
     """
@@ -72,8 +73,11 @@ class ExecutionCounter:
                 return _original(*args, **kwargs)
 
             b.module.forward = counted
-            linear = next((m for m in b.module.modules() if isinstance(m, nn.Linear) and m is not b.module), None)
+            linear = next(
+                (m for m in b.module.modules() if isinstance(m, nn.Linear) and m is not b.module), None
+            )
             if linear is not None:
+
                 def hook(module, args, out, _path=b.path):
                     self.inner[_path] += 1
 
@@ -128,16 +132,24 @@ def test_latte_spatial_and_temporal_blocks_are_numbered_apart():
     pipe = fam.build()
     blocks = {b.path: b.block for b in find_branches(pipe.transformer, ["attn1"])}
     assert blocks == {
-        "transformer_blocks.0.attn1": 0, "transformer_blocks.1.attn1": 1,
-        "temporal_transformer_blocks.0.attn1": 2, "temporal_transformer_blocks.1.attn1": 3,
+        "transformer_blocks.0.attn1": 0,
+        "transformer_blocks.1.attn1": 1,
+        "temporal_transformer_blocks.0.attn1": 2,
+        "temporal_transformer_blocks.1.attn1": 3,
     }
-    schedule = {"attn1": [1, 1, 1], "attn1-2": [1, 0, 1], "attn1-3": [1, 0, 1]}  # skip temporal attention only
+    schedule = {
+        "attn1": [1, 1, 1],
+        "attn1-2": [1, 0, 1],
+        "attn1-3": [1, 0, 1],
+    }  # skip temporal attention only
     with SmoothCache(pipe.transformer, schedule) as cache:
         fam.run(pipe, 3)
     per_path = {p: (c.computed, c.predicted) for p, c in cache.stats.counters.items()}
     assert per_path == {
-        "transformer_blocks.0.attn1": (3, 0), "transformer_blocks.1.attn1": (3, 0),
-        "temporal_transformer_blocks.0.attn1": (2, 1), "temporal_transformer_blocks.1.attn1": (2, 1),
+        "transformer_blocks.0.attn1": (3, 0),
+        "transformer_blocks.1.attn1": (3, 0),
+        "temporal_transformer_blocks.0.attn1": (2, 1),
+        "temporal_transformer_blocks.1.attn1": (2, 1),
     }
 
 
@@ -160,7 +172,9 @@ def test_all_ones_schedule_is_bit_identical_to_no_cache(family):
         cached = family.run(pipe, STEPS, seed=3)
     assert np.array_equal(base, cached)
     calls = STEPS * family.calls_per_step
-    assert cache.stats.by_key() == {k: {"computed": calls * n, "predicted": 0} for k, n in family.blocks.items()}
+    assert cache.stats.by_key() == {
+        k: {"computed": calls * n, "predicted": 0} for k, n in family.blocks.items()
+    }
     again = family.run(pipe, STEPS, seed=3)  # disabled: the model is back to normal
     assert np.array_equal(base, again)
 
@@ -175,7 +189,8 @@ def test_zeros_of_the_schedule_really_skip_the_branch(family):
             with warnings.catch_warnings():
                 warnings.simplefilter("error", SmoothCacheWarning)
                 family.run(pipe, STEPS, seed=1)
-            # a diffusers pipeline ends its generation when it returns; a bare loop leaves the last step current
+            # a diffusers pipeline ends its generation when it returns; a bare loop leaves the last step
+            # current
             assert cache.step == (-1 if hasattr(pipe, "maybe_free_model_hooks") else STEPS - 1)
     assert counter.denoiser_calls == STEPS * family.calls_per_step
     stats = cache.stats
@@ -185,10 +200,14 @@ def test_zeros_of_the_schedule_really_skip_the_branch(family):
         assert counter.runs[b.path] == [ones] * family.calls_per_step, b.path  # per CFG call of each step
         assert counter.inner[b.path] in (None, ones * family.calls_per_step), b.path
         c = stats.counters[b.path]
-        assert (c.computed, c.predicted) == (ones * family.calls_per_step, zeros * family.calls_per_step), b.path
+        assert (c.computed, c.predicted) == (ones * family.calls_per_step, zeros * family.calls_per_step), (
+            b.path
+        )
     expected = {
-        k: {"computed": sum(schedule.entries[k]) * family.calls_per_step * n,
-            "predicted": (STEPS - sum(schedule.entries[k])) * family.calls_per_step * n}
+        k: {
+            "computed": sum(schedule.entries[k]) * family.calls_per_step * n,
+            "predicted": (STEPS - sum(schedule.entries[k])) * family.calls_per_step * n,
+        }
         for k, n in family.blocks.items()
     }
     assert stats.by_key() == expected
@@ -224,7 +243,8 @@ def test_calibrate_schedule_apply_end_to_end(family):
             out = family.run(pipe, steps, seed=2)
     c = family.calls_per_step
     assert cache.stats.by_key() == {
-        k: {"computed": (steps - zeros[k]) * c * n, "predicted": zeros[k] * c * n} for k, n in family.blocks.items()
+        k: {"computed": (steps - zeros[k]) * c * n, "predicted": zeros[k] * c * n}
+        for k, n in family.blocks.items()
     }
     assert out.shape == base.shape and np.isfinite(out).all()
     assert not np.array_equal(out, base)  # reused outputs changed the result: the skips happened
@@ -245,11 +265,21 @@ def test_wan22_two_experts_each_get_their_own_calibration_and_schedule():
     with torch.no_grad():
         for p in low.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    pipe = WanPipeline(tokenizer=None, text_encoder=None, vae=high.vae, scheduler=high.scheduler,
-                       transformer=high.transformer, transformer_2=low, boundary_ratio=0.5)
+    pipe = WanPipeline(
+        tokenizer=None,
+        text_encoder=None,
+        vae=high.vae,
+        scheduler=high.scheduler,
+        transformer=high.transformer,
+        transformer_2=low,
+        boundary_ratio=0.5,
+    )
     pipe.set_progress_bar_config(disable=True)
     steps = 8
-    with Calibrator(pipe.transformer, lookahead=2) as cal_high, Calibrator(pipe.transformer_2, lookahead=2) as cal_low:
+    with (
+        Calibrator(pipe.transformer, lookahead=2) as cal_high,
+        Calibrator(pipe.transformer_2, lookahead=2) as cal_low,
+    ):
         for seed in (0, 1):
             fam.run(pipe, steps, seed=seed)
     boundary = 0.5 * pipe.scheduler.config.num_train_timesteps
@@ -266,7 +296,8 @@ def test_wan22_two_experts_each_get_their_own_calibration_and_schedule():
             out = fam.run(pipe, steps, seed=2)
     # the only warning: the expert with a schedule of all ones skips nothing, and says so
     assert [str(w.message) for w in caught if w.category is SmoothCacheWarning] == [
-        "WanTransformer3DModel: a generation ended with no call skipped: the schedule computes every step (it "
+        "WanTransformer3DModel: a generation ended with no call skipped: the schedule computes every step "
+        "(it "
         "has no 0 entry); plan one for a budget to skip calls"
     ]
     assert c_high.stats.predicted > 0 and c_low.stats.predicted == 0
@@ -281,8 +312,9 @@ def test_stdit_needs_its_block_classes_and_runs_with_them():
     with pytest.raises(Exception, match="no transformer blocks found in TinySTDiT"):
         SmoothCache(sampler.transformer, {"attn": [1, 0]})
     # class names work as well as the classes, and one key can be restricted to the temporal blocks
-    with SmoothCache(sampler.transformer, {"attn": [1, 0, 1, 0, 1, 1]}, block_classes=["TemporalBlock"],
-                     keys=["attn"]) as cache:
+    with SmoothCache(
+        sampler.transformer, {"attn": [1, 0, 1, 0, 1, 1]}, block_classes=["TemporalBlock"], keys=["attn"]
+    ) as cache:
         fam.run(sampler, STEPS)
     assert {p.split(".")[0] for p in cache.stats.counters} == {"temporal_blocks"}
     assert cache.stats.by_key() == {"attn": {"computed": 2 * 4, "predicted": 2 * 2}}
@@ -290,23 +322,31 @@ def test_stdit_needs_its_block_classes_and_runs_with_them():
 
 def test_stdit_branches_are_the_spatial_and_temporal_attn_and_mlp():
     sampler = FAMILIES["stdit"].build()
-    found = [(b.path, b.key, b.block) for b in find_branches(sampler.transformer, ["attn", "mlp"],
-                                                              [SpatialBlock, TemporalBlock])]
+    found = [
+        (b.path, b.key, b.block)
+        for b in find_branches(sampler.transformer, ["attn", "mlp"], [SpatialBlock, TemporalBlock])
+    ]
     assert found == [
-        ("spatial_blocks.0.attn", "attn", 0), ("spatial_blocks.0.mlp", "mlp", 0),
-        ("spatial_blocks.1.attn", "attn", 1), ("spatial_blocks.1.mlp", "mlp", 1),
-        ("temporal_blocks.0.attn", "attn", 2), ("temporal_blocks.0.mlp", "mlp", 2),
-        ("temporal_blocks.1.attn", "attn", 3), ("temporal_blocks.1.mlp", "mlp", 3),
+        ("spatial_blocks.0.attn", "attn", 0),
+        ("spatial_blocks.0.mlp", "mlp", 0),
+        ("spatial_blocks.1.attn", "attn", 1),
+        ("spatial_blocks.1.mlp", "mlp", 1),
+        ("temporal_blocks.0.attn", "attn", 2),
+        ("temporal_blocks.0.mlp", "mlp", 2),
+        ("temporal_blocks.1.attn", "attn", 3),
+        ("temporal_blocks.1.mlp", "mlp", 3),
     ]
 
 
 # ----------------------------------------------------------------------------------------- forecasts
 def test_forecast_schedules_on_every_family(family):
-    """The linear forecast: all-ones is still bit-identical, skips are counted per CFG call like reuse, and the
-    forecast really differs from reuse where it extrapolates (PATTERNS skip after two computed steps)."""
+    """The linear forecast: all-ones is still bit-identical, skips are counted per CFG call like reuse, and
+    the forecast really differs from reuse where it extrapolates (PATTERNS skip after two computed steps)."""
     pipe = family.build()
     base = family.run(pipe, STEPS, seed=3)
-    with SmoothCache(pipe.transformer, Schedule.full(STEPS, family.keys, predictor="linear"), **family.cache_kwargs):
+    with SmoothCache(
+        pipe.transformer, Schedule.full(STEPS, family.keys, predictor="linear"), **family.cache_kwargs
+    ):
         assert np.array_equal(family.run(pipe, STEPS, seed=3), base)
     outs = {}
     for predictor in ("reuse", "linear"):
@@ -316,7 +356,11 @@ def test_forecast_schedules_on_every_family(family):
                 warnings.simplefilter("error", SmoothCacheWarning)
                 outs[predictor] = family.run(pipe, STEPS, seed=3)
         stats = cache.stats.by_key()
-        assert stats == {k: {"computed": sum(schedule.entries[k]) * family.calls_per_step * n,
-                             "predicted": (STEPS - sum(schedule.entries[k])) * family.calls_per_step * n}
-                         for k, n in family.blocks.items()}
+        assert stats == {
+            k: {
+                "computed": sum(schedule.entries[k]) * family.calls_per_step * n,
+                "predicted": (STEPS - sum(schedule.entries[k])) * family.calls_per_step * n,
+            }
+            for k, n in family.blocks.items()
+        }
     assert np.isfinite(outs["linear"]).all() and not np.array_equal(outs["linear"], outs["reuse"])

@@ -32,7 +32,10 @@ PATTERNS = (
 )
 
 #: Schedule kinds the runtime tests run with: name -> (entries -> schedule).
-KINDS = {"static": lambda entries: Schedule(entries), "linear": lambda entries: Schedule(entries, predictor="linear")}
+KINDS = {
+    "static": lambda entries: Schedule(entries),
+    "linear": lambda entries: Schedule(entries, predictor="linear"),
+}
 
 
 RUN = [pytest.param(name, id=name) for name in GENERIC_FAMILIES]
@@ -106,10 +109,13 @@ class InnerCounter:
 
     def __enter__(self):
         for b in self.branches:
+
             def count(*_, _path=b.path):
                 self.counts[_path] += 1
 
-            inner = next((m for m in b.module.modules() if isinstance(m, nn.Linear) and m is not b.module), None)
+            inner = next(
+                (m for m in b.module.modules() if isinstance(m, nn.Linear) and m is not b.module), None
+            )
             if inner is not None:
                 self._handles.append(inner.register_forward_hook(lambda m, a, o, _c=count: _c()))
             else:
@@ -191,7 +197,9 @@ def test_the_readme_supported_models_section_lists_every_tested_family():
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     start = readme.index("## Supported models")
     section = readme[start : readme.index("\n## ", start)]
-    assert readme_table() in section, "README table out of date: regenerate with `python tests/generic_families.py`"
+    assert readme_table() in section, (
+        "README table out of date: regenerate with `python tests/generic_families.py`"
+    )
     for fam in FAMILIES.values():  # the table families, through their real pipelines
         pipeline = fam.pipeline.split()[0]
         assert not pipeline.endswith("Pipeline") or f"`{pipeline}`" in section, pipeline

@@ -183,7 +183,10 @@ def test_a_block_returning_a_new_tensor_keeps_branch_skipping_and_says_why(caplo
     # the branch outputs of step 0 were not kept (fusion was expected): step 2 reuses step 1's instead of
     # extrapolating from steps 0 and 1; from then on the branches skip as without fusion
     assert torch.equal(fused[3], unfused[3]) and not torch.equal(fused[2], unfused[2])
-    assert cache.stats.by_key() == {"attn1": {"computed": 3, "predicted": 2}, "ff": {"computed": 3, "predicted": 2}}
+    assert cache.stats.by_key() == {
+        "attn1": {"computed": 3, "predicted": 2},
+        "ff": {"computed": 3, "predicted": 2},
+    }
     assert cache.stats.refused == {"blocks.0": "an output of shape (2, 2) matches no input of that shape"}
     assert "blocks.0 is not fused" in caplog.text and "not fused: blocks.0" in str(cache.stats)
 

@@ -37,7 +37,9 @@ def test_every_block_of_a_pipeline_family_is_fused(name):
     pipe = fam.build()
     outs = {}
     for mode in ("runs", "blocks"):
-        with SmoothCache(pipe.transformer, _whole_step(fam.keys), fuse_blocks=mode, **fam.cache_kwargs) as cache:
+        with SmoothCache(
+            pipe.transformer, _whole_step(fam.keys), fuse_blocks=mode, **fam.cache_kwargs
+        ) as cache:
             outs[mode] = fam.run(pipe, STEPS, seed=1)
             held = dict(cache.stats.bytes_by_kind)
         fused, fusable = _fused(cache)

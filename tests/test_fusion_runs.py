@@ -51,13 +51,17 @@ class DualModel(nn.Module):
 
 
 def _generate(model, steps=STEPS, grad_mode=torch.no_grad, **cache_kwargs):
-    x, context = torch.randn(2, TOKENS, DIM, generator=torch.Generator().manual_seed(1)), torch.zeros(2, TEXT, DIM)
+    x, context = (
+        torch.randn(2, TOKENS, DIM, generator=torch.Generator().manual_seed(1)),
+        torch.zeros(2, TEXT, DIM),
+    )
     outs = []
     with grad_mode():
         if cache_kwargs:
             schedule = cache_kwargs.pop("schedule")
-            with SmoothCache(model, schedule, block_classes=[DualBlock], keys=["attn", "ff", "ff_context"],
-                             **cache_kwargs) as cache:
+            with SmoothCache(
+                model, schedule, block_classes=[DualBlock], keys=["attn", "ff", "ff_context"], **cache_kwargs
+            ) as cache:
                 outs = [model(x, torch.tensor(float(t)), context) for t in steps]
                 cache.held = cache.stats.bytes_by_kind  # what the cache holds after the last step
             return outs, cache
@@ -107,7 +111,9 @@ def _nonlinear(block):
     def forward(hidden_states, encoder_hidden_states, temb):
         block.calls += 1
         image = torch.sin(3 * temb) * block.attn(hidden_states) + block.ff(hidden_states) ** 2 * temb
-        return encoder_hidden_states + temb ** 2 * block.ff_context(encoder_hidden_states), hidden_states + image
+        return encoder_hidden_states + temb**2 * block.ff_context(
+            encoder_hidden_states
+        ), hidden_states + image
 
     return forward
 
@@ -130,11 +136,19 @@ def test_work_between_blocks_splits_the_run():
 
 
 def test_different_rows_make_different_runs_and_mixed_steps_skip_branches():
-    rows = {"attn": ROW, "ff": ROW, "ff_context": ROW,
-            "attn-2": [1, 0, 1, 1, 0, 1], "ff-2": [1, 0, 1, 1, 0, 1], "ff_context-2": [1, 0, 1, 1, 0, 1],
-            "attn-3": [1, 1, 1, 0, 1, 1]}
+    rows = {
+        "attn": ROW,
+        "ff": ROW,
+        "ff_context": ROW,
+        "attn-2": [1, 0, 1, 1, 0, 1],
+        "ff-2": [1, 0, 1, 1, 0, 1],
+        "ff_context-2": [1, 0, 1, 1, 0, 1],
+        "attn-3": [1, 1, 1, 0, 1, 1],
+    }
     model = DualModel(depth=4)
     _, cache = _generate(model, schedule=_schedule(rows=rows))
     # blocks 0-1 (one pattern), block 2 (its own), block 3 never has all branches skipped: not fused
     assert cache.stats.runs == 2 and cache.stats.fused_blocks == 3
-    assert cache.stats.by_key()["attn"]["predicted"] == 2 * 2 + 2 + 1  # blocks 0, 1; block 2; block 3's branch
+    assert (
+        cache.stats.by_key()["attn"]["predicted"] == 2 * 2 + 2 + 1
+    )  # blocks 0, 1; block 2; block 3's branch

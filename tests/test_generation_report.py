@@ -5,9 +5,9 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_tiny_pipe, run_steps
 
 import smoothcache
+from conftest import make_tiny_pipe, run_steps
 from smoothcache import Schedule, SmoothCache, SmoothCacheWarning
 from smoothcache.generation import GenerationReport, idle_reason
 
@@ -21,7 +21,9 @@ def late_skips(num_steps=6, first_zero=4):
 
 def test_a_schedule_of_all_ones_warns_once_naming_it(tiny_dit):
     cache = SmoothCache(tiny_dit, Schedule.full(6, ["attn1", "ff"]))
-    with pytest.warns(SmoothCacheWarning, match="no call skipped: the schedule computes every step") as caught:
+    with pytest.warns(
+        SmoothCacheWarning, match="no call skipped: the schedule computes every step"
+    ) as caught:
         with cache:
             for _ in range(3):
                 run_steps(tiny_dit, TIMESTEPS)

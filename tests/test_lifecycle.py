@@ -9,8 +9,8 @@ import torch
 
 from conftest import make_tiny_pipe, run_steps
 from smoothcache import (
-    Calibrator,
     CalibrationProfile,
+    Calibrator,
     DiffuserCacheHelper,
     MacReport,
     ProfileError,
@@ -98,7 +98,9 @@ def test_schedules_accept_a_saved_profile_path(tiny_dit, tmp_path):
         run_steps(tiny_dit, TS4)
     path = cal.profile.save(tmp_path / "p.safetensors")
     assert Schedule.from_profile(str(path), 0.5) == Schedule.from_profile(cal.profile, 0.5)
-    assert Schedule.for_budget(path, compute_fraction=0.9) == Schedule.for_budget(cal.profile, compute_fraction=0.9)
+    assert Schedule.for_budget(path, compute_fraction=0.9) == Schedule.for_budget(
+        cal.profile, compute_fraction=0.9
+    )
     with pytest.raises(TypeError, match="expected a CalibrationProfile or the path"):
         Schedule.from_profile(42, 0.5)
 
@@ -118,7 +120,9 @@ def test_forecast_schedules_are_refused_by_the_original_helpers(tiny_dit, tmp_pa
     schedule = Schedule({"attn1": [1, 1, 0, 1]}, predictor="linear")
     path = schedule.save(tmp_path / "linear.json")
     assert '"predictor": "linear"' in path.read_text()
-    with pytest.raises(ScheduleError, match="only reuse cached outputs: apply it with smoothcache.SmoothCache"):
+    with pytest.raises(
+        ScheduleError, match="only reuse cached outputs: apply it with smoothcache.SmoothCache"
+    ):
         DiffuserCacheHelper(tiny_dit, schedule=str(path))
     reuse_path = Schedule({"attn1": [1, 1, 0, 1]}).save(tmp_path / "reuse.json")
     assert "predictor" not in reuse_path.read_text()  # the original implementation loads what we write

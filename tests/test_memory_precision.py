@@ -19,9 +19,12 @@ BRANCHES = 4
 
 
 def _peak(mode):
-    # a fixed mmap threshold makes glibc return freed tensor memory at once, so the peak RSS tracks live tensors
+    # a fixed mmap threshold makes glibc return freed tensor memory at once, so the peak RSS tracks live
+    # tensors
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
-    out = subprocess.run([sys.executable, str(SCRIPT), mode], capture_output=True, text=True, check=True, env=env)
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), mode], capture_output=True, text=True, check=True, env=env
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -31,7 +34,8 @@ def peaks():
 
 
 def test_calibration_memory_is_bounded_by_lookahead(peaks):
-    # K = 2 previous outputs per branch (+ the float32 working copy of one output); 20 steps kept would be 640 MiB
+    # K = 2 previous outputs per branch (+ the float32 working copy of one output); 20 steps kept would be 640
+    # MiB
     extra = peaks["calibrate"] - peaks["baseline"]
     assert extra < (2 + 1) * BRANCHES * OUTPUT_MIB + 24, peaks
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from smoothcache.zoo.digits_eval import DigitsEvaluator
+from smoothcache.zoo.digits_net import FEATURES_DIR
 from smoothcache.zoo.metrics import (
     REFERENCE_STATS_NAME,
     class_consistency,
@@ -19,8 +21,6 @@ from smoothcache.zoo.metrics import (
     psnr,
     ssim,
 )
-from smoothcache.zoo.digits_eval import DigitsEvaluator
-from smoothcache.zoo.digits_net import FEATURES_DIR
 
 
 @pytest.fixture
@@ -64,7 +64,9 @@ def test_fid_singular_covariances_are_finite():
 
 def test_fid_accepts_torch_tensors(feats):
     t = torch.from_numpy(feats)
-    assert frechet_distance(*feature_statistics(t), *feature_statistics(t + 1)) == pytest.approx(8.0, rel=1e-6)
+    assert frechet_distance(*feature_statistics(t), *feature_statistics(t + 1)) == pytest.approx(
+        8.0, rel=1e-6
+    )
 
 
 def test_fid_shape_errors(feats):

@@ -32,7 +32,9 @@ def _profile(seed: int, runs: int = 1) -> CalibrationProfile:
                         errors.add(k, s, float(k * (0.02 + 0.2 * late) * rng.uniform(0.8, 1.2)))
                         for d in range(1, K + 2):
                             if s - d >= 0:
-                                errors.add(k, s, float(k * (0.2 - 0.18 * late) * rng.uniform(0.8, 1.2)), spacing=d)
+                                errors.add(
+                                    k, s, float(k * (0.2 - 0.18 * late) * rng.uniform(0.8, 1.2)), spacing=d
+                                )
             profile.errors[f"blocks.{block}.{key}"] = errors
     return profile
 
@@ -110,12 +112,20 @@ class Model(nn.Module):
 def test_each_skipped_step_uses_its_own_predictor():
     model, x = Model(), torch.zeros(1, 2)
     steps = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0]
-    schedule = Schedule({"attn": [1, 1, 0, 1, 0, 1]}, predictor={"attn": [None, None, "linear", None, "reuse", None]})
-    with SmoothCache(model, schedule, block_classes=[Block], keys=["attn"], fuse_blocks=False), torch.no_grad():
+    schedule = Schedule(
+        {"attn": [1, 1, 0, 1, 0, 1]}, predictor={"attn": [None, None, "linear", None, "reuse", None]}
+    )
+    with (
+        SmoothCache(model, schedule, block_classes=[Block], keys=["attn"], fuse_blocks=False),
+        torch.no_grad(),
+    ):
         outs = [float(model(x, torch.tensor(t))[0, 0]) for t in steps]
     assert outs[2] == pytest.approx(7.0)  # forecast from steps 0 and 1: exact
     assert outs[4] == pytest.approx(6.0)  # reuse of step 3's output
-    with SmoothCache(model, schedule, block_classes=[Block], keys=["attn"], fuse_blocks=True), torch.no_grad():
+    with (
+        SmoothCache(model, schedule, block_classes=[Block], keys=["attn"], fuse_blocks=True),
+        torch.no_grad(),
+    ):
         fused = [float(model(x, torch.tensor(t))[0, 0]) for t in steps]
     assert fused == pytest.approx(outs)
 
@@ -125,7 +135,10 @@ def test_spread_between_noise_draws_and_a_margin():
     assert one.noise_spread() is None and 0 < three.noise_spread() < 0.3
     mean_plan = Schedule.for_budget(three, compute_fraction=0.6)
     careful = Schedule.for_budget(three, compute_fraction=0.6, margin=2.0)
-    assert careful.metadata["margin"] == 2.0 and careful.metadata["planned_error"] > mean_plan.metadata["planned_error"]
+    assert (
+        careful.metadata["margin"] == 2.0
+        and careful.metadata["planned_error"] > mean_plan.metadata["planned_error"]
+    )
     with pytest.raises(ScheduleError, match="margin must be"):
         Schedule.for_budget(three, compute_fraction=0.6, margin=-1)
 
@@ -135,8 +148,10 @@ def test_the_one_line_mode_calibrates_a_stochastic_sampler_over_several_noise_dr
 
     pipe = make_tiny_pipe(scheduler=DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"))
     kwargs = dict(class_labels=[1], num_inference_steps=8, output_type="np")
-    with caplog.at_level(logging.INFO, logger="smoothcache"), SmoothCache(pipe.transformer, speedup=1.5,
-                                                                           cost="macs") as cache:
+    with (
+        caplog.at_level(logging.INFO, logger="smoothcache"),
+        SmoothCache(pipe.transformer, speedup=1.5, cost="macs") as cache,
+    ):
         for seed in range(3):
             assert cache.calibrating
             pipe(generator=torch.manual_seed(seed), **kwargs)

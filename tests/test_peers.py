@@ -1,12 +1,20 @@
-"""bench.peers and bench.cachedit: peers on a tiny random DiTPipeline skip work, repeat, and restore exactly."""
+"""bench.peers and bench.cachedit: peers on a tiny random DiTPipeline skip work, repeat, and restore
+exactly."""
 
 import pytest
 import torch
-from conftest import make_tiny_pipe
 
-from bench.peers import FAMILIES, is_pristine, measure_compute, peer_failures, peer_methods, unassisted_failures
+from bench.peers import (
+    FAMILIES,
+    is_pristine,
+    measure_compute,
+    peer_failures,
+    peer_methods,
+    unassisted_failures,
+)
 from bench.peers.installers import install_faster
 from bench.peers.points import hook_method
+from conftest import make_tiny_pipe
 
 torch.set_num_threads(1)
 
@@ -20,8 +28,13 @@ CALIBRATION_LABELS = [5, 6]  # disjoint from LABELS, and another seed (peers' de
 
 
 def generate(pipe, seed=3):
-    return pipe(class_labels=LABELS, num_inference_steps=STEPS, guidance_scale=GUIDANCE,
-                generator=torch.Generator().manual_seed(seed), output_type="pt").images
+    return pipe(
+        class_labels=LABELS,
+        num_inference_steps=STEPS,
+        guidance_scale=GUIDANCE,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+    ).images
 
 
 def state(pipe):
@@ -32,8 +45,10 @@ def state(pipe):
         "modules": [(name, id(m)) for name, m in t.named_modules()],
         "state_dict": list(t.state_dict()),
         "attrs": {name: sorted(vars(m)) for name, m in t.named_modules()},
-        "hooks": {name: [len(getattr(m, d)) for d in ("_forward_hooks", "_forward_pre_hooks")]
-                  for name, m in t.named_modules()},
+        "hooks": {
+            name: [len(getattr(m, d)) for d in ("_forward_hooks", "_forward_pre_hooks")]
+            for name, m in t.named_modules()
+        },
         "call": vars(type(pipe)).get("__call__"),
         "pipe_attrs": sorted(vars(pipe)),
     }
@@ -47,7 +62,9 @@ class InnerRows:
         self.handles = []
         for block in pipe.transformer.transformer_blocks:
             self.handles.append(block.attn1.to_q.register_forward_pre_hook(lambda m, a: self._add("attn", a)))
-            self.handles.append(block.ff.net[0].proj.register_forward_pre_hook(lambda m, a: self._add("ff", a)))
+            self.handles.append(
+                block.ff.net[0].proj.register_forward_pre_hook(lambda m, a: self._add("ff", a))
+            )
 
     def _add(self, kind, args):
         setattr(self, kind, getattr(self, kind) + args[0].shape[0])
@@ -103,9 +120,13 @@ def test_strongest_point_skips_inner_work(pipe, baseline, methods, family):
 
 def test_points_go_from_gentle_to_aggressive(pipe, methods):
     for family in FAMILIES:
-        fractions = [measure_compute(pipe, m, class_labels=LABELS, num_inference_steps=STEPS,
-                                     guidance_scale=GUIDANCE).block_fraction
-                     for m in methods.values() if m.family == family]
+        fractions = [
+            measure_compute(
+                pipe, m, class_labels=LABELS, num_inference_steps=STEPS, guidance_scale=GUIDANCE
+            ).block_fraction
+            for m in methods.values()
+            if m.family == family
+        ]
         assert fractions == sorted(fractions, reverse=True), (family, fractions)
         assert fractions[-1] < 0.85, (family, fractions)
 
@@ -151,8 +172,12 @@ def test_restored_after_an_error_and_no_nesting(pipe, baseline, methods):
 
 def test_faster_cache_without_skips_is_exact(pipe, baseline):
     """The CFG-halves swap and the split kwargs are transparent when FasterCache skips nothing."""
-    config = {"spatial_attention_block_skip_range": 2, "spatial_attention_timestep_skip_range": (-1, -1),
-              "unconditional_batch_skip_range": 5, "unconditional_batch_timestep_skip_range": (-1, -1)}
+    config = {
+        "spatial_attention_block_skip_range": 2,
+        "spatial_attention_timestep_skip_range": (-1, -1),
+        "unconditional_batch_skip_range": 5,
+        "unconditional_batch_timestep_skip_range": (-1, -1),
+    }
     m = hook_method("FasterCache off", "FasterCache", config, pipe, install_faster(config, True), swap=True)
     with m.apply():
         assert torch.equal(generate(pipe), baseline)
@@ -176,7 +201,8 @@ def test_unassisted_probe_leaves_the_pipeline_as_it_was(pipe, baseline):
 @pytest.fixture(scope="module")
 def cachedit_points(pipe, baseline):
     pytest.importorskip("cache_dit", reason="cache-dit is a benchmark-only dependency")
-    from bench.cachedit import FAMILIES as CD_FAMILIES, cachedit_methods
+    from bench.cachedit import FAMILIES as CD_FAMILIES
+    from bench.cachedit import cachedit_methods
 
     points = cachedit_methods(pipe, STEPS, thresholds=(0.8,))
     assert {m.family for m in points.values()} == set(CD_FAMILIES)

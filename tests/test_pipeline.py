@@ -1,8 +1,7 @@
-"""Pipeline-level verbs: enable / disable / summary over every denoiser of a real (tiny) diffusers pipeline."""
+"""Pipeline-level verbs: enable / disable / summary over every denoiser of a real (tiny) diffusers
+pipeline."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import pytest
@@ -62,10 +61,15 @@ def test_denoisers_lists_the_experts_in_order(pipe):
 def test_enable_one_schedule_per_expert_then_disable_restores_everything(pipe):
     base = _run(pipe)
     n_high, n_low = _split(pipe)
-    plan = {"transformer": Schedule.fixed_interval(n_high, 2, KEYS), "transformer_2": Schedule.full(n_low, KEYS)}
+    plan = {
+        "transformer": Schedule.fixed_interval(n_high, 2, KEYS),
+        "transformer_2": Schedule.full(n_low, KEYS),
+    }
     caches = enable(pipe, plan)
     assert set(caches) == {"transformer", "transformer_2"}
-    with pytest.warns(SmoothCacheWarning, match="no call skipped: the schedule computes every step") as caught:
+    with pytest.warns(
+        SmoothCacheWarning, match="no call skipped: the schedule computes every step"
+    ) as caught:
         out = _run(pipe)
     assert len([w for w in caught if w.category is SmoothCacheWarning]) == 1  # transformer_2's, once
     text = summary(pipe)
@@ -73,7 +77,10 @@ def test_enable_one_schedule_per_expert_then_disable_restores_everything(pipe):
     assert caches["transformer_2"].stats.computed == 2 * n_low * 6  # cond + uncond, 2 blocks x 3 keys
     assert not np.array_equal(out, base)
 
-    assert "transformer (WanTransformer3DModel): enabled" in text and "transformer_2 (WanTransformer3DModel)" in text
+    assert (
+        "transformer (WanTransformer3DModel): enabled" in text
+        and "transformer_2 (WanTransformer3DModel)" in text
+    )
     assert f"{n_high}-step schedule" in text and "predicted %" in text and "attn1" in text
 
     returned = disable(pipe)
@@ -93,7 +100,10 @@ def test_one_line_mode_calibrates_each_expert_on_the_first_generation(pipe):
         _run(pipe, seed=1)
         assert not any(c.calibrating for c in caches.values())
         n_high, n_low = _split(pipe)
-        assert (caches["transformer"].schedule.num_steps, caches["transformer_2"].schedule.num_steps) == (n_high, n_low)
+        assert (caches["transformer"].schedule.num_steps, caches["transformer_2"].schedule.num_steps) == (
+            n_high,
+            n_low,
+        )
         assert sum(c.stats.predicted for c in caches.values()) > 0
     finally:
         disable(pipe)
@@ -115,7 +125,9 @@ def test_a_mapping_may_leave_an_expert_uncached_and_enable_again_replaces(pipe):
 def test_a_failing_expert_leaves_no_cache_behind(pipe):
     n_high, n_low = _split(pipe)
     with pytest.raises(ScheduleError, match="transformer|ff"):
-        enable(pipe, {"transformer": Schedule.full(n_high, KEYS), "transformer_2": Schedule.full(n_low, ["ff"])})
+        enable(
+            pipe, {"transformer": Schedule.full(n_high, KEYS), "transformer_2": Schedule.full(n_low, ["ff"])}
+        )
     assert _clean(pipe.transformer) and _clean(pipe.transformer_2)
     assert "not enabled" in summary(pipe)
 

@@ -1,5 +1,6 @@
 """The optimal planner's parts against brute force on small hand-made error tables: one row's frontier
-(:mod:`smoothcache.planning.frontier`) and the budget split across rows (:mod:`smoothcache.planning.split`)."""
+(:mod:`smoothcache.planning.frontier`) and the budget split across rows
+(:mod:`smoothcache.planning.split`)."""
 
 import itertools
 import math
@@ -36,7 +37,9 @@ def oracle_error(row, table, predictors, power=1.0):
         if k_run > table.lookahead:
             return math.inf
         d = 0 if j == 0 else b - computed[j - 1]
-        total += min(sum(run_error(table, p, b, d, k) for k in range(1, k_run + 1)) ** power for p in predictors)
+        total += min(
+            sum(run_error(table, p, b, d, k) for k in range(1, k_run + 1)) ** power for p in predictors
+        )
     return total
 
 
@@ -64,8 +67,12 @@ def random_table(rng, t, k, d, nan_share=0.15):
     return RowErrors(draw((k, t)), draw((k, d, t)))
 
 
-CASES = [(seed, t, k, d) for seed, (t, k, d) in enumerate([(6, 2, 3), (7, 2, 3), (8, 3, 4), (9, 3, 4), (9, 2, 2),
-                                                            (8, 3, 2), (9, 3, 4), (7, 3, 4)])]
+CASES = [
+    (seed, t, k, d)
+    for seed, (t, k, d) in enumerate(
+        [(6, 2, 3), (7, 2, 3), (8, 3, 4), (9, 3, 4), (9, 2, 2), (8, 3, 2), (9, 3, 4), (7, 3, 4)]
+    )
+]
 PREDICTOR_SETS = [("reuse",), ("linear",), ("reuse", "linear")]
 
 
@@ -84,7 +91,9 @@ def test_row_dp_matches_brute_force_for_every_count(seed, t, k, d, predictors):
         assert best.errors[n] == pytest.approx(expected[n], rel=1e-12, abs=1e-12)
         row = best.row(n)
         assert row.sum() == n and row[0] == 1 and row[-1] == 1
-        assert oracle_error(row.tolist(), table, predictors) == pytest.approx(expected[n], rel=1e-12, abs=1e-12)
+        assert oracle_error(row.tolist(), table, predictors) == pytest.approx(
+            expected[n], rel=1e-12, abs=1e-12
+        )
 
 
 @pytest.mark.parametrize("power", [2.0, 1.5])
@@ -109,9 +118,10 @@ def test_each_run_takes_the_cheapest_predictor(seed, t, k, d):
     table = random_table(np.random.default_rng(200 + seed), t, k, d, nan_share=0.05)
     both = frontier(table, ("reuse", "linear"), 2.0)
     alone = [frontier(table, (p,), 2.0) for p in ("reuse", "linear")]
-    mixed = 0
     for n in both.counts.tolist():
-        assert all(both.errors[n] <= a.errors[n] + 1e-12 for a in alone)  # never worse than one predictor alone
+        assert all(
+            both.errors[n] <= a.errors[n] + 1e-12 for a in alone
+        )  # never worse than one predictor alone
         row, used = both.row(n).tolist(), both.run_predictors(n)
         assert [u is None for u in used] == [bool(on) for on in row]
         computed = [i for i, on in enumerate(row) if on]
@@ -120,8 +130,11 @@ def test_each_run_takes_the_cheapest_predictor(seed, t, k, d):
                 continue
             d_prev = 0 if j == 0 else b - computed[j - 1]
             chosen = used[b + 1]
-            assert set(used[b + 1: nxt]) == {chosen}  # one predictor per run
-            cost = {p: sum(run_error(table, p, b, d_prev, i) for i in range(1, nxt - b)) for p in ("reuse", "linear")}
+            assert set(used[b + 1 : nxt]) == {chosen}  # one predictor per run
+            cost = {
+                p: sum(run_error(table, p, b, d_prev, i) for i in range(1, nxt - b))
+                for p in ("reuse", "linear")
+            }
             assert cost[chosen] == pytest.approx(min(cost.values()), abs=1e-12)
 
 
@@ -145,7 +158,9 @@ def test_run_power_prefers_even_runs():
     even, uneven = [1, 0, 1, 0, 1, 1, 1], [1, 0, 0, 1, 1, 1, 1]
     assert oracle_error(even, table, ("reuse",), 2.0) < oracle_error(uneven, table, ("reuse",), 2.0)
     assert frontier(table, power=2.0).row(5).tolist().count(0) == 2
-    assert oracle_error(frontier(table, power=2.0).row(5).tolist(), table, ("reuse",), 2.0) == pytest.approx(0.02)
+    assert oracle_error(frontier(table, power=2.0).row(5).tolist(), table, ("reuse",), 2.0) == pytest.approx(
+        0.02
+    )
     with pytest.raises(ScheduleError, match="power"):
         frontier(table, power=0.5)
 
@@ -174,8 +189,12 @@ def test_linear_and_reuse_optima_differ():
     table = RowErrors(reuse, linear)
     r, lin = frontier(table, ("reuse",)), frontier(table, ("linear",))
     assert r.row(5).tolist() != lin.row(5).tolist()
-    assert oracle_error(lin.row(5).tolist(), table, ("linear",)) < oracle_error(r.row(5).tolist(), table, ("linear",))
-    assert oracle_error(r.row(5).tolist(), table, ("reuse",)) < oracle_error(lin.row(5).tolist(), table, ("reuse",))
+    assert oracle_error(lin.row(5).tolist(), table, ("linear",)) < oracle_error(
+        r.row(5).tolist(), table, ("linear",)
+    )
+    assert oracle_error(r.row(5).tolist(), table, ("reuse",)) < oracle_error(
+        lin.row(5).tolist(), table, ("reuse",)
+    )
     assert lin.row(5).tolist() == [1, 0, 1, 0, 1, 0, 1, 0, 1]
 
 
@@ -219,13 +238,19 @@ def brute_split(fronts, weights, budget):
 
 
 def achievable_costs(fronts, weights):
-    return sorted({sum(weights[n] * c for n, c in zip(fronts, pick))
-                   for pick in itertools.product(*(f.counts.tolist() for f in fronts.values()))})
+    return sorted(
+        {
+            sum(weights[n] * c for n, c in zip(fronts, pick))
+            for pick in itertools.product(*(f.counts.tolist() for f in fronts.values()))
+        }
+    )
 
 
 @pytest.mark.parametrize("seed,rows,t", [(0, 2, 7), (1, 2, 9), (2, 3, 7), (3, 3, 9), (4, 3, 9), (5, 3, 8)])
 def test_split_equals_brute_force_at_every_budget(seed, rows, t, monkeypatch):
-    tables, fronts, weights = row_set(seed, rows, t=t, weights={"r0": 3.0, "r1": 3.0, "r2": 5.0} if seed == 4 else None)
+    tables, fronts, weights = row_set(
+        seed, rows, t=t, weights={"r0": 3.0, "r1": 3.0, "r2": 5.0} if seed == 4 else None
+    )
     beats_heuristic = 0
     for budget in achievable_costs(fronts, weights) + [1e9]:
         got = split(fronts, weights, budget)

@@ -1,5 +1,5 @@
-"""The optimal planner behind ``Schedule.for_budget(..., planner="optimal", cost="macs")``: budgets, whole-step rows,
-optimality against brute force on a hand-made profile, and clear errors."""
+"""The optimal planner behind ``Schedule.for_budget(..., planner="optimal", cost="macs")``: budgets,
+whole-step rows, optimality against brute force on a hand-made profile, and clear errors."""
 
 import itertools
 import math
@@ -68,9 +68,16 @@ def test_optimal_never_loses_to_fixed_interval_on_its_own_objective(calibrated):
     for n in (2, 3):
         for predictor in ("reuse", "linear"):
             fixed = Schedule.fixed_interval(STEPS, n, ["attn1", "ff"], predictor=predictor)
-            best = Schedule.for_budget(profile, compute_fraction=report.compute_fraction(fixed), predictor=predictor, cost="macs",
-                                       planner="optimal")
-            assert best.metadata["planned_error"] <= _objective(profile, fixed.entries["ff"], predictor) + 1e-12
+            best = Schedule.for_budget(
+                profile,
+                compute_fraction=report.compute_fraction(fixed),
+                predictor=predictor,
+                cost="macs",
+                planner="optimal",
+            )
+            assert (
+                best.metadata["planned_error"] <= _objective(profile, fixed.entries["ff"], predictor) + 1e-12
+            )
 
 
 def test_speedup_per_block_and_resampled_budgets(calibrated):
@@ -78,7 +85,9 @@ def test_speedup_per_block_and_resampled_budgets(calibrated):
     report = MacReport.from_profile(profile)
     fast = Schedule.for_budget(profile, speedup=2.0, predictor="linear", planner="optimal", cost="macs")
     assert report.speedup(fast) >= 2.0 - 1e-9
-    blocks = Schedule.for_budget(profile, compute_fraction=0.6, per_block=True, planner="optimal", cost="macs")
+    blocks = Schedule.for_budget(
+        profile, compute_fraction=0.6, per_block=True, planner="optimal", cost="macs"
+    )
     assert sorted(blocks.entries) == sorted(f"{k}-{b}" for k in ("attn1", "ff") for b in range(3))
     assert all(blocks.entries[f"attn1-{b}"] == blocks.entries[f"ff-{b}"] for b in range(3))
     assert report.compute_fraction(blocks) <= 0.6 + 1e-9
@@ -88,7 +97,9 @@ def test_speedup_per_block_and_resampled_budgets(calibrated):
 
 def test_optimal_schedule_runs_as_planned(calibrated):
     pipe, profile = calibrated
-    schedule = Schedule.for_budget(profile, compute_fraction=0.5, predictor="linear", planner="optimal", cost="macs")
+    schedule = Schedule.for_budget(
+        profile, compute_fraction=0.5, predictor="linear", planner="optimal", cost="macs"
+    )
     with SmoothCache(pipe.transformer, schedule) as cache:
         pipe(class_labels=[3], num_inference_steps=STEPS, output_type="np")
     for counter in cache.stats.counters.values():
@@ -111,9 +122,14 @@ def test_forecast_needs_a_profile_that_recorded_it():
     pipe = make_tiny_pipe(num_layers=2)
     with Calibrator(pipe.transformer, predictors=["reuse"]) as cal:
         pipe(class_labels=[1], num_inference_steps=8, generator=torch.manual_seed(0), output_type="np")
-    assert Schedule.for_budget(cal.profile, compute_fraction=0.6, planner="optimal", cost="macs").predictor == "reuse"
+    assert (
+        Schedule.for_budget(cal.profile, compute_fraction=0.6, planner="optimal", cost="macs").predictor
+        == "reuse"
+    )
     with pytest.raises(ScheduleError, match="'linear' predictor needs its own calibrated errors"):
-        Schedule.for_budget(cal.profile, compute_fraction=0.6, predictor="linear", planner="optimal", cost="macs")
+        Schedule.for_budget(
+            cal.profile, compute_fraction=0.6, predictor="linear", planner="optimal", cost="macs"
+        )
 
 
 # ------------------------------------------------ optimality on a hand-made profile, against brute force
@@ -125,7 +141,11 @@ def _objective(profile, row, predictor):
     """The planner's objective, from its definition: mean error of the branches, squared summed skip runs."""
     keys = profile.keys
     reuse = np.mean([profile.mean_errors(k, None, "reuse")[0] for k in keys], axis=0)
-    linear = np.mean([profile.mean_errors(k, None, "linear")[0] for k in keys], axis=0) if predictor == "linear" else None
+    linear = (
+        np.mean([profile.mean_errors(k, None, "linear")[0] for k in keys], axis=0)
+        if predictor == "linear"
+        else None
+    )
     computed = [i for i, on in enumerate(row) if on]
     total = 0.0
     for j, (b, nxt) in enumerate(zip(computed, computed[1:])):
@@ -159,8 +179,11 @@ def _hand_profile(seed, with_macs=True):
                             errors.add(k, b, float(rng.uniform(0.01, 0.8)), spacing=d)
             profile.errors[f"blocks.{block}.{key}"] = errors
     if with_macs:
-        profile.macs = {"total": 12.0, **{f"blocks.{b}.attn": 2.0 for b in range(2)},
-                        **{f"blocks.{b}.mlp": 3.0 for b in range(2)}}
+        profile.macs = {
+            "total": 12.0,
+            **{f"blocks.{b}.attn": 2.0 for b in range(2)},
+            **{f"blocks.{b}.mlp": 3.0 for b in range(2)},
+        }
     return profile
 
 
@@ -172,12 +195,18 @@ def test_optimal_equals_brute_force_over_whole_step_rows(seed, predictor):
     rows = [(1, *mid, 1) for mid in itertools.product((0, 1), repeat=T - 2)]
     fractions = sorted({cost({"attn": r, "mlp": r}) for r in rows})
     for target in fractions[::3]:
-        best = min(_objective(profile, r, predictor) for r in rows if cost({"attn": r, "mlp": r}) <= target + 1e-12)
+        best = min(
+            _objective(profile, r, predictor) for r in rows if cost({"attn": r, "mlp": r}) <= target + 1e-12
+        )
         if math.isinf(best):
             with pytest.raises(ScheduleError, match="out of reach"):
-                Schedule.for_budget(profile, compute_fraction=target, predictor=predictor, planner="optimal", cost="macs")
+                Schedule.for_budget(
+                    profile, compute_fraction=target, predictor=predictor, planner="optimal", cost="macs"
+                )
             continue
-        got = Schedule.for_budget(profile, compute_fraction=target, predictor=predictor, planner="optimal", cost="macs")
+        got = Schedule.for_budget(
+            profile, compute_fraction=target, predictor=predictor, planner="optimal", cost="macs"
+        )
         assert got.metadata["achieved"] <= target + 1e-12
         assert got.metadata["planned_error"] == pytest.approx(best, rel=1e-9, abs=1e-12)
         assert _objective(profile, got.entries["mlp"], predictor) == pytest.approx(best, rel=1e-9, abs=1e-12)

@@ -109,14 +109,18 @@ def test_on_the_trained_digits_model_a_forecast_is_closer_to_no_cache_than_reuse
     base = pipe(generator=torch.manual_seed(5), **kwargs).images
     errors = {}
     for predictor in ("reuse", "linear"):
-        with SmoothCache(pipe.transformer, Schedule.fixed_interval(20, 2, ["attn1", "ff"], predictor=predictor)):
+        with SmoothCache(
+            pipe.transformer, Schedule.fixed_interval(20, 2, ["attn1", "ff"], predictor=predictor)
+        ):
             errors[predictor] = np.abs(pipe(generator=torch.manual_seed(5), **kwargs).images - base).mean()
     assert 0 < errors["linear"] < errors["reuse"]
 
 
 @pytest.mark.parametrize("predictor, held", [("reuse", 1), ("linear", 2)])
 @pytest.mark.parametrize("cache_dtype, size", [(None, 4), (torch.float16, 2)])
-def test_memory_is_order_plus_one_outputs_per_branch_and_cfg_call(tiny_dit, predictor, held, cache_dtype, size):
+def test_memory_is_order_plus_one_outputs_per_branch_and_cfg_call(
+    tiny_dit, predictor, held, cache_dtype, size
+):
     schedule = Schedule({"attn1": [1, 1, 1, 0]}, predictor=predictor)
     with SmoothCache(tiny_dit, schedule, cache_dtype=cache_dtype) as cache:
         run_steps(tiny_dit, (999, 749, 499), batch=2, cfg_calls=2)  # two CFG calls per step: two slots
@@ -132,8 +136,9 @@ def test_low_precision_cache_returns_the_original_dtype():
     assert all(g.dtype == torch.float32 for g in got)
     half = []
     hooks = [b.attn.register_forward_hook(lambda m, a, out: half.append(out)) for b in model.blocks]
-    with SmoothCache(model, schedule, block_classes=[Block], keys=["attn"], cache_dtype=torch.float16,
-                     fuse_blocks=False):
+    with SmoothCache(
+        model, schedule, block_classes=[Block], keys=["attn"], cache_dtype=torch.float16, fuse_blocks=False
+    ):
         with torch.no_grad():
             for t in (999, 800, 600, 400):
                 model(torch.zeros(3, 4), torch.tensor(float(t)))
@@ -149,7 +154,9 @@ def test_unknown_predictor_and_forecast_without_its_calibration_are_clear_errors
         Schedule({"attn1": [1, 0], "predictor": "cubic"})
     with Calibrator(tiny_dit, predictors=["reuse"]) as cal:
         run_steps(tiny_dit, (999, 749, 499, 249))
-    with pytest.raises(ScheduleError, match="needs its own calibrated errors, and this profile recorded only"):
+    with pytest.raises(
+        ScheduleError, match="needs its own calibrated errors, and this profile recorded only"
+    ):
         Schedule.from_profile(cal.profile, 0.1, predictor="linear")
     with pytest.raises(ScheduleError, match="unknown planner 'magic'"):
         Schedule.for_budget(cal.profile, speedup=1.2, planner="magic")

@@ -1,5 +1,5 @@
-"""Quality targets of the one-line mode: ``SmoothCache(model, min_psnr=...)`` checks its plan on a replay of the
-calibration generation and caches with the fastest budget meeting the target."""
+"""Quality targets of the one-line mode: ``SmoothCache(model, min_psnr=...)`` checks its plan on a replay of
+the calibration generation and caches with the fastest budget meeting the target."""
 
 import logging
 import warnings

@@ -1,4 +1,5 @@
-"""The original implementation's published schedules, shipped in the package: by name, and fitted to a model."""
+"""The original implementation's published schedules, shipped in the package: by name, and fitted to a
+model."""
 
 import json
 from pathlib import Path
@@ -47,7 +48,9 @@ def test_keys_are_mapped_to_a_diffusers_dit_and_the_cache_runs():
 
 def test_per_block_schedule_on_a_smaller_model():
     model = make_tiny_dit(num_layers=3)
-    with pytest.raises(ScheduleError, match="'attn1-3': DiTTransformer2DModel has 'attn1' only in blocks 0..2"):
+    with pytest.raises(
+        ScheduleError, match="'attn1-3': DiTTransformer2DModel has 'attn1' only in blocks 0..2"
+    ):
         SmoothCache(model, load_reference("50-N-2-l2c", model))
     schedule = load_reference("50-N-2-l2c", model, drop_missing_blocks=True)
     assert sorted(schedule.block_indices("attn1")) == [0, 1, 2]

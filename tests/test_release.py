@@ -6,10 +6,17 @@ import warnings
 
 import pytest
 import torch
-from conftest import make_tiny_pipe, run_steps
 
 import smoothcache
-from smoothcache import CalibrationProfile, Calibrator, Schedule, ScheduleError, SmoothCache, SmoothCacheWarning
+from conftest import make_tiny_pipe, run_steps
+from smoothcache import (
+    CalibrationProfile,
+    Calibrator,
+    Schedule,
+    ScheduleError,
+    SmoothCache,
+    SmoothCacheWarning,
+)
 from smoothcache.patching import owners_in
 
 
@@ -63,7 +70,9 @@ def test_calibration_records_the_guidance_it_ran_at_and_schedules_carry_it(tmp_p
         pipe(class_labels=[1], num_inference_steps=6, guidance_scale=1.0, generator=torch.manual_seed(0))
     profile = cal.profile
     assert profile.conditions == {"guidance_scale": 1.0}
-    assert CalibrationProfile.load(profile.save(tmp_path / "p.safetensors")).conditions == {"guidance_scale": 1.0}
+    assert CalibrationProfile.load(profile.save(tmp_path / "p.safetensors")).conditions == {
+        "guidance_scale": 1.0
+    }
     schedule = Schedule.for_budget(profile, speedup=1.5, cost="macs")
     assert schedule.conditions == {"guidance_scale": 1.0}
     assert Schedule.load(schedule.save(tmp_path / "s.json")).conditions == {"guidance_scale": 1.0}
@@ -92,8 +101,16 @@ def test_a_model_run_by_hand_records_no_conditions(tiny_dit):
     assert cal.profile.conditions == {}
 
 
-@pytest.mark.parametrize("conditions", [{"guidance": 1.0}, {"guidance_scale": "high"}, {"guidance_scale": -1},
-                                        [1.0], {"guidance_scale": float("inf")}])
+@pytest.mark.parametrize(
+    "conditions",
+    [
+        {"guidance": 1.0},
+        {"guidance_scale": "high"},
+        {"guidance_scale": -1},
+        [1.0],
+        {"guidance_scale": float("inf")},
+    ],
+)
 def test_bad_conditions_in_a_schedule_file_are_refused(tmp_path, conditions):
     import json
 

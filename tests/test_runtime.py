@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from conftest import make_tiny_dit, run_steps
+from conftest import run_steps
 from original_dit import DiT, sample_with_cfg
 from smoothcache import Schedule, ScheduleError, SmoothCache, SmoothCacheWarning
 from smoothcache.patching import owner_of
@@ -36,7 +36,10 @@ def test_all_ones_schedule_is_bit_identical_to_no_cache(tiny_pipe):
     with SmoothCache(tiny_pipe.transformer, Schedule.full(12, ["attn1", "ff"])) as cache:
         cached = tiny_pipe(generator=torch.manual_seed(7), **kwargs).images
     assert np.array_equal(base, cached)
-    assert cache.stats.by_key() == {"attn1": {"computed": 36, "predicted": 0}, "ff": {"computed": 36, "predicted": 0}}
+    assert cache.stats.by_key() == {
+        "attn1": {"computed": 36, "predicted": 0},
+        "ff": {"computed": 36, "predicted": 0},
+    }
 
 
 def test_steps_follow_the_denoiser_not_each_branch(tiny_dit):
@@ -205,9 +208,14 @@ def test_ending_before_the_schedule_warns(tiny_dit):
 
 
 def test_schedule_keys_must_match_branches_of_the_model(tiny_dit):
-    with pytest.raises(ScheduleError, match=r"\['mlp'\] match no branch of DiTTransformer2DModel; its blocks have: \['attn1', 'ff'\]"):
+    with pytest.raises(
+        ScheduleError,
+        match=r"\['mlp'\] match no branch of DiTTransformer2DModel; its blocks have: \['attn1', 'ff'\]",
+    ):
         SmoothCache(tiny_dit, {"attn1": [1, 0], "mlp": [1, 0]})
-    with pytest.raises(ScheduleError, match=r"'attn1-7': DiTTransformer2DModel has 'attn1' only in blocks 0..2"):
+    with pytest.raises(
+        ScheduleError, match=r"'attn1-7': DiTTransformer2DModel has 'attn1' only in blocks 0..2"
+    ):
         SmoothCache(tiny_dit, {"attn1": [1, 0], "attn1-7": [1, 1]})
     with pytest.raises(ScheduleError, match="not among the keys to wrap"):
         SmoothCache(tiny_dit, {"attn1": [1, 0], "ff": [1, 0]}, keys=["attn1"])
@@ -277,7 +285,10 @@ def test_original_dit_structure_through_forward_with_cfg():
     assert torch.equal(base, same)
     with SmoothCache(model, Schedule.fixed_interval(6, 2, ["attn", "mlp"])) as cache:
         cached = sample_with_cfg(model, steps=6)
-    assert cache.stats.by_key() == {"attn": {"computed": 12, "predicted": 6}, "mlp": {"computed": 12, "predicted": 6}}
+    assert cache.stats.by_key() == {
+        "attn": {"computed": 12, "predicted": 6},
+        "mlp": {"computed": 12, "predicted": 6},
+    }
     assert not torch.equal(base, cached)
 
 

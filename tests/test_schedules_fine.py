@@ -16,7 +16,12 @@ def calibrated():
     pipe = make_tiny_pipe()
     with Calibrator(pipe.transformer) as cal:
         for seed in range(2):
-            pipe(class_labels=[1, 2], num_inference_steps=20, generator=torch.manual_seed(seed), output_type="np")
+            pipe(
+                class_labels=[1, 2],
+                num_inference_steps=20,
+                generator=torch.manual_seed(seed),
+                output_type="np",
+            )
     return pipe, cal.profile
 
 
@@ -33,8 +38,9 @@ def test_per_block_schedule_uses_block_keys_and_runs(calibrated):
 @pytest.mark.parametrize("fraction", [0.9, 0.75, 0.6])
 def test_budget_mode_meets_the_compute_fraction(calibrated, fraction):
     _, profile = calibrated
-    schedule = Schedule.for_budget(profile, compute_fraction=fraction, predictor="reuse", planner="greedy",
-                                   cost="macs")
+    schedule = Schedule.for_budget(
+        profile, compute_fraction=fraction, predictor="reuse", planner="greedy", cost="macs"
+    )
     report = MacReport.from_profile(profile)
     achieved = report.compute_fraction(schedule)
     assert achieved <= fraction + 1e-9
@@ -101,7 +107,7 @@ def test_resampling_by_step_fraction_is_exact_on_linear_curves(target):
         i = np.arange(target - k)
         expected = 0.01 * (k * scale) * (1 + i * scale / 50)
         assert np.allclose(mean[k - 1, : target - k], expected)
-        assert np.isnan(mean[k - 1, target - k:]).all()
+        assert np.isnan(mean[k - 1, target - k :]).all()
 
 
 def test_resampling_by_timestep_places_steps_by_their_timesteps():
@@ -125,7 +131,12 @@ def test_resampled_calibration_tracks_a_direct_one():
     profiles = {}
     for steps in (10, 20):
         with Calibrator(pipe.transformer, lookahead=2) as cal:
-            pipe(class_labels=[1, 2], num_inference_steps=steps, generator=torch.manual_seed(0), output_type="np")
+            pipe(
+                class_labels=[1, 2],
+                num_inference_steps=steps,
+                generator=torch.manual_seed(0),
+                output_type="np",
+            )
         profiles[steps] = cal.profile
     for source, target in ((20, 10), (10, 20)):
         got, _ = profiles[source].resample(target).mean_errors("ff")
@@ -148,18 +159,28 @@ def test_resample_keeps_macs_and_validates(calibrated):
 
 def test_one_line_mode_calibrates_then_caches():
     pipe = make_tiny_pipe()
-    base = pipe(class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np").images
+    base = pipe(
+        class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np"
+    ).images
     with SmoothCache(pipe.transformer, alpha=0.3) as cache:
         assert cache.calibrating
-        first = pipe(class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np").images
-        second = pipe(class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np").images
+        first = pipe(
+            class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np"
+        ).images
+        second = pipe(
+            class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np"
+        ).images
         assert not cache.calibrating
     assert np.array_equal(first, base)  # the calibration generation is computed in full
     assert cache.profile.runs == 1 and cache.schedule == Schedule.from_profile(cache.profile, 0.3)
     stats = cache.stats.by_key()
-    assert stats["attn1"]["predicted"] > 0 and stats["attn1"]["computed"] + stats["attn1"]["predicted"] == 3 * 20
+    assert (
+        stats["attn1"]["predicted"] > 0 and stats["attn1"]["computed"] + stats["attn1"]["predicted"] == 3 * 20
+    )
     with SmoothCache(pipe.transformer, cache.schedule):
-        again = pipe(class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np").images
+        again = pipe(
+            class_labels=[3], num_inference_steps=20, generator=torch.manual_seed(4), output_type="np"
+        ).images
     assert np.array_equal(second, again)
 
 
@@ -221,7 +242,9 @@ def test_one_line_recommended_mode_plans_for_a_speedup():
     with cache:
         pipe(generator=torch.manual_seed(4), **kwargs)
         pipe(generator=torch.manual_seed(4), **kwargs)
-    expected = Schedule.for_budget(cache.profile, speedup=2.0, cost="macs")  # each run takes its best predictor
+    expected = Schedule.for_budget(
+        cache.profile, speedup=2.0, cost="macs"
+    )  # each run takes its best predictor
     assert cache.schedule == expected and cache.schedule.predictor in ("linear", "mixed")
     assert MacReport.from_profile(cache.profile).speedup(cache.schedule, "macs") >= 2.0
     assert cache.stats.predicted > 0
@@ -234,7 +257,7 @@ def test_forecast_schedules_from_resampled_calibrations(calibrated):
         assert schedule.num_steps == steps and schedule.predictor == "linear"
         assert schedule == Schedule.from_profile(profile.resample(steps), 0.3, predictor="linear")
         resampled = profile.resample(steps).mean_errors("ff", predictor="linear")[0]
-        assert resampled.shape == (3, 4, steps) and np.isfinite(resampled[0, 0, 1:steps - 1]).all()
+        assert resampled.shape == (3, 4, steps) and np.isfinite(resampled[0, 0, 1 : steps - 1]).all()
         with SmoothCache(pipe.transformer, schedule) as cache:
             pipe(class_labels=[1], num_inference_steps=steps, output_type="np")
         assert cache.stats.computed + cache.stats.predicted == 2 * 3 * steps

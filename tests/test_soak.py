@@ -1,8 +1,8 @@
-"""Soak: 200 generations on the embedded digits pipeline through long-lived caches, varying batch size, step count
-(resampled schedules), guidance, predictor and fusion, every tenth generation interrupted by an exception (from
-the sampler between steps, or inside the model). After each generation the cache holds nothing, the number of
-live tensors does not grow, and the next generation equals a fresh cache's, bit for bit; at the end the model
-and its uncached output are the original ones."""
+"""Soak: 200 generations on the embedded digits pipeline through long-lived caches, varying batch size, step
+count (resampled schedules), guidance, predictor and fusion, every tenth generation interrupted by an
+exception (from the sampler between steps, or inside the model). After each generation the cache holds
+nothing, the number of live tensors does not grow, and the next generation equals a fresh cache's, bit for
+bit; at the end the model and its uncached output are the original ones."""
 
 from __future__ import annotations
 

@@ -125,7 +125,8 @@ def test_steps_follow_the_scheduler(case):
 
     outs = {}
     for predictor in ("reuse", "linear"):  # the forecast extrapolates in this scheduler's own timesteps
-        schedule = Schedule.fixed_interval(STEPS, 2, fam.keys, predictor=predictor)  # 1010101: 4 computed, 3 not
+        # 1010101: 4 computed, 3 not
+        schedule = Schedule.fixed_interval(STEPS, 2, fam.keys, predictor=predictor)
         with SmoothCache(pipe.transformer, schedule, **kwargs) as cache:
             seen, handle = _record_steps(pipe.transformer, cache)
             try:
@@ -136,14 +137,17 @@ def test_steps_follow_the_scheduler(case):
                 handle.remove()
         c = fam.calls_per_step
         assert seen == [i // c for i in range(STEPS * c)]
-        assert cache.stats.by_key() == {k: {"computed": 4 * c * n, "predicted": 3 * c * n}
-                                        for k, n in fam.blocks.items()}
+        assert cache.stats.by_key() == {
+            k: {"computed": 4 * c * n, "predicted": 3 * c * n} for k, n in fam.blocks.items()
+        }
         assert np.isfinite(out).all() and not np.array_equal(out, base)
     assert not np.array_equal(outs["linear"], outs["reuse"])
 
     short = Schedule.fixed_interval(STEPS - 1, 2, fam.keys)
     with SmoothCache(pipe.transformer, short, **kwargs):
-        with pytest.raises(ScheduleError, match=f"step {STEPS - 1} is past the end of the {STEPS - 1}-step schedule"):
+        with pytest.raises(
+            ScheduleError, match=f"step {STEPS - 1} is past the end of the {STEPS - 1}-step schedule"
+        ):
             fam.run(pipe, STEPS, seed=1)
 
 
@@ -152,15 +156,23 @@ def test_steps_follow_the_scheduler(case):
 def test_batched_cfg_is_one_call_per_step_with_one_cache(name):
     fam = _dit_family() if name == "dit" else FAMILIES[name]
     pipe = fam.build()
-    batches, handle = [], pipe.transformer.register_forward_pre_hook(
-        lambda m, args, kwargs: batches.append((args[0] if args else kwargs["hidden_states"]).shape[0]),
-        with_kwargs=True)
+    batches, handle = (
+        [],
+        pipe.transformer.register_forward_pre_hook(
+            lambda m, args, kwargs: batches.append((args[0] if args else kwargs["hidden_states"]).shape[0]),
+            with_kwargs=True,
+        ),
+    )
     try:
-        with SmoothCache(pipe.transformer, Schedule.fixed_interval(STEPS, 3, fam.keys), **fam.cache_kwargs) as cache:
+        with SmoothCache(
+            pipe.transformer, Schedule.fixed_interval(STEPS, 3, fam.keys), **fam.cache_kwargs
+        ) as cache:
             fam.run(pipe, STEPS)
     finally:
         handle.remove()
-    assert len(batches) == STEPS and len(set(batches)) == 1 and batches[0] % 2 == 0  # cond + uncond in one batch
+    assert (
+        len(batches) == STEPS and len(set(batches)) == 1 and batches[0] % 2 == 0
+    )  # cond + uncond in one batch
     # 1001001: 3 computed, 4 reused, one cache slot per branch
     assert cache.stats.by_key() == {k: {"computed": 3 * n, "predicted": 4 * n} for k, n in fam.blocks.items()}
 
@@ -218,11 +230,19 @@ def test_sd3_skip_layer_guidance_third_call_gets_its_own_cache():
 
     def run(steps):
         return pipe(
-            prompt_embeds=_embeds(0, 1, 7, 32), pooled_prompt_embeds=_embeds(1, 1, 24),
-            negative_prompt_embeds=_embeds(100, 1, 7, 32), negative_pooled_prompt_embeds=_embeds(101, 1, 24),
-            height=16, width=16, num_inference_steps=steps, guidance_scale=5.0, skip_guidance_layers=[1],
-            skip_layer_guidance_start=0.2, skip_layer_guidance_stop=0.8,
-            generator=torch.Generator().manual_seed(0), output_type="np",
+            prompt_embeds=_embeds(0, 1, 7, 32),
+            pooled_prompt_embeds=_embeds(1, 1, 24),
+            negative_prompt_embeds=_embeds(100, 1, 7, 32),
+            negative_pooled_prompt_embeds=_embeds(101, 1, 24),
+            height=16,
+            width=16,
+            num_inference_steps=steps,
+            guidance_scale=5.0,
+            skip_guidance_layers=[1],
+            skip_layer_guidance_start=0.2,
+            skip_layer_guidance_stop=0.8,
+            generator=torch.Generator().manual_seed(0),
+            output_type="np",
         ).images
 
     base = run(6)
@@ -235,6 +255,9 @@ def test_sd3_skip_layer_guidance_third_call_gets_its_own_cache():
         finally:
             handle.remove()
     assert seen == [0, 1, 2, 2, 3, 3, 4, 4, 5]
-    # attn: 2 blocks x (4 computed, 2 reused) on call 0, + block 0 only on the SLG call: steps 2, 4 computed, 3 reused
-    assert cache.stats.by_key() == {"attn": {"computed": 8 + 2, "predicted": 4 + 1},
-                                    "attn2": {"computed": 4 + 2, "predicted": 2 + 1}}
+    # attn: 2 blocks x (4 computed, 2 reused) on call 0, + block 0 only on the SLG call: steps 2, 4 computed,
+    # 3 reused
+    assert cache.stats.by_key() == {
+        "attn": {"computed": 8 + 2, "predicted": 4 + 1},
+        "attn2": {"computed": 4 + 2, "predicted": 2 + 1},
+    }

@@ -44,8 +44,13 @@ def evaluator():
 
 
 def _run(pipe, steps=4, seed=0, labels=(3, 7), **kw):
-    return pipe(class_labels=list(labels), num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                output_type="pt", **kw).audios
+    return pipe(
+        class_labels=list(labels),
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        **kw,
+    ).audios
 
 
 def _tone(freq: float, n: int = 2, amp: float = 0.5) -> torch.Tensor:
@@ -76,7 +81,9 @@ def test_pipeline_components(pipe):
     assert isinstance(sched, DPMSolverMultistepScheduler)
     assert sched.config.algorithm_type == "sde-dpmsolver++" and sched.config.solver_order == 3
     assert sched.config.prediction_type == "v_prediction"
-    assert isinstance(pipe.vae, SpectrogramAutoencoder) and isinstance(pipe.projection_model, ClassProjectionModel)
+    assert isinstance(pipe.vae, SpectrogramAutoencoder) and isinstance(
+        pipe.projection_model, ClassProjectionModel
+    )
     assert pipe.sample_rate == SAMPLE_RATE
     assert pipe.get_label_ids(["seven", "3", "zero"]) == [7, 3, 0]
     with pytest.raises(ValueError, match="unknown words"):
@@ -84,7 +91,10 @@ def test_pipeline_components(pipe):
     vae = pipe.vae
     assert pipe.transformer.config.in_channels == vae.latent_channels
     # narrower than the transformer: StableAudioDiTModel has no input-to-output skip
-    assert vae.latent_channels < pipe.transformer.config.num_attention_heads * pipe.transformer.config.attention_head_dim
+    assert (
+        vae.latent_channels
+        < pipe.transformer.config.num_attention_heads * pipe.transformer.config.attention_head_dim
+    )
     gram = vae.components.T @ vae.components  # fitted principal components: orthonormal, decreasing variance
     assert torch.allclose(gram, torch.eye(vae.latent_channels), atol=1e-4)
     assert bool((vae.scales[1:] <= vae.scales[:-1]).all()) and float(vae.scales[-1]) > 0
@@ -99,8 +109,9 @@ def test_generation_shape_range_determinism(pipe):
     assert AUDIO_GUIDANCE_SCALE > 1  # the default runs the classifier-free guidance path (null class)
     unguided = _run(pipe, seed=0, guidance_scale=1.0)
     assert unguided.shape == a.shape and not torch.equal(unguided, a)
-    out = pipe(class_labels=[1], num_inference_steps=2, generator=torch.Generator().manual_seed(0),
-               output_type="np").audios
+    out = pipe(
+        class_labels=[1], num_inference_steps=2, generator=torch.Generator().manual_seed(0), output_type="np"
+    ).audios
     assert isinstance(out, np.ndarray) and out.shape == (1, 1, NUM_SAMPLES)
     lat = pipe(class_labels=[1], num_inference_steps=2, output_type="latent").audios
     assert lat.shape == (1, pipe.vae.latent_channels, pipe.vae.latent_length)
@@ -173,13 +184,18 @@ def test_model_card_matches_constants():
     assert results["guidance"] == AUDIO_GUIDANCE_SCALE and results["samples"] >= 200
     rows = {r["steps"]: r for r in results["runs"]}
     worse = {s for s, r in rows.items() if s < 100 and r["fid"] >= 1.2 * rows[100]["fid"]}
-    # the yardstick's minimum: the fewest steps are clearly worse than 100 (the uncorrected SDE step failed this)
+    # the yardstick's minimum: the fewest steps are clearly worse than 100 (the uncorrected SDE step failed
+    # this)
     assert min(rows) in worse
-    assert all("lsd_db" in r and "snr_db" in r for s, r in rows.items() if s < 100)  # against the 100-step audio
+    assert all(
+        "lsd_db" in r and "snr_db" in r for s, r in rows.items() if s < 100
+    )  # against the 100-step audio
     sweep = {r["guidance"]: r for r in results["sweep"]["runs"]}
     assert min(sweep, key=lambda g: sweep[g]["fid"]) == AUDIO_GUIDANCE_SCALE
     card = (AUDIO_DIR / "README.md").read_text()
-    assert f"AUDIO_GUIDANCE_SCALE = {float(AUDIO_GUIDANCE_SCALE)}" in card and f"{rows[100]['fid']:.2f}" in card
+    assert (
+        f"AUDIO_GUIDANCE_SCALE = {float(AUDIO_GUIDANCE_SCALE)}" in card and f"{rows[100]['fid']:.2f}" in card
+    )
     fewer = {s for s in rows if s < 100}
     assert ("Fewer steps are clearly worse at every step count" in card) == (worse == fewer)  # stated plainly
     assert ("More steps buy quality only up to" in card) == (bool(worse) and worse != fewer)
@@ -269,7 +285,7 @@ def test_save_wav_roundtrip(tmp_path):
         pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
     gap = int(0.1 * SAMPLE_RATE)
     assert pcm.shape == (2 * NUM_SAMPLES + gap,)
-    assert np.all(pcm[NUM_SAMPLES:NUM_SAMPLES + gap] == 0)
+    assert np.all(pcm[NUM_SAMPLES : NUM_SAMPLES + gap] == 0)
     assert np.abs(pcm[:NUM_SAMPLES] / 32767 - clips[0, 0].numpy()).max() < 1e-4
     assert pcm.max() == 32767
 
@@ -285,7 +301,9 @@ def test_spectrogram_autoencoder_roundtrip(pipe):
     y = ae.decode(z).sample
     assert y.shape == x.shape
     assert log_spectral_distance(x, y) < 6.0  # magnitudes survive the round trip (the phase is free)
-    assert log_spectral_distance(x, y) < 0.5 * log_spectral_distance(x, _run(pipe, steps=6, labels=(0, 5), seed=3))
+    assert log_spectral_distance(x, y) < 0.5 * log_spectral_distance(
+        x, _run(pipe, steps=6, labels=(0, 5), seed=3)
+    )
     assert torch.equal(ae.decode(z).sample, y)  # deterministic
     with pytest.raises(ValueError, match="samples per clip"):
         ae.encode(torch.zeros(1, 1, 1000))

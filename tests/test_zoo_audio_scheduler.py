@@ -1,4 +1,5 @@
-"""The audio model's DPM-Solver++(3M) SDE: a third-order SDE step that converges, saved and loaded by class."""
+"""The audio model's DPM-Solver++(3M) SDE: a third-order SDE step that converges, saved and loaded by
+class."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from diffusers import DPMSolverMultistepScheduler  # noqa: E402
 from smoothcache.zoo.audio_model import AUDIO_DIR, audio_pipeline  # noqa: E402
 from smoothcache.zoo.audio_scheduler import DPMSolver3MSDEScheduler  # noqa: E402
 
-CONFIG = dict(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction", algorithm_type="sde-dpmsolver++",
-              solver_order=3)
+CONFIG = dict(
+    beta_schedule="squaredcos_cap_v2",
+    prediction_type="v_prediction",
+    algorithm_type="sde-dpmsolver++",
+    solver_order=3,
+)
 
 
 def _gaussian_sample_std(scheduler, steps: int, data_std: float = 0.5, n: int = 100_000) -> float:
@@ -27,7 +32,7 @@ def _gaussian_sample_std(scheduler, steps: int, data_std: float = 0.5, n: int = 
     abar = scheduler.alphas_cumprod.double()
     for t in scheduler.timesteps:
         a, s = abar[t].sqrt(), (1 - abar[t]).sqrt()
-        x0 = a * data_std**2 / (a * a * data_std**2 + s * s) * x      # E[x0 | x_t] for Gaussian data
+        x0 = a * data_std**2 / (a * a * data_std**2 + s * s) * x  # E[x0 | x_t] for Gaussian data
         v = a * (x - a * x0) / s - s * x0
         x = scheduler.step(v, t, x, generator=g).prev_sample
     return x.std().item()
@@ -42,13 +47,18 @@ def test_third_order_sde_converges_to_the_data_distribution(steps):
 def test_other_algorithms_are_diffusers_own():
     """The ODE third-order step is the parent's, bit for bit."""
     ours = _gaussian_sample_std(DPMSolver3MSDEScheduler(**{**CONFIG, "algorithm_type": "dpmsolver++"}), 20)
-    theirs = _gaussian_sample_std(DPMSolverMultistepScheduler(**{**CONFIG, "algorithm_type": "dpmsolver++"}), 20)
+    theirs = _gaussian_sample_std(
+        DPMSolverMultistepScheduler(**{**CONFIG, "algorithm_type": "dpmsolver++"}), 20
+    )
     assert ours == theirs
 
 
 def test_save_and_load_keep_the_class(tmp_path):
     DPMSolver3MSDEScheduler(**CONFIG).save_pretrained(tmp_path)
-    assert json.loads((tmp_path / "scheduler_config.json").read_text())["_class_name"] == "DPMSolver3MSDEScheduler"
+    assert (
+        json.loads((tmp_path / "scheduler_config.json").read_text())["_class_name"]
+        == "DPMSolver3MSDEScheduler"
+    )
     loaded = DPMSolver3MSDEScheduler.from_pretrained(tmp_path)
     assert loaded.config.solver_order == 3 and loaded.config.algorithm_type == "sde-dpmsolver++"
 

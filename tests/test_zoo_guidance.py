@@ -52,7 +52,9 @@ def test_digits_pipeline_round_trips_through_save_pretrained(tmp_path):
     reloaded = zoo.digits_pipeline(folder=tmp_path)
     assert reloaded.get_label_ids(["3", "7"]) == [3, 7]
     assert torch.equal(_sample(reloaded, "images"), _sample(pipe, "images"))
-    plain = DiffusionPipeline.from_pretrained(str(tmp_path), local_files_only=True)  # diffusers alone loads it
+    plain = DiffusionPipeline.from_pretrained(
+        str(tmp_path), local_files_only=True
+    )  # diffusers alone loads it
     assert type(plain) is DiTPipeline
     card = zoo.DIGITS_GUIDANCE_SCALE
     assert torch.equal(_sample(plain, "images", guidance_scale=card), _sample(pipe, "images"))

@@ -50,8 +50,13 @@ def evaluator():
 
 
 def _run(pipe, steps=3, seed=0, labels=(3, 7), **kwargs):
-    return pipe(class_labels=list(labels), num_inference_steps=steps, generator=torch.Generator().manual_seed(seed),
-                output_type="pt", **kwargs).frames
+    return pipe(
+        class_labels=list(labels),
+        num_inference_steps=steps,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="pt",
+        **kwargs,
+    ).frames
 
 
 def _glyph_videos(n: int, seed: int = 0) -> torch.Tensor:
@@ -154,7 +159,9 @@ def test_forecast_schedule_runs_on_the_video_transformer(pipe):
 
     steps = 8
     profile = calibrate_pipeline(pipe, steps, classes=(1, 4), guidance_scale=VIDEO_GUIDANCE_SCALE)
-    schedule = demo_schedule(profile)  # the demo's default: the recommended mode (each run its best predictor)
+    schedule = demo_schedule(
+        profile
+    )  # the demo's default: the recommended mode (each run its best predictor)
     assert schedule.predictor in ("linear", "mixed", "reuse") and set(schedule.entries) == set(KEYS)
     plain = _run(pipe, steps=steps)
     with SmoothCache(pipe.transformer, schedule) as cache:
@@ -192,7 +199,9 @@ def test_noise_scores_badly(evaluator):
     assert out["motion_consistency"] <= 0.1
     assert out["fid"] > 20 * evaluator.real_floor()["fid"]
     # numpy (N, F, H, W, 1) layout gives the same numbers
-    assert evaluator.evaluate(noise.permute(0, 1, 3, 4, 2).numpy(), labels)["fid"] == pytest.approx(out["fid"])
+    assert evaluator.evaluate(noise.permute(0, 1, 3, 4, 2).numpy(), labels)["fid"] == pytest.approx(
+        out["fid"]
+    )
 
 
 def test_generated_videos_are_recognisable(pipe, evaluator):
@@ -272,7 +281,9 @@ def test_evaluator_errors_name_the_problem(tmp_path):
 def test_motion_paths_stay_on_canvas():
     starts, velocities = sample_motions(2000, torch.Generator().manual_seed(0))
     ends = starts + velocities * (NUM_FRAMES - 1)
-    assert int(torch.minimum(starts, ends).min()) >= 0 and int(torch.maximum(starts, ends).max()) <= CANVAS - 8
+    assert (
+        int(torch.minimum(starts, ends).min()) >= 0 and int(torch.maximum(starts, ends).max()) <= CANVAS - 8
+    )
     assert not torch.any((velocities == 0).all(dim=1))
     assert len({tuple(v) for v in velocities.tolist()}) == len(VELOCITIES)
     with pytest.raises(ValueError, match="leaves the canvas"):
@@ -285,7 +296,9 @@ def test_moving_digits_are_deterministic_and_follow_the_digits_split():
     from smoothcache.zoo.video_data import make_videos, raw_digits_split
 
     raw, images = raw_digits_split(), digits_split()
-    assert torch.equal(raw.test_labels, images.test_labels) and torch.equal(raw.train_labels, images.train_labels)
+    assert torch.equal(raw.test_labels, images.test_labels) and torch.equal(
+        raw.train_labels, images.train_labels
+    )
     a = make_videos(raw.test_digits, raw.test_labels, 20, 5, classes=torch.arange(20) % 10)
     b = make_videos(raw.test_digits, raw.test_labels, 20, 5, classes=torch.arange(20) % 10)
     assert torch.equal(a.videos, b.videos) and a.videos.shape == (20,) + SHAPE
@@ -323,7 +336,7 @@ def test_video_fidelity_and_grid_gif(tmp_path):
         pixels = np.asarray(gif.convert("L"))
     row_pitch = band + 3 * (CANVAS + 1)
     for top in (0, row_pitch):  # each caption band is black with white text
-        caption = pixels[top:top + band]
+        caption = pixels[top : top + band]
         assert (caption == 0).mean() > 0.5 and (caption > 200).any()
     with pytest.raises(ValueError, match="rows"):
         save_gif(tmp_path / "bad.gif", a, rows=2)
@@ -346,8 +359,11 @@ def test_demo_video_end_to_end(tmp_path):
     assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
     ((path, what),) = result["files"]["samples"].items()
     # planned in wall time: under load, 2x may be out of reach and the best reachable is labelled instead
-    assert path == str(gif) and re.fullmatch(r"top row: uncached, bottom row: SmoothCache (2\.00|1\.\d\d)x plan "
-                                             r"\(same seeds\)", what)
+    assert path == str(gif) and re.fullmatch(
+        r"top row: uncached, bottom row: SmoothCache (2\.00|1\.\d\d)x plan "
+        r"\(same seeds\)",
+        what,
+    )
     table = format_table(result)
     for row in ("rectified flow (Euler)", "motion consistency", "PSNR vs no cache", "SSIM vs no cache"):
         assert row in table

@@ -1,4 +1,5 @@
-"""diffusers' own caches, made to run on a class-conditional ``DiTPipeline``, as peers for the quality benchmark.
+"""diffusers' own caches, made to run on a class-conditional ``DiTPipeline``, as peers for the quality
+benchmark.
 
 - :mod:`.session`: what DiT lacks and we supply from outside (cache context, current timestep, per-generation
   reset), around one installed cache, with exact restore on exit;

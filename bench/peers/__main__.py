@@ -39,9 +39,14 @@ def main() -> None:
     labels = [i % 10 for i in range(args.labels)]
     for name, method in methods.items():
         start = time.perf_counter()
-        c = measure_compute(pipe, method, class_labels=labels, num_inference_steps=args.steps, guidance_scale=g)
-        print(f"{name:60s} attn {c.attn_fraction:.3f} ff {c.ff_fraction:.3f} block {c.block_fraction:.3f} "
-              f"speedup {c.speedup:.2f}x  ({time.perf_counter() - start:.1f}s)", flush=True)
+        c = measure_compute(
+            pipe, method, class_labels=labels, num_inference_steps=args.steps, guidance_scale=g
+        )
+        print(
+            f"{name:60s} attn {c.attn_fraction:.3f} ff {c.ff_fraction:.3f} block {c.block_fraction:.3f} "
+            f"speedup {c.speedup:.2f}x  ({time.perf_counter() - start:.1f}s)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ __all__ = ["ComputeCount", "measure_compute"]
 
 @dataclass
 class ComputeCount:
-    """Sample rows that went through each block's ``attn1`` / ``ff`` during one generation, and the full amounts.
+    """Sample rows that went through each block's ``attn1`` / ``ff`` during one generation, and the full
+    amounts.
 
     Args:
         attn_rows / ff_rows: rows that reached the first ``Linear`` of ``attn1`` / ``ff``, summed over blocks.
@@ -85,14 +86,20 @@ def measure_compute(pipe, method=None, *, class_labels: Sequence[int] = (0, 1), 
         counts["batch"] = max(counts["batch"], x.shape[0])
 
     with (method.apply() if method is not None else contextlib.nullcontext()):
-        # registered inside apply(): a peer's exact restore on exit must not see (or remove) our counting hooks
+        # registered inside apply(): a peer's exact restore on exit must not see (or remove) our counting
+        # hooks
         for block in blocks:
             handles.append(_first_linear(block.attn1).register_forward_pre_hook(counter("attn")))
             handles.append(_first_linear(block.ff).register_forward_pre_hook(counter("ff")))
         handles.append(pipe.transformer.register_forward_pre_hook(count_call, with_kwargs=True, prepend=True))
         try:
-            pipe(class_labels=list(class_labels), num_inference_steps=num_inference_steps,
-                 guidance_scale=guidance_scale, generator=torch.Generator().manual_seed(seed), output_type="pt")
+            pipe(
+                class_labels=list(class_labels),
+                num_inference_steps=num_inference_steps,
+                guidance_scale=guidance_scale,
+                generator=torch.Generator().manual_seed(seed),
+                output_type="pt",
+            )
         finally:
             for h in handles:
                 h.remove()

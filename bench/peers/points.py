@@ -11,8 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Sequence
 
-from .installers import (CONTEXT, TAYLOR_CACHE_IDENTIFIERS, calibrate_mag_ratios, install_faster, install_fbc,
-                         install_mag, install_pab, install_taylor)
+from .installers import (
+    CONTEXT,
+    TAYLOR_CACHE_IDENTIFIERS,
+    calibrate_mag_ratios,
+    install_faster,
+    install_fbc,
+    install_mag,
+    install_pab,
+    install_taylor,
+)
 from .session import HookSession
 
 __all__ = ["FAMILIES", "PeerMethod", "peer_methods"]
@@ -62,8 +70,8 @@ class PeerMethod:
     ``name`` (e.g. ``"FirstBlockCache t=0.1"``), ``family``, ``config`` (the keyword arguments of the peer's
     config class, callbacks excluded) and ``context`` (what we supply from outside so that it runs on DiT).
     ``apply()`` is a context manager that installs the peer and, on exit, restores the pipeline exactly (see
-    :mod:`bench.restore`); several generations may run inside one ``apply()``, each giving the output of a fresh
-    ``apply()`` with the same seed::
+    :mod:`bench.restore`); several generations may run inside one ``apply()``, each giving the output of a
+    fresh ``apply()`` with the same seed::
 
         with method.apply():
             images = pipe(class_labels=labels, num_inference_steps=50, output_type="pt").images
@@ -99,8 +107,10 @@ def peer_methods(pipe, num_inference_steps: int = 50, guidance_scale: float = 4.
     Args:
         pipe: the pipeline.
         num_inference_steps / guidance_scale: those the generations will use (MagCache's ratios are per step;
-            FasterCache's CFG handling depends on whether guidance is on; TaylorSeer's warm-up scales with steps).
-        calibration_labels / calibration_seed: MagCache's calibration generation (disjoint from evaluation seeds).
+            FasterCache's CFG handling depends on whether guidance is on; TaylorSeer's warm-up scales with
+            steps).
+        calibration_labels / calibration_seed: MagCache's calibration generation (disjoint from evaluation
+        seeds).
         mag_ratios: skip MagCache's calibration and use these.
         families: which of :data:`FAMILIES`.
     """
@@ -135,7 +145,8 @@ def peer_methods(pipe, num_inference_steps: int = 50, guidance_scale: float = 4.
                     f"attn every {c['spatial_attention_block_skip_range']} "
                     f"t<{c['spatial_attention_timestep_skip_range'][1]}")
             config = dict(c, tensor_format="BCHW", is_guidance_distilled=not cfg, attention_weight=0.5,
-                          uncond_cond_kwargs=["hidden_states", "timestep", "class_labels"], swap_cfg_halves=cfg)
+                          uncond_cond_kwargs=["hidden_states", "timestep", "class_labels"],
+                          swap_cfg_halves=cfg)
             methods.append(hook_method(name, "FasterCache", config, pipe, install_faster(c, cfg), swap=cfg))
     if "TaylorSeer" in families:
         for c in TAYLOR_POINTS:

@@ -1,4 +1,5 @@
-"""Making diffusers' cache hooks run on a ``DiTPipeline``: what the pipeline would have to supply, from outside.
+"""Making diffusers' cache hooks run on a ``DiTPipeline``: what the pipeline would have to supply, from
+outside.
 
 ``DiTTransformer2DModel`` is not a ``CacheMixin`` and ``DiTPipeline`` neither opens a ``cache_context``, nor
 exposes ``current_timestep``, nor resets stateful hooks between generations. A forward pre-hook on the
@@ -47,8 +48,9 @@ class HookSession:
             cache is installed exactly as its ``apply_*`` function does and nothing else.
         swap_cfg_halves: present the CFG halves to the transformer as ``[uncond, cond]`` (FasterCache).
 
-    ``generations`` counts the generations seen. A generation starts with the first call, a call whose timestep
-    is above the previous one, or once the previous generation made as many calls as the scheduler has timesteps.
+    ``generations`` counts the generations seen. A generation starts with the first call, a call whose
+    timestep is above the previous one, or once the previous generation made as many calls as the scheduler
+    has timesteps.
     """
 
     def __init__(self, pipe, install: Callable[[torch.nn.Module, "HookSession"], None], *,
@@ -68,7 +70,8 @@ class HookSession:
         self._stack: contextlib.ExitStack | None = None
 
     def timestep_callback(self) -> float:
-        """The current transformer call's timestep (given to PAB / FasterCache as ``current_timestep_callback``)."""
+        """The current transformer call's timestep (given to PAB / FasterCache as
+        ``current_timestep_callback``)."""
         if self.current_timestep is None:
             raise RuntimeError("peers: no transformer call recorded yet")
         return self.current_timestep
