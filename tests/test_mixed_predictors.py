@@ -161,3 +161,65 @@ def test_the_one_line_mode_calibrates_a_stochastic_sampler_over_several_noise_dr
     with SmoothCache(deterministic.transformer, speedup=1.5, cost="macs") as cache:
         deterministic(**kwargs)
         assert not cache.calibrating and cache.profile.runs == 1
+
+
+def _sde_pipe():
+    from diffusers import DPMSolverMultistepScheduler
+
+    return make_tiny_pipe(scheduler=DPMSolverMultistepScheduler(algorithm_type="sde-dpmsolver++"))
+
+
+def test_a_stochastic_sampler_makes_the_recommended_mode_plan_reuse_runs_with_fusion(tmp_path, caplog):
+    from smoothcache import Calibrator
+
+    pipe = _sde_pipe()
+    with Calibrator(pipe.transformer) as cal:
+        pipe(class_labels=[1], num_inference_steps=10, generator=torch.manual_seed(0))
+    profile = cal.profile
+    assert profile.stochastic is True
+    assert CalibrationProfile.load(profile.save(tmp_path / "p.safetensors")).stochastic is True
+    with caplog.at_level(logging.INFO, logger="smoothcache"):
+        schedule = Schedule.for_budget(profile, compute_fraction=0.6, cost="macs")
+    assert "draws fresh noise at each step" in caplog.text
+    assert schedule.predictor == "reuse" and schedule.fused is True  # planned for fusion, applied fused
+    forced = Schedule.for_budget(profile, compute_fraction=0.6, cost="macs", predictor="auto")
+    profile.stochastic = False
+    assert forced == Schedule.for_budget(profile, compute_fraction=0.6, cost="macs")  # asked for: as before
+    with SmoothCache(pipe.transformer, schedule) as cache:
+        pipe(class_labels=[1], num_inference_steps=10, generator=torch.manual_seed(1))
+    assert cache.stats.fused_blocks > 0
+
+
+def test_a_deterministic_sampler_records_it_and_plans_forecasts():
+    from smoothcache import Calibrator
+
+    pipe = make_tiny_pipe()
+    with Calibrator(pipe.transformer) as cal:
+        pipe(class_labels=[1], num_inference_steps=10, generator=torch.manual_seed(0))
+    assert cal.profile.stochastic is False
+    assert Schedule.for_budget(cal.profile, compute_fraction=0.6, cost="macs").predictor in ("linear", "mixed")
+
+
+def test_fusion_as_planned_round_trips_and_a_schedule_without_it_runs_as_the_original(tmp_path):
+    rows = {"attn1": [1, 0, 1, 0, 1, 1], "ff": [1, 0, 1, 0, 1, 1]}
+    planned = Schedule(rows, fused=True)
+    path = planned.save(tmp_path / "s.json")
+    assert json.loads(path.read_text())["fuse_blocks"] is True
+    assert Schedule.load(path).fused is True
+    assert Schedule(rows).fused is None and "fuse_blocks" not in Schedule(rows).to_dict()
+    pipe = make_tiny_pipe()
+    for schedule, fused in ((Schedule.load(path), True), (Schedule(rows), False)):
+        with SmoothCache(pipe.transformer, schedule) as cache:
+            pipe(class_labels=[1], num_inference_steps=6)
+        assert (cache.stats.fused_blocks > 0) is fused
+    with pytest.raises(ScheduleError, match="fuse_blocks"):
+        Schedule({**rows, "fuse_blocks": "yes"})
+
+
+def test_the_one_line_mode_on_a_stochastic_sampler_caches_with_reuse_runs():
+    pipe = _sde_pipe()
+    with SmoothCache(pipe.transformer, speedup=1.5, cost="macs", calibration_runs=1) as cache:
+        pipe(class_labels=[1], num_inference_steps=10, generator=torch.manual_seed(0))
+        pipe(class_labels=[1], num_inference_steps=10, generator=torch.manual_seed(1))
+    assert cache.schedule.predictor == "reuse" and cache.schedule.fused is True
+    assert cache.stats.fused_blocks > 0 and cache.stats.predicted > 0

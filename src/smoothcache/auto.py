@@ -112,7 +112,7 @@ class AutoPolicy(BranchPolicy):
             def plan(profile):
                 return plan_at(profile, speedup if speedup is not None else TARGET_TOP)
 
-        recorded = PREDICTORS if predictor == "auto" else [predictor]
+        recorded = PREDICTORS if predictor in (None, "auto") else [predictor]
         recorder = CalibratorPolicy(options["lookahead"], recorded, model_name, meter=MacPolicy())
         return cls(recorder, runs, plan, make_cache, label, target, None if alpha is not None else plan_at)
 

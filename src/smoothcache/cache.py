@@ -71,14 +71,16 @@ class SmoothCache(Lifecycle):
         fuse_blocks: on a step where every branch of a block is skipped, skip the whole block (norms and
             modulation too) and predict its residual with the same predictor (:mod:`smoothcache.fusion`):
             ``True`` or ``"runs"`` fuses runs of consecutive blocks as one (constant memory in depth),
-            ``"blocks"`` each block on its own, ``False`` never. Default: runs for forecasts, off for
-            ``reuse``, whose branch-level behaviour is the original's.
+            ``"blocks"`` each block on its own, ``False`` never. Default: as the schedule was planned
+            (``Schedule.for_budget`` and the one-line mode's budgets plan with runs), else runs for forecasts
+            and off for ``reuse``, whose branch-level behaviour is the original's.
         lookahead: one-line mode: K of the calibration (default 3).
         calibration_runs: one-line mode: generations to calibrate on (default: 1, or 3 noise draws when the
             pipeline's sampler draws fresh noise each step, as SDE and ancestral samplers do).
         per_block: one-line mode: one schedule per block instead of one per branch type (default False).
-        predictor: one-line mode: ``"reuse"`` or ``"linear"`` (default ``"reuse"`` with ``alpha``,
-            ``"linear"`` with ``speedup``).
+        predictor: one-line mode: ``"reuse"``, ``"linear"`` or ``"auto"`` (default ``"reuse"`` with
+            ``alpha``; with a budget, ``"auto"``: each skip run takes its best predictor, or reuse runs for a
+            sampler that draws fresh noise at each step).
         cost: one-line mode with ``speedup``: ``"time"`` (default: the speed-up is planned in the wall time
             the calibration measured) or ``"macs"``. A speed-up out of reach plans the best reachable, with a
             warning.
@@ -156,7 +158,8 @@ class SmoothCache(Lifecycle):
             options = {
                 name: ONE_LINE_DEFAULTS[name] if value is None else value for name, value in one_line.items()
             }
-            options["predictor"] = options["predictor"] or ("reuse" if alpha is not None else "auto")
+            if alpha is not None:  # the original's greedy scan reuses; budgets choose (planning's default)
+                options["predictor"] = options["predictor"] or "reuse"
             self.policy = self._auto_policy(alpha, speedup, options, target)
             branches = find_branches(self.model, keys, block_classes)
         self.hooks = BranchHooks(self.model, branches, self.policy, calls_per_step=calls_per_step, owner=self)
@@ -164,8 +167,11 @@ class SmoothCache(Lifecycle):
     def _auto_policy(self, alpha: float | None, speedup: float | None, options: dict,
                      target: QualityTarget | None) -> AutoPolicy:
         choices = PREDICTORS + ("auto",)
-        predictor = check_choice(options["predictor"], "predictor", choices, error=ScheduleError)
-        options = {**options, "predictor": predictor, "fuse_blocks": self._fusion(predictor) is not None}
+        predictor = options["predictor"]
+        if predictor is not None:
+            predictor = check_choice(predictor, "predictor", choices, error=ScheduleError)
+        fuse = self.fuse_blocks if self.fuse_blocks is not None else predictor != "reuse"
+        options = {**options, "predictor": predictor, "fuse_blocks": fuse is not False}
         return AutoPolicy.planning(
             type(self.model).__name__,
             options,
@@ -175,16 +181,19 @@ class SmoothCache(Lifecycle):
             target,
         )
 
-    def _fusion(self, predictor: str) -> str | None:
-        """The fusion mode for a schedule of ``predictor`` (None: no fusion)."""
-        fuse = self.fuse_blocks if self.fuse_blocks is not None else predictor != "reuse"
+    def _fusion(self, schedule: Schedule) -> str | None:
+        """The fusion mode for ``schedule`` (None: no fusion): ``fuse_blocks`` if given, else as the schedule
+        was planned, else for forecasts only (a reuse schedule from elsewhere runs as the original's)."""
+        fuse = self.fuse_blocks
+        if fuse is None:
+            fuse = schedule.fused if schedule.fused is not None else schedule.predictor != "reuse"
         if fuse is False:
             return None
         return "runs" if fuse is True else fuse
 
     def _cache_policy(self, schedule: Schedule, branches: list[Branch]) -> SmoothCachePolicy:
         rows = [schedule.for_block(b.key, b.block) for b in branches]
-        mode = self._fusion(schedule.predictor)
+        mode = self._fusion(schedule)
         fusable = None if mode is None else fusable_blocks(self.model, branches, rows, self._block_classes)
         choices = [schedule.predictors_for(b.key, b.block) for b in branches]
         return SmoothCachePolicy(

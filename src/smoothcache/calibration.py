@@ -26,6 +26,7 @@ from .policy import BranchPolicy, Chain
 from .predictors import ORDER, PREDICTORS, predict
 from .profile import BranchErrors, CalibrationProfile, mean_times, same_conditions
 from .profile_file import CONDITIONS
+from .samplers import is_stochastic
 from .targets import find_branches
 from .timing import Timer
 from .validate import check_choice, check_int
@@ -204,6 +205,9 @@ class CalibratorPolicy(BranchPolicy):
             profile.macs = {"total": report.total, **report.branch_macs}
             profile.block_macs = dict(report.block_macs)
         profile.block_of = {b.path: b.block_path for b in branches}
+        scheduler = getattr(getattr(self.hooks, "pipeline", None), "scheduler", None)
+        if scheduler is not None:  # a diffusers pipeline ran it: its sampler is known
+            profile.stochastic = bool(profile.stochastic) or is_stochastic(scheduler)
         seen = {k: float(v) for k, v in self.hooks.arguments.items() if k in CONDITIONS}
         profile.conditions = seen if profile.runs == 1 else same_conditions(profile.conditions, seen)
         times = self.timer.results()

@@ -123,7 +123,9 @@ class MacReport:
         in time, the sampler's work until the next call. Branches without a row always compute; ``fused``
         (default: the schedule forecasts) counts whole skipped blocks."""
         rows = _entries(schedule)
-        fused = (getattr(schedule, "predictor", "reuse") != "reuse") if fused is None else fused
+        if fused is None:  # as a SmoothCache applies it: as planned, else fused for forecasts
+            planned = getattr(schedule, "fused", None)
+            fused = planned if planned is not None else getattr(schedule, "predictor", "reuse") != "reuse"
         per_call, per_step, _, branches, _ = self._table(cost)
         num_steps = len(next(iter(rows.values())))
         found = {p: row_for(rows, *self.keys[p]) for p in branches if p in self.keys}

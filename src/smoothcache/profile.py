@@ -108,6 +108,9 @@ class CalibrationProfile:
         conditions: the pipeline arguments the calibration generations ran with, where a diffusers pipeline
             ran them (``{"guidance_scale": 4.0}``); schedules planned from the profile carry them, and warn
             when used under others.
+        stochastic: whether the sampler of the calibration generations draws fresh noise at each step (SDE and
+            ancestral samplers; None when no diffusers pipeline ran them). The recommended mode then plans
+            reuse runs (:func:`smoothcache.planning.plan`).
     """
 
     lookahead: int
@@ -121,6 +124,7 @@ class CalibrationProfile:
     block_of: dict[str, str] = field(default_factory=dict)
     block_macs: dict[str, float] = field(default_factory=dict)
     conditions: dict[str, float] = field(default_factory=dict)
+    stochastic: bool | None = None
 
     def __repr__(self) -> str:
         blocks = len({b.block for b in self.errors.values()})
@@ -226,6 +230,8 @@ class CalibrationProfile:
             block_of={**other.block_of, **self.block_of},
             block_macs=dict(self.block_macs or other.block_macs),
             conditions=same_conditions(self.conditions, other.conditions),
+            stochastic=None if self.stochastic is None and other.stochastic is None
+            else bool(self.stochastic or other.stochastic),
         )
         for path, mine in self.errors.items():
             theirs = other.errors[path].tables
@@ -255,6 +261,7 @@ class CalibrationProfile:
             block_of=dict(self.block_of),
             block_macs=dict(self.block_macs),
             conditions=dict(self.conditions),
+            stochastic=self.stochastic,
         )
         for path, b in self.errors.items():
             out.errors[path] = BranchErrors(
@@ -300,6 +307,7 @@ class CalibrationProfile:
             block_macs=parts["block_macs"],
             timesteps=parts["timesteps"],
             conditions=parts["conditions"],
+            stochastic=parts["stochastic"],
         )
         for name, key, block, tables in parts["errors"]:
             profile.errors[name] = BranchErrors(key, block, {p: ErrorSums(*t) for p, t in tables.items()})

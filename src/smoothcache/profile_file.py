@@ -57,6 +57,7 @@ def write_profile(profile: Any, path: str | Path) -> Path:
         "block_of": profile.block_of,
         "block_macs": profile.block_macs,
         "conditions": profile.conditions,
+        "stochastic": profile.stochastic,
     }
     save_file(tensors, str(path), metadata={"smoothcache": json.dumps(header)})
     return path
@@ -171,6 +172,7 @@ def _validated(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) ->
         "errors": [],
         "timesteps": None,
         "conditions": _conditions(header.get("conditions", {}), fail),
+        "stochastic": _flag(header.get("stochastic"), "stochastic", fail),
         **_costs(header, fail),
     }
     branches = header.get("branches")
@@ -220,6 +222,12 @@ def _validated(header: Mapping, arrays: Mapping[str, np.ndarray], where: str) ->
 
 #: The pipeline arguments a profile or schedule may record as the conditions it was calibrated under.
 CONDITIONS = ("guidance_scale",)
+
+
+def _flag(value: object, name: str, fail) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise fail(f"invalid {name} {value!r}: it must be true, false or null")
+    return value
 
 
 def _conditions(value: object, fail) -> dict[str, float]:

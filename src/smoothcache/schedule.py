@@ -86,6 +86,8 @@ class Schedule:
         conditions: the pipeline arguments of the calibration it was planned from (``{"guidance_scale":
             1.0}``; key ``"conditions"`` in files); a cache applying it warns when the pipeline runs with
             others.
+        fused: whether it was planned for block fusion (key ``"fuse_blocks"`` in files; None: not said, as in
+            the original's files); a :class:`~smoothcache.SmoothCache` applies it the way it was planned.
     """
 
     def __init__(
@@ -94,14 +96,19 @@ class Schedule:
         metadata: Mapping[str, object] | None = None,
         predictor: str | Mapping[str, Sequence[str | None]] | None = None,
         conditions: Mapping[str, float] | None = None,
+        fused: bool | None = None,
     ):
         if isinstance(entries, Schedule):
             predictor = predictor or entries.choices or entries.predictor
             conditions = entries.conditions if conditions is None else conditions
+            fused = entries.fused if fused is None else fused
             entries = entries.entries
-        if isinstance(entries, Mapping) and "conditions" in entries:
+        if isinstance(entries, Mapping) and ("conditions" in entries or "fuse_blocks" in entries):
             entries = dict(entries)
-            conditions = entries.pop("conditions") if conditions is None else conditions
+            conditions = entries.pop("conditions", None) if conditions is None else conditions
+            fused = entries.pop("fuse_blocks", None) if fused is None else fused
+        if fused is not None and not isinstance(fused, bool):
+            raise ScheduleError(f'the schedule\'s "fuse_blocks" must be true or false, got {fused!r}')
         if not isinstance(entries, Mapping):
             raise ScheduleError(
                 f"a schedule must be a mapping of branch name to 0/1 list, got {type(entries).__name__}"
@@ -149,6 +156,8 @@ class Schedule:
         self.metadata: dict[str, object] = dict(metadata or {})
         #: the pipeline arguments of the calibration (``{"guidance_scale": 1.0}``), empty if unknown
         self.conditions: dict[str, float] = check_conditions(conditions or {}, ScheduleError)
+        #: planned for block fusion (True / False), or not said (None: fusion for forecasts only)
+        self.fused: bool | None = fused
 
     # ----------------------------------------------------------------- queries
     @property
@@ -207,6 +216,8 @@ class Schedule:
             out["predictor"] = self.predictor
         if self.conditions:
             out["conditions"] = dict(self.conditions)
+        if self.fused is not None:
+            out["fuse_blocks"] = self.fused
         return out
 
     def __eq__(self, other: object) -> bool:
@@ -338,7 +349,9 @@ class Schedule:
                 predictor with the least calibrated error for it, so the plan is never worse by its own
                 measure than one predictor alone), ``"linear"`` (the forecast) or ``"reuse"`` (the cached
                 output, as in the paper). Default None: ``"auto"`` if the profile recorded the forecast's
-                errors (``"linear"`` for the greedy planner), else ``"reuse"`` (with a logged warning).
+                errors (``"linear"`` for the greedy planner), ``"reuse"`` for a calibration on a sampler that
+                draws fresh noise at each step (a forecast extrapolates that noise; logged), else ``"reuse"``
+                (with a logged warning).
             planner: ``"optimal"`` (default: whole-step rows chosen by exact dynamic programming) or
                 ``"greedy"`` (the original's scan at the smallest alpha that meets the budget).
             lookahead: the longest skip run (default None: the profile's K).
@@ -347,8 +360,9 @@ class Schedule:
                 tables.
             cost: ``"time"`` (wall time, as calibration measured it) or ``"macs"`` (theoretical). Default
                 None: time where the profile holds timings, else MACs.
-            fuse_blocks: whether the cache skips whole blocks (default None: for forecasts, as
-                :class:`~smoothcache.SmoothCache` does).
+            fuse_blocks: whether the cache skips whole blocks (default None: yes, unless
+                ``predictor="reuse"`` was asked for); the schedule records it (``fused``) and a
+                :class:`~smoothcache.SmoothCache` applies it so.
             margin: plan with each calibrated error raised by this many of its standard deviations between
                 calibration samples (default 0: the mean).
 
@@ -366,4 +380,5 @@ class Schedule:
             result.metadata,
             predictor=result.choices or result.predictor,
             conditions=profile.conditions,
+            fused=result.metadata["fused"],
         )

@@ -186,8 +186,9 @@ def plan(
         predictor: what a skipped step returns: ``"linear"``, ``"reuse"``, or ``"auto"`` (the optimal planner
             gives each skip run the predictor with the least calibrated error for it). Default None:
             ``"reuse"`` for ``alpha`` (the original's scan); for a budget ``"auto"`` (``"linear"`` for the
-            greedy planner) if the profile recorded the forecast's errors, else ``"reuse"`` (with a logged
-            warning).
+            greedy planner) if the profile recorded the forecast's errors, except ``"reuse"`` when the
+            calibration's sampler draws fresh noise at each step (``profile.stochastic``: a forecast
+            extrapolates that noise), else ``"reuse"`` (with a logged warning).
         planner: ``"optimal"`` (default for budgets) or ``"greedy"`` (the only one for ``alpha``).
         lookahead: the longest skip run (default: the profile's K).
         per_block: one row per block (``"attn1-3"`` keys) instead of one per branch key (greedy) or one for
@@ -196,7 +197,8 @@ def plan(
         cost: what the budget measures: ``"time"`` (the seconds calibration measured; the default where it
             measured them) or ``"macs"`` (theoretical).
         fuse_blocks: whether the cache will skip whole blocks whose branches all skip (saving their norms and
-            modulation too); default: for forecasts, as :class:`~smoothcache.SmoothCache` does.
+            modulation too); default: yes, unless ``predictor="reuse"`` was asked for (the original's
+            branch-level behaviour). The schedule records it and the cache applies it so.
         margin: plan with each calibrated error raised by this many of its standard deviations between
             calibration samples (0: the mean), for samplers whose noise draws vary.
 
@@ -207,6 +209,7 @@ def plan(
             predictor the profile did not record, an unknown planner or cost, a lookahead beyond the
             profile's, ``cost="time"`` for a profile without timings.
     """
+    recommended = predictor is None and alpha is None  # the predictor is the planner's choice
     if predictor is None:
         predictor = _default_predictor(CalibrationProfile.coerce(profile), alpha is None, planner)
     if alpha is not None:
@@ -235,7 +238,8 @@ def plan(
             "predictor='auto' (each skip run takes the best predictor) needs the optimal planner"
         )
     margin = check_number(margin, "margin", error=ScheduleError)
-    fused = predictor != "reuse" if fuse_blocks is None else bool(fuse_blocks)
+    # fusion, unless reuse was asked for (the original's branch-level behaviour)
+    fused = (recommended or predictor != "reuse") if fuse_blocks is None else bool(fuse_blocks)
     groups = _groups(profile, per_block)
     meta = {
         "lookahead": k,
@@ -283,6 +287,13 @@ def plan(
 
 def _default_predictor(profile: CalibrationProfile, budget: bool, planner: str | None) -> str:
     if not budget:
+        return "reuse"
+    if profile.stochastic:
+        logger.info(
+            "the calibration ran a sampler that draws fresh noise at each step: the recommended mode plans "
+            "reuse runs (a forecast extrapolates that noise; on the audio DiT's SDE samplers reuse kept the "
+            "output closest at every budget); predictor='auto' or 'linear' plans forecasts anyway"
+        )
         return "reuse"
     if "linear" in profile.predictors:
         return "auto" if planner in (None, "optimal") else "linear"
