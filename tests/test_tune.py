@@ -88,6 +88,29 @@ def test_one_progress_bar_counts_every_denoising_step(pipe, capsys):
     assert f"{4 * STEPS}/{4 * STEPS}" in capsys.readouterr().err
 
 
+def test_any_dit_pipeline_tunes_and_its_report_is_refused_by_check_tune(tmp_path, capsys):
+    from conftest import make_tiny_pipe
+
+    tiny = make_tiny_pipe()
+    result = smoothcache.tune(tiny, [{"class_labels": [7, 300]}], held_out=1, steps=6, speedups=[1.2, 1.5],
+                              cost="macs", progress=False, target={"min_ssim": 0})
+    assert result.kind == "image" and len(result.table) == 2 and result.info["held_out_samples"] == 2
+    assert result.info["name"] == "DiTPipeline" and result.chosen.speedup == 1.5
+    folder = result.save(tmp_path / "report")
+    assert (folder / "schedule.json").is_file()
+    assert _check_tune().main([str(folder)]) == 2
+    assert "written by the Python API" in capsys.readouterr().err
+
+
+def _check_tune():
+    sys.path.insert(0, str(REPO / "scripts"))
+    try:
+        import check_tune
+    finally:
+        sys.path.pop(0)
+    return check_tune
+
+
 def test_the_default_sweep_spans_1_5x_to_the_largest_reachable():
     assert sweep(3.607, 6) == [1.5, 1.92, 2.34, 2.76, 3.18, 3.6]
     assert sweep(1.3, 3) == [1.1, 1.2, 1.3]  # less than 1.5x reachable: below it
@@ -301,11 +324,7 @@ def test_the_command_writes_the_report_and_the_chosen_schedule_that_check_tune_c
     assert "| budget | planned (time) |" in out.out and f"{folder / 'schedule.json'}" in out.out
     data = json.loads((folder / "report.json").read_text())
     assert data["info"]["command"]["model"] == "digits" and data["chosen"] is not None
-    sys.path.insert(0, str(REPO / "scripts"))
-    try:
-        import check_tune
-    finally:
-        sys.path.pop(0)
+    check_tune = _check_tune()
     assert check_tune.main([str(folder), "--tolerance", "1000", "--threads", "1"]) == 0
     assert "new inputs" in capsys.readouterr().out
     assert check_tune.main([str(folder), "--tolerance", "0", "--threads", "1"]) == 1
