@@ -17,6 +17,8 @@ TS = (999, 799, 599, 399, 199)
 
 def test_the_public_api_is_short_and_complete():
     assert len(smoothcache.__all__) <= 16
+    assert {"SmoothCache", "Calibrator", "Schedule", "enable", "tune"} <= set(smoothcache.__all__)
+    assert smoothcache.tune.__module__ == "smoothcache.tuning"
     for name in smoothcache.__all__:
         assert getattr(smoothcache, name) is not None
     with pytest.raises(AttributeError, match="no attribute 'nothing_here'"):

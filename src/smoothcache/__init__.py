@@ -6,6 +6,11 @@
 >>> pipe(class_labels=[207, 360], num_inference_steps=50)   # doctest: +SKIP  (cached)
 >>> print(smoothcache.summary(pipe))                        # doctest: +SKIP
 
+Choosing the budget from measurements (fidelity to the uncached output on held-out inputs):
+
+>>> result = smoothcache.tune(pipe, [{"class_labels": [207, 360]}])   # doctest: +SKIP
+>>> schedule = result.best(min_psnr=35).schedule                       # doctest: +SKIP
+
 Step by step, with a profile and a schedule you keep:
 
 >>> from smoothcache import Calibrator, Schedule, SmoothCache
@@ -33,6 +38,7 @@ from .pipeline import disable, enable, summary
 from .profile import CalibrationProfile
 from .references import load_reference
 from .schedule import Schedule
+from .tuning import tune
 
 __version__ = "0.1.0"
 
@@ -52,6 +58,7 @@ __all__ = [
     "enable",
     "load_reference",
     "summary",
+    "tune",
 ]
 
 #: The original package's helpers: importable from here as they were from ``SmoothCache``.

@@ -13,6 +13,7 @@ __all__ = [
     "ScheduleError",
     "SmoothCacheWarning",
     "TargetError",
+    "TargetNotMetError",
     "warn",
 ]
 
@@ -44,6 +45,15 @@ class TargetError(ValueError):
 
 class NotADenoiserError(TargetError, TypeError):
     """A pipeline or another object was given where a denoiser module was expected."""
+
+
+class TargetNotMetError(ValueError):
+    """No budget of a :func:`smoothcache.tune` run meets a fidelity target; :attr:`best` maps each target
+    (e.g. ``"min_psnr"``) to the best value reached and the speed-up reaching it."""
+
+    def __init__(self, message: str, best: dict):
+        super().__init__(message)
+        self.best = best
 
 
 class SmoothCacheWarning(UserWarning):

@@ -1,4 +1,4 @@
-"""The ``smoothcache`` command line: calibrate a pipeline, turn profiles into schedules, plot, demo."""
+"""The ``smoothcache`` command line: calibrate a pipeline, turn profiles into schedules, plot, demo, tune."""
 
 from __future__ import annotations
 
@@ -23,6 +23,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         check_arguments(args)
         return args.func(args)
-    except (ValueError, OSError, RuntimeError, TypeError) as err:
+    except (ValueError, OSError, RuntimeError, TypeError, ImportError) as err:
         print(f"smoothcache {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -46,6 +46,11 @@ def check_arguments(args: argparse.Namespace) -> None:
         check_fraction(given("--compute-fraction"), "--compute-fraction")
     if given("--guidance") is not None:
         check_number(given("--guidance"), "--guidance", minimum=-math.inf)
+    if args.command == "tune":
+        from .tune import check_tune_arguments
+
+        check_tune_arguments(args)
+        return
     for option in ("--out", "--plot"):
         path = given(option)
         if path is None:
@@ -178,4 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="fewer samples: about a minute on 2 idle cores")
     demo.add_argument("--json", action="store_true", help="print machine-readable results")
     demo.set_defaults(func=commands.demo)
+
+    from .tune import add_parser
+
+    add_parser(sub)
     return parser
