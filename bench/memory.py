@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from pathlib import Path
 
@@ -229,13 +228,8 @@ def run_subject(name: str, args, say) -> dict:
     for m in methods:
         out = torch.cat([s.generate(None, m, range(s.batch), seed) for seed in range(args.seeds)])
         reference = out if reference is None else reference
-        row = {
-            "family": m.family,
-            "steps": m.steps,
-            **{k: v for k, v in m.info.items() if k != "live"},
-            "measured": statistics.median(speedups[m.name]),
-            **mem[m.name],
-        }
+        m.info.pop("live", None)  # (the cache object of the last generation: not a result)
+        row = {**m.row(speedups), **mem[m.name]}
         if m is not methods[0]:
             row.update(s.fidelity(reference, out))
         rows[m.name] = row

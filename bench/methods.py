@@ -8,6 +8,7 @@ points (one line in the Pareto plots). ``kind`` says what a family is in the com
 from __future__ import annotations
 
 import contextlib
+import statistics
 from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Sequence
 
@@ -107,6 +108,12 @@ class Method:
     theoretical: float
     context: Callable[[], ContextManager] = contextlib.nullcontext
     info: dict = field(default_factory=dict)
+
+    def row(self, speedups: dict[str, list[float]]) -> dict:
+        """The start of its results row: what it is, and its measured speed-up (median of the rounds)."""
+        measured = speedups[self.name]
+        return {"family": self.family, "kind": self.kind, "steps": self.steps, "theoretical": self.theoretical,
+                **self.info, "measured": statistics.median(measured), "speedups": measured}
 
 
 @dataclass

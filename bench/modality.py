@@ -286,15 +286,7 @@ def evaluate(bench: Bench, methods: list[Method], speedups: dict, samples: int, 
     labels = [i % 10 for i in range(batch)]
     for m in methods:
         start = time.perf_counter()
-        row = {
-            "family": m.family,
-            "kind": m.kind,
-            "steps": m.steps,
-            "theoretical": m.theoretical,
-            **m.info,
-            "measured": statistics.median(speedups[m.name]),
-            "speedups": speedups[m.name],
-        }
+        row = m.row(speedups)
         out = torch.cat(
             [bench.generate(bench.pipe, m, labels, seed) for seed in range(max(1, samples // batch))]
         )

@@ -115,16 +115,7 @@ def evaluate(
     rows, reference = {}, None
     for m in methods:
         start = time.perf_counter()
-        row = {
-            "family": m.family,
-            "kind": m.kind,
-            "steps": m.steps,
-            "theoretical": m.theoretical,
-            **m.info,
-            "measured": statistics.median(speedups[m.name]),
-            "speedups": speedups[m.name],
-            "seconds": times[m.name],
-        }
+        row = {**m.row(speedups), "seconds": times[m.name]}
         try:
             local = [generate(pipe, m, labels, seed) for seed in seeds]
             images = distributed.gather(torch.cat(local) if local else torch.empty(0, 1, 16, 16))[:samples]
