@@ -112,8 +112,8 @@ class Method:
     def row(self, speedups: dict[str, list[float]]) -> dict:
         """The start of its results row: what it is, and its measured speed-up (median of the rounds)."""
         measured = speedups[self.name]
-        return {"family": self.family, "kind": self.kind, "steps": self.steps, "theoretical": self.theoretical,
-                **self.info, "measured": statistics.median(measured), "speedups": measured}
+        what = {"family": self.family, "kind": self.kind, "steps": self.steps, "theoretical": self.theoretical}
+        return {**what, **self.info, "measured": statistics.median(measured), "speedups": measured}
 
 
 @dataclass
