@@ -112,7 +112,8 @@ class Method:
     def row(self, speedups: dict[str, list[float]]) -> dict:
         """The start of its results row: what it is, and its measured speed-up (median of the rounds)."""
         measured = speedups[self.name]
-        what = {"family": self.family, "kind": self.kind, "steps": self.steps, "theoretical": self.theoretical}
+        what = {"family": self.family, "kind": self.kind, "steps": self.steps}
+        what["theoretical"] = self.theoretical
         return {**what, **self.info, "measured": statistics.median(measured), "speedups": measured}
 
 
