@@ -45,7 +45,8 @@ class SmoothCache(Lifecycle):
     - ``SmoothCache(model, schedule)``: apply a schedule.
     - ``SmoothCache(model, speedup=2.5)``, the recommended one-line mode: the first ``calibration_runs``
       generations run uncached while a calibration is recorded; when the last of them returns, the optimal
-      linear-forecast plan for this theoretical speed-up is made and used from the next generation on.
+      plan for this speed-up (in the wall time the calibration measured; each skip run its best predictor) is
+      made and used from the next generation on.
     - ``SmoothCache(model, alpha=0.08)``: the same with the original's greedy reuse schedule at this
       threshold.
 
@@ -61,7 +62,7 @@ class SmoothCache(Lifecycle):
         schedule: a :class:`Schedule`, a dict in the reference JSON format, or a path to such a file. Its
             ``predictor`` says what skipped steps return.
         alpha: the one-line mode with the greedy scan at this threshold.
-        speedup: the one-line mode with the optimal plan for this theoretical speed-up.
+        speedup: the one-line mode with the optimal plan for this speed-up (see ``cost``).
         min_psnr, min_ssim, max_lsd: one-line mode: a quality target (PSNR in dB or SSIM of images and video
             frames, log-spectral distance in dB of audio) against the uncached output, checked as above.
         keys: restrict wrapping to these branch keys (default: every key the schedule names, or every branch).

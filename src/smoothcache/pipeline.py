@@ -96,8 +96,9 @@ def enable(pipe: Any, schedule: Any = None, **kwargs: Any) -> dict:
         schedule: a :class:`Schedule` (or its dict / JSON path) used for every denoiser, or a mapping
             ``{"transformer": schedule, "transformer_2": other}``; a denoiser mapped to None, or left out of
             the mapping, is not cached. Without a schedule, give ``speedup=`` (the recommended one-line mode:
-            each denoiser calibrates on the first generation(s), then caches with the optimal linear-forecast
-            plan for this theoretical speed-up) or ``alpha=`` (the same with the original's greedy schedule).
+            each denoiser calibrates on the first generation(s), then caches with the optimal plan for this
+            speed-up), a quality target such as ``min_psnr=`` (the fastest budget meeting it), or ``alpha=``
+            (the same with the original's greedy schedule).
         **kwargs: passed to every :class:`SmoothCache`: ``speedup`` or ``alpha``, and ``keys``,
             ``block_classes``, ``calls_per_step``, ``cache_dtype``, ``fuse_blocks``; with ``speedup`` /
             ``alpha`` also ``lookahead``, ``calibration_runs``, ``per_block``, ``predictor`` (a keyword of
