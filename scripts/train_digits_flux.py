@@ -207,21 +207,29 @@ def evaluate(args) -> dict:
     results = {"floor": {**ev.real_floor(), "nn_train_dist": nn_dist(split.test_images)}, "runs": []}
     references: dict[tuple[float, int, int], torch.Tensor] = {}
 
-    def run(steps: int, guidance: float, per_class: int, seed: int) -> dict:
+    def run(steps: int, guidance: float, per_class: int, seed: int, keep: bool = False) -> dict:
+        """One row; ``keep``: the samples are the reference of the fewer-step rows (regenerated if reused)."""
         labels = [i % NUM_CLASSES for i in range(NUM_CLASSES * per_class)]
         key = (guidance, seed, len(labels))
         wanted = (steps, guidance, len(labels), seed)
-        for done in results["runs"]:  # the sweep's row at the chosen guidance may be a row of the steps table
-            if (done["steps"], done["guidance"], done["samples"], done["seed"]) == wanted:
-                return done
-        for old in previous.get("runs", []):
-            same = (old["steps"], old["guidance"], old["samples"], old["seed"]) == wanted
-            # a fewer-step row without its distance to the reference samples is redone once they are at hand
-            redo = key in references and steps != args.reference_steps and "rmse_vs_reference" not in old
-            if same and not redo:
-                results["runs"].append(old)
-                print(f"{steps:3d} steps g={guidance:<4} n={len(labels)}: reused fid {old['fid']:.3f}")
-                return old
+
+        def same(row: dict) -> bool:
+            return (row["steps"], row["guidance"], row["samples"], row["seed"]) == wanted
+
+        # the sweep's row at the chosen guidance may be a row of the steps table; rows of an earlier run are
+        # reused, except a fewer-step row without its distance to reference samples now at hand
+        found = next((r for r in results["runs"] if same(r)), None)
+        in_session = found is not None
+        if found is None:
+            found = next((r for r in previous.get("runs", []) if same(r) and not (
+                key in references and steps != args.reference_steps and "rmse_vs_reference" not in r)), None)
+        if found is not None:
+            if keep and key not in references:
+                references[key] = generate(pipe, labels, steps, guidance, seed, args.eval_batch)
+            if not in_session:
+                results["runs"].append(found)
+                print(f"{steps:3d} steps g={guidance:<4} n={len(labels)}: reused fid {found['fid']:.3f}")
+            return found
         t0 = time.time()
         images = generate(pipe, labels, steps, guidance, seed, args.eval_batch)
         secs = time.time() - t0
@@ -253,7 +261,7 @@ def evaluate(args) -> dict:
     # the reference row first (the fewer-step rows are compared with its samples), then fewest steps first
     order = [args.reference_steps] + sorted(s for s in set(args.steps) if s != args.reference_steps)
     for steps in order:
-        run(steps, guidance, args.eval_per_class, args.eval_seed)
+        run(steps, guidance, args.eval_per_class, args.eval_seed, keep=steps == args.reference_steps)
     res_path.write_text(json.dumps(results, indent=2) + "\n")
     return results
 
