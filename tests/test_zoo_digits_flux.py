@@ -233,10 +233,10 @@ def test_fora_schedule_skips_calls(pipe):
 
 
 def test_one_line_mode_fuses_every_block_in_constant_memory(pipe):
-    """Issue 17's bar on a trained Flux (4 double + 8 single blocks, 28 steps): ``speedup=1.8`` keeps at most four
-    hidden states (image + text) of cache, skips every block whole, and is within 0.5 dB of branch-level forecasts
-    of the same schedule. Planned in MACs: a plan in wall time depends on the timings measured while calibrating,
-    which a test cannot fix."""
+    """Issue 17's bar on a trained Flux (4 double + 8 single blocks, 28 steps): ``speedup=1.8`` keeps at most
+    four hidden states (image + text) of cache, skips every block whole, and is within 0.5 dB of branch-level
+    forecasts of the same schedule. Planned in MACs: a plan in wall time depends on the timings measured while
+    calibrating, which a test cannot fix."""
     from smoothcache.fidelity import psnr
 
     labels, steps = (1, 4, 7, 9), DIGITS_FLUX_STEPS
