@@ -143,7 +143,28 @@ def build_methods(s: Subject) -> tuple[list[Method], dict[str, str]]:
             methods.append(method)
     for interval in (2, 3):
         methods.append(_taylorseer(s, interval))
+    if s.name == "digits":  # cache-dit's adapter covers DiTPipeline, not the other subjects
+        from . import cachedit
+
+        if cachedit.available():
+            for family, threshold in (("DBCache", 0.12), ("DBCache+TaylorSeer", 0.2)):
+                methods.append(_cachedit(s, family, threshold))
+        else:
+            skipped["cache-dit"] = "cache-dit is not installed (pip install cache-dit==1.5.3 torch==2.13.0)"
     return methods, skipped
+
+
+def _cachedit(s: Subject, family: str, threshold: float) -> Method:
+    from diffusers import DiTPipeline
+
+    from .cachedit import cachedit_methods
+
+    # cache-dit recognises pipelines by class: a DiTPipeline sharing the digits pipeline's modules (its patches
+    # reach the shared transformer and DiTPipeline.__call__, which the digits pipeline's call runs)
+    view = DiTPipeline(**s.bench.pipe.components)
+    (peer,) = cachedit_methods(view, s.steps, families=[family], thresholds=[threshold]).values()
+    return Method(peer.name, f"cache-dit {family}", "peer", s.steps, float("nan"), peer.apply,
+                  {"config": peer.config})
 
 
 def _ours(s: Subject, method: Method, schedule: Schedule, fuse) -> SmoothCache:

@@ -81,7 +81,7 @@ class HookSession:
         from diffusers.hooks.hooks import CacheContext, _set_cache_context
 
         t = _timestep_value(args, kwargs)
-        timesteps = getattr(self.pipe.scheduler, "timesteps", None)
+        timesteps = getattr(getattr(self.pipe, "scheduler", None), "timesteps", None)  # none: a bare model
         num_steps = len(timesteps) if timesteps is not None else None
         if (self._last_t is None or t > self._last_t
                 or (num_steps is not None and self.step_index + 1 >= num_steps)):
