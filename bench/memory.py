@@ -159,8 +159,8 @@ def _cachedit(s: Subject, family: str, threshold: float) -> Method:
 
     from .cachedit import cachedit_methods
 
-    # cache-dit recognises pipelines by class: a DiTPipeline sharing the digits pipeline's modules (its patches
-    # reach the shared transformer and DiTPipeline.__call__, which the digits pipeline's call runs)
+    # cache-dit recognises pipelines by class: a DiTPipeline sharing the digits pipeline's modules (its
+    # patches reach the shared transformer and DiTPipeline.__call__, which the digits pipeline's call runs)
     view = DiTPipeline(**s.bench.pipe.components)
     (peer,) = cachedit_methods(view, s.steps, families=[family], thresholds=[threshold]).values()
     return Method(peer.name, f"cache-dit {family}", "peer", s.steps, float("nan"), peer.apply,
