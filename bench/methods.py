@@ -29,10 +29,8 @@ GROUPS: dict[str, tuple[str, str]] = {
     "optimal-forecast": ("SmoothCache optimal forecast", "smoothcache"),
     "optimal-forecast-fused": ("SmoothCache optimal forecast, fused blocks", "smoothcache"),
     "optimal-forecast-per-block": ("SmoothCache optimal forecast per-block", "smoothcache"),
-    "recommended": (
-        "SmoothCache recommended (best predictor per run, planned in time, fused runs)",
-        "smoothcache",
-    ),
+    "recommended": ("SmoothCache recommended (planned in time, fused runs)", "smoothcache"),
+    "auto": ("SmoothCache per-run predictor (auto, planned in time, fused runs)", "smoothcache"),
     "resampled": ("SmoothCache optimal forecast, 50-step calibration resampled", "smoothcache"),
     "taylorseer": ("diffusers TaylorSeer", "peer"),
     "fbc": ("diffusers FirstBlockCache", "peer"),
@@ -55,6 +53,7 @@ DEFAULT_GROUPS = (
     "optimal-forecast",
     "optimal-forecast-fused",
     "recommended",
+    "auto",
     "taylorseer",
     "fbc",
     "magcache",
@@ -72,11 +71,12 @@ _PLANNED = {  # group -> (predictor, planner, per_block, resampled from the 50-s
     "optimal-forecast-fused": ("linear", "optimal", False, False, "macs"),
     "optimal-forecast-per-block": ("linear", "optimal", True, False, "macs"),
     "resampled": ("linear", "optimal", False, True, "macs"),
-    "recommended": ("auto", "optimal", False, False, "time"),  # Schedule.for_budget's defaults
+    "recommended": (None, "optimal", False, False, "time"),  # Schedule.for_budget's defaults
+    "auto": ("auto", "optimal", False, False, "time"),
 }
 #: Groups run with block fusion (a block whose branches all skip a step is skipped whole); the others are
 #: branch-level only (``fuse_blocks=False``), as they were measured before fusion existed.
-FUSED = {"every-n-forecast-fused", "optimal-forecast-fused", "recommended"}
+FUSED = {"every-n-forecast-fused", "optimal-forecast-fused", "recommended", "auto"}
 _DIFFUSERS = {
     "taylorseer": "TaylorSeer",
     "fbc": "FirstBlockCache",
@@ -201,7 +201,7 @@ def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> l
         meta = schedule.metadata
         info = {
             "target_speedup": target,
-            "predictor": predictor,
+            "predictor": predictor or schedule.predictor,
             "planner": planner,
             "per_block": per_block,
             "fused": group in FUSED,

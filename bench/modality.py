@@ -50,9 +50,11 @@ SETTINGS = {
     "video": "Open-Sora's sampler: rectified flow (Euler), 30 steps",
 }
 GREEDY_SPEEDUPS = (1.5, 2.0)
-#: The recommended mode: ``Schedule.for_budget``'s defaults (each skip run its best predictor, planned in the
-#: wall time the calibration measured, runs of blocks fused).
-RECOMMENDED = "SmoothCache recommended (best predictor per run, planned in time, fused runs)"
+#: The recommended mode: ``Schedule.for_budget``'s defaults (linear forecasts, or reuse for a sampler that draws
+#: fresh noise at each step; planned in the wall time the calibration measured, runs of blocks fused).
+RECOMMENDED = "SmoothCache recommended (planned in time, fused runs)"
+#: Each skip run its predictor of least calibrated error (``predictor="auto"``).
+AUTO = "SmoothCache per-run predictor (auto, planned in time, fused runs)"
 OPTIMAL_SPEEDUPS = (1.5, 2.0, 2.5, 3.0)
 #: Evaluator metrics shown besides FID, with their column titles.
 EVALUATOR_COLUMNS = {
@@ -164,7 +166,8 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
         ("SmoothCache optimal reuse", "reuse", "optimal", OPTIMAL_SPEEDUPS, False, "macs"),
         ("SmoothCache optimal forecast", "linear", "optimal", OPTIMAL_SPEEDUPS, False, "macs"),
         ("SmoothCache optimal forecast, fused blocks", "linear", "optimal", OPTIMAL_SPEEDUPS, True, "macs"),
-        (RECOMMENDED, "auto", "optimal", OPTIMAL_SPEEDUPS, True, "time"),
+        (RECOMMENDED, None, "optimal", OPTIMAL_SPEEDUPS, True, "time"),
+        (AUTO, "auto", "optimal", OPTIMAL_SPEEDUPS, True, "time"),
     )
     for family, predictor, planner, targets, fuse, cost in planned:
         for target in targets:
@@ -183,7 +186,7 @@ def build(bench: Bench) -> tuple[list[Method], dict[str, str]]:
                 continue
             info = {
                 "target_speedup": target,
-                "predictor": predictor,
+                "predictor": predictor or schedule.predictor,
                 "planner": planner,
                 "fused": fuse,
                 "cost": cost,

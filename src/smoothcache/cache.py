@@ -45,8 +45,8 @@ class SmoothCache(Lifecycle):
     - ``SmoothCache(model, schedule)``: apply a schedule.
     - ``SmoothCache(model, speedup=2.5)``, the recommended one-line mode: the first ``calibration_runs``
       generations run uncached while a calibration is recorded; when the last of them returns, the optimal
-      plan for this speed-up (in the wall time the calibration measured; each skip run its best predictor) is
-      made and used from the next generation on.
+      plan for this speed-up (in the wall time the calibration measured; linear forecasts, or reuse for a
+      sampler that draws fresh noise at each step) is made and used from the next generation on.
     - ``SmoothCache(model, alpha=0.08)``: the same with the original's greedy reuse schedule at this
       threshold.
 
@@ -80,8 +80,8 @@ class SmoothCache(Lifecycle):
             pipeline's sampler draws fresh noise each step, as SDE and ancestral samplers do).
         per_block: one-line mode: one schedule per block instead of one per branch type (default False).
         predictor: one-line mode: ``"reuse"``, ``"linear"`` or ``"auto"`` (default ``"reuse"`` with
-            ``alpha``; with a budget, ``"auto"``: each skip run takes its best predictor, or reuse runs for a
-            sampler that draws fresh noise at each step).
+            ``alpha``; with a budget, ``"linear"``, or reuse runs for a sampler that draws fresh noise at each
+            step; ``"auto"`` gives each skip run the predictor of least calibrated error).
         cost: one-line mode with ``speedup``: ``"time"`` (default: the speed-up is planned in the wall time
             the calibration measured) or ``"macs"``. A speed-up out of reach plans the best reachable, with a
             warning.

@@ -345,13 +345,13 @@ class Schedule:
             compute_fraction: the share of the uncached cost to keep, in (0, 1].
 
         Options (keywords, as :func:`smoothcache.planning.plan` takes them):
-            predictor: what a skipped step returns: ``"auto"`` (the recommended mode: each skip run takes the
-                predictor with the least calibrated error for it, so the plan is never worse by its own
-                measure than one predictor alone), ``"linear"`` (the forecast) or ``"reuse"`` (the cached
-                output, as in the paper). Default None: ``"auto"`` if the profile recorded the forecast's
-                errors (``"linear"`` for the greedy planner), ``"reuse"`` for a calibration on a sampler that
-                draws fresh noise at each step (a forecast extrapolates that noise; logged), else ``"reuse"``
-                (with a logged warning).
+            predictor: what a skipped step returns: ``"linear"`` (the forecast), ``"reuse"`` (the cached
+                output, as in the paper) or ``"auto"`` (each skip run takes the predictor with the least
+                calibrated error for it, so the plan is never worse by its own measure than one predictor
+                alone; measured better on some models, worse on others: see :func:`~smoothcache.planning.plan`).
+                Default None, the recommended mode: ``"linear"`` if the profile recorded the forecast's
+                errors, ``"reuse"`` for a calibration on a sampler that draws fresh noise at each step (a
+                forecast extrapolates that noise; logged), else ``"reuse"`` (with a logged warning).
             planner: ``"optimal"`` (default: whole-step rows chosen by exact dynamic programming) or
                 ``"greedy"`` (the original's scan at the smallest alpha that meets the budget).
             lookahead: the longest skip run (default None: the profile's K).

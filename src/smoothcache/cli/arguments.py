@@ -125,8 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--predictor",
         choices=PREDICTORS + ("auto",),
         default=None,
-        help="what skipped steps return (default for a budget: auto, the recommended mode, each skip run "
-        "taking the predictor with the least calibrated error; reuse with --alpha, as the original)",
+        help="what skipped steps return (default for a budget: linear, or reuse when the calibration's "
+        "sampler draws fresh noise each step; reuse with --alpha, as the original; auto gives each skip run "
+        "the predictor with the least calibrated error)",
     )
     sch.add_argument(
         "--planner",
