@@ -50,8 +50,8 @@ SETTINGS = {
     "video": "Open-Sora's sampler: rectified flow (Euler), 30 steps",
 }
 GREEDY_SPEEDUPS = (1.5, 2.0)
-#: The recommended mode: ``Schedule.for_budget``'s defaults (linear forecasts, or reuse for a sampler that draws
-#: fresh noise at each step; planned in the wall time the calibration measured, runs of blocks fused).
+#: The recommended mode: ``Schedule.for_budget``'s defaults (linear forecasts, or reuse for a sampler that
+#: draws fresh noise at each step; planned in the wall time the calibration measured, runs of blocks fused).
 RECOMMENDED = "SmoothCache recommended (planned in time, fused runs)"
 #: Each skip run its predictor of least calibrated error (``predictor="auto"``).
 AUTO = "SmoothCache per-run predictor (auto, planned in time, fused runs)"

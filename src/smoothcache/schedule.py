@@ -348,7 +348,8 @@ class Schedule:
             predictor: what a skipped step returns: ``"linear"`` (the forecast), ``"reuse"`` (the cached
                 output, as in the paper) or ``"auto"`` (each skip run takes the predictor with the least
                 calibrated error for it, so the plan is never worse by its own measure than one predictor
-                alone; measured better on some models, worse on others: see :func:`~smoothcache.planning.plan`).
+                alone; measured better on some models, worse on others: see
+                :func:`~smoothcache.planning.plan`).
                 Default None, the recommended mode: ``"linear"`` if the profile recorded the forecast's
                 errors, ``"reuse"`` for a calibration on a sampler that draws fresh noise at each step (a
                 forecast extrapolates that noise; logged), else ``"reuse"`` (with a logged warning).
