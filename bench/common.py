@@ -64,6 +64,10 @@ def rank_agreement(rows: dict, figure: str, higher_is_better: bool, min_points: 
         if len(pts) >= min_points:
             rho = spearmanr([p for p, _ in pts], [m for _, m in pts]).statistic
             out[family] = {"rho": float(rho), "points": len(pts)}
+    if len(out) > 1:  # across predictors too: do the plans of one family rank against another's as they run?
+        pooled = [pt for family in out for pt in points[family]]
+        rho = spearmanr([p for p, _ in pooled], [m for _, m in pooled]).statistic
+        out["all plans pooled"] = {"rho": float(rho), "points": len(pooled)}
     return out
 
 
@@ -71,7 +75,7 @@ def rank_line(agreement: dict[str, dict], figure: str) -> str:
     """One sentence for the report."""
     if not agreement:
         return ""
-    cells = "; ".join(f"{family}: {a['rho']:+.2f} ({a['points']} budgets)" for family, a in agreement.items())
+    cells = "; ".join(f"{family}: {a['rho']:+.2f} ({a['points']} plans)" for family, a in agreement.items())
     return (
         "Plans against outputs: Spearman rank correlation between each plan's calibrated error and its "
         "measured "
