@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 
@@ -351,9 +352,18 @@ def report(results: dict) -> str:
             + "; ".join(
                 f"{fam}: " + ", ".join(f"{k} {v:.2f}" for k, v in vals.items())
                 for fam, vals in res["matched"].items()
+                if vals  # a family with one point, or none in range, has nothing to interpolate
             ),
             "",
         ]
+        if res.get("skipped"):
+            reach = r"allow is [0-9.]+ \(speed-up ([0-9.]+x)\)"
+            best = {m: re.search(reach, why) for m, why in res["skipped"].items()}
+            lines += [
+                "Out of reach in these tables (best reachable): "
+                + "; ".join(f"{m} ({b.group(1) if b else res['skipped'][m]})" for m, b in best.items()),
+                "",
+            ]
     if "flux_dev" in results:
         fd = results["flux_dev"]
         unit = fd["image_plus_text_state_bytes"]

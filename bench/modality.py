@@ -69,7 +69,7 @@ TAYLOR_POINTS = ((2, 3), (3, 5))  # (cache interval, warm-up steps at 50 steps; 
 class Bench:
     """One embedded model: its pipeline, evaluator, calibration, MACs and how it generates."""
 
-    def __init__(self, model: str, calibration_runs: int = 2):
+    def __init__(self, model: str, calibration_runs: int = 2, calibration_batch: int = 10):
         self.spec = DEMO_MODELS[model]
         self.pipe = self.spec.load("pipeline")()
         self.pipe.set_progress_bar_config(disable=True)
@@ -77,8 +77,14 @@ class Bench:
         self.fidelity = self.spec.load("fidelity")
         self.steps = self.spec.steps
         self.extra = {} if self.spec.guidance is None else {"guidance_scale": self.spec.guidance}
+        # calibrated at the batch that is timed: a plan in wall time holds for the batch it was timed at
+        self.calibration_batch = calibration_batch
         self.profile = calibrate_pipeline(
-            self.pipe, self.steps, runs=calibration_runs, guidance_scale=self.spec.guidance
+            self.pipe,
+            self.steps,
+            classes=[i % 10 for i in range(calibration_batch)],
+            runs=calibration_runs,
+            guidance_scale=self.spec.guidance,
         )
         self.report = MacReport.from_profile(self.profile)
         self.keys = sorted({b.key for b in self.profile.errors.values()})
@@ -334,7 +340,13 @@ def report(results: dict) -> str:
             "",
             f"{res['samples']} samples per method (10 classes in turn, seeds 0..), guidance "
             f"{res['guidance']}; timing: {res['rounds']} round(s) of {res['timing_samples']}-sample "
-            f"generations on {res['machine']}; real-data floor FID "
+            f"generations on {res['machine']}"
+            + (
+                f"; calibrated on {res['calibration_runs']} {res['calibration_batch']}-sample generations"
+                if "calibration_batch" in res
+                else ""
+            )
+            + "; real-data floor FID "
             f"{'-' if res['floor'] is None else format(res['floor'], '.3f')}.",
             "",
             "| method | steps | theoretical | measured | FID | "
@@ -394,7 +406,7 @@ def main() -> None:
     for model in [] if args.report else args.model:
         say = lambda line, m=model: print(f"[{model}] {line}", flush=True)  # noqa: E731
         started = time.perf_counter()
-        bench = Bench(model)
+        bench = Bench(model, calibration_batch=args.timing_samples)
         methods, skipped = build(bench)
         if args.timing_only:  # re-time the saved methods on a quiet machine; their metrics stay
             methods = [m for m in methods if m.name in results[model]["methods"]]
@@ -423,6 +435,8 @@ def main() -> None:
             "guidance": bench.spec.guidance,
             "rounds": args.rounds,
             "timing_samples": args.timing_samples,
+            "calibration_batch": bench.calibration_batch,
+            "calibration_runs": bench.profile.runs,
             "machine": machine(),
             "floor": _floor(bench.evaluator),
             "methods": rows,
