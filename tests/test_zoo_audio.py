@@ -118,7 +118,7 @@ def test_generation_shape_range_determinism(pipe):
 
 
 def test_bad_call_arguments(pipe):
-    with pytest.raises(ValueError, match="class_labels must be in 0..9"):
+    with pytest.raises(ValueError, match="class_labels must lie in \\[0, 9\\]"):
         _run(pipe, labels=(3, 10))
     with pytest.raises(ValueError, match="output_type"):
         pipe(class_labels=[1], num_inference_steps=2, output_type="pil")

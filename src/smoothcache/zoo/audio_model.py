@@ -36,6 +36,7 @@ from .audio_scheduler import (
     DPMSolver3MSDEScheduler,
 )  # imported so from_pretrained can load the saved scheduler
 from .audio_spectrogram import SpectrogramAutoencoder
+from .labels import class_label_tensor
 
 __all__ = [
     "AUDIO_DIR",
@@ -178,13 +179,8 @@ class AudioDiTPipeline(DiffusionPipeline):
         return [lookup[w] for w in words]
 
     def _labels(self, class_labels) -> torch.Tensor:
-        labels = torch.as_tensor(class_labels, dtype=torch.long).reshape(-1)
-        k = self.projection_model.config.num_classes
-        if labels.numel() == 0:
-            raise ValueError("class_labels is empty")
-        if int(labels.min()) < 0 or int(labels.max()) >= k:
-            raise ValueError(f"class_labels must be in 0..{k - 1}, got {labels.tolist()}")
-        return labels.to(self._execution_device)
+        num_classes = self.projection_model.config.num_classes
+        return class_label_tensor(class_labels, num_classes, self._execution_device)
 
     @torch.no_grad()
     def __call__(

@@ -44,6 +44,8 @@ from diffusers.utils import BaseOutput
 from diffusers.utils.torch_utils import randn_tensor
 from torch import nn
 
+from .labels import class_label_tensor
+
 __all__ = [
     "VIDEO_DIR",
     "VIDEO_GUIDANCE_SCALE",
@@ -201,14 +203,9 @@ class MovingDigitsPipeline(DiffusionPipeline):
         self.register_modules(transformer=transformer, class_embedder=class_embedder, scheduler=scheduler)
         self.register_to_config(prediction_type=prediction_type)
 
-    def _labels(self, class_labels: int | Sequence[int] | torch.Tensor) -> torch.Tensor:
-        labels = torch.as_tensor(class_labels, dtype=torch.int64).reshape(-1)
-        if labels.numel() == 0:
-            raise ValueError("class_labels is empty")
+    def _labels(self, class_labels) -> torch.Tensor:
         num_classes = self.class_embedder.config.num_classes
-        if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
-            raise ValueError(f"class_labels must lie in [0, {num_classes - 1}], got {labels.tolist()}")
-        return labels.to(self._execution_device)
+        return class_label_tensor(class_labels, num_classes, self._execution_device)
 
     @torch.no_grad()
     def __call__(
