@@ -40,6 +40,7 @@ from audio_card import evaluate, write_card  # noqa: E402
 from make_audio_data import DEFAULT_OUT, load_split  # noqa: E402
 from smoothcache.zoo.audio_model import AUDIO_DIR, AudioDiTPipeline, ClassProjectionModel  # noqa: E402
 from smoothcache.zoo.audio_spectrogram import SpectrogramAutoencoder  # noqa: E402
+from training_args import add_training_arguments  # noqa: E402
 
 SEED = 0
 NUM_CLASSES = 10
@@ -209,15 +210,9 @@ def train(args) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--out", type=Path, default=AUDIO_DIR)
-    ap.add_argument("--iters", type=int, default=8000)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--min-lr-frac", type=float, default=0.02)
-    ap.add_argument("--warmup", type=int, default=300)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--ema", type=float, default=0.999)
-    ap.add_argument("--label-dropout", type=float, default=0.1)
+    add_training_arguments(
+        ap, out=AUDIO_DIR, iters=8000, batch_size=64, lr=5e-4, warmup=300, ema=0.999
+    )
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--layers", type=int, default=6)

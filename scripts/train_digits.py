@@ -40,6 +40,7 @@ from diffusers import DDIMScheduler, DDPMScheduler, DiTPipeline, DiTTransformer2
 from smoothcache.zoo import DIGITS_DIR, digits_evaluator, digits_pipeline
 from smoothcache.zoo.digits_data import SPLIT_SEED, digits_split
 from smoothcache.zoo.identity_vae import IdentityVAE
+from training_args import add_training_arguments  # scripts/training_args.py (run from scripts/)
 
 SEED = 0
 NULL_CLASS = 1000  # hard-coded by DiTPipeline
@@ -534,15 +535,9 @@ def write_card(folder: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=DIGITS_DIR)
-    ap.add_argument("--iters", type=int, default=3600)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--min-lr-frac", type=float, default=0.02)
-    ap.add_argument("--warmup", type=int, default=200)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--ema", type=float, default=0.999)
-    ap.add_argument("--label-dropout", type=float, default=0.1)
+    add_training_arguments(
+        ap, out=DIGITS_DIR, iters=3600, batch_size=128, lr=1e-3, warmup=200, ema=0.999
+    )
     ap.add_argument("--hidden", type=int, default=128)
     ap.add_argument("--heads", type=int, default=4)
     ap.add_argument("--layers", type=int, default=6)

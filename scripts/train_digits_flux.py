@@ -29,7 +29,6 @@ import json
 import math
 import platform
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +44,7 @@ from smoothcache.zoo.digits_flux_model import (
     digits_flux_pipeline,
     predict_velocity,
 )
+from training_args import add_sigma_arguments, add_training_arguments  # noqa: E402  (scripts/training_args.py)
 
 SEED = 0
 NUM_CLASSES = 10
@@ -268,18 +268,10 @@ def evaluate(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=DIGITS_FLUX_DIR)
-    ap.add_argument("--iters", type=int, default=2400)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--min-lr-frac", type=float, default=0.02)
-    ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--ema", type=float, default=0.998)
-    ap.add_argument("--label-dropout", type=float, default=0.1)
-    ap.add_argument("--sigma-sampling", choices=("uniform", "logit-normal"), default="logit-normal")
-    ap.add_argument("--sigma-mean", type=float, default=0.0, help="logit-normal mean of the noise level")
-    ap.add_argument("--sigma-std", type=float, default=1.0, help="logit-normal std of the noise level")
+    add_training_arguments(
+        ap, out=DIGITS_FLUX_DIR, iters=2400, batch_size=32, lr=1e-3, warmup=100, ema=0.998
+    )
+    add_sigma_arguments(ap, "logit-normal")
     ap.add_argument("--shift", type=float, default=1.0,
                     help="time shift of the training noise levels and of the FlowMatchEulerDiscreteScheduler")
     ap.add_argument("--threads", type=int, default=2)

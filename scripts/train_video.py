@@ -44,6 +44,7 @@ from smoothcache.zoo.video_model import (
     denoise,
     video_pipeline,
 )
+from training_args import add_sigma_arguments, add_training_arguments  # noqa: E402  (scripts/training_args.py)
 from video_card import write_card  # noqa: E402  (scripts/video_card.py)
 
 SEED = 0
@@ -336,18 +337,10 @@ def evaluate(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=VIDEO_DIR)
-    ap.add_argument("--iters", type=int, default=6000)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--min-lr-frac", type=float, default=0.02)
-    ap.add_argument("--warmup", type=int, default=100)
-    ap.add_argument("--weight-decay", type=float, default=0.0)
-    ap.add_argument("--ema", type=float, default=0.999)
-    ap.add_argument("--label-dropout", type=float, default=0.1)
-    ap.add_argument("--sigma-sampling", choices=("uniform", "logit-normal"), default="uniform")
-    ap.add_argument("--sigma-mean", type=float, default=0.0, help="logit-normal mean of the noise level")
-    ap.add_argument("--sigma-std", type=float, default=1.0, help="logit-normal std of the noise level")
+    add_training_arguments(
+        ap, out=VIDEO_DIR, iters=6000, batch_size=16, lr=2e-3, warmup=100, ema=0.999
+    )
+    add_sigma_arguments(ap, "uniform")
     ap.add_argument(
         "--prediction",
         choices=("velocity", "sample"),
