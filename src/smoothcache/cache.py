@@ -20,7 +20,7 @@ from .denoisers import as_denoiser
 from .deprecation import moved, renamed
 from .errors import ScheduleError
 from .fusion import FUSION_MODES
-from .hooks import BranchHooks, Lifecycle
+from .hooks import BranchHooks, Lifecycle, wrapper_repr
 from .policy import BranchPolicy
 from .predictors import PREDICTORS
 from .quality import QualityTarget
@@ -209,9 +209,8 @@ class SmoothCache(Lifecycle):
         )
 
     def __repr__(self) -> str:
-        state = "enabled" if self.enabled else "disabled"
         what = repr(self.schedule) if self.schedule is not None else f"one-line mode, {self.policy.label}"
-        return f"SmoothCache({type(self.model).__name__}, {len(self.branches)} branches, {what}, {state})"
+        return wrapper_repr(self, what)
 
     @property
     def schedule(self) -> Schedule | None:

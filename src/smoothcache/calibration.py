@@ -20,7 +20,7 @@ from .denoisers import as_denoiser
 from .deprecation import moved, renamed
 from .errors import CalibrationError
 from .flops import MacPolicy
-from .hooks import BranchHooks, Lifecycle
+from .hooks import BranchHooks, Lifecycle, wrapper_repr
 from .outputs import check_cacheable, tensors
 from .policy import BranchPolicy, Chain
 from .predictors import ORDER, PREDICTORS, predict
@@ -280,11 +280,7 @@ class Calibrator(Lifecycle):
 
     def __repr__(self) -> str:
         runs = 0 if self.policy.profile is None else self.policy.profile.runs
-        state = "enabled" if self.enabled else "disabled"
-        return (
-            f"Calibrator({type(self.model).__name__}, {len(self.branches)} branches, K={self.lookahead}, "
-            f"{runs} run(s) recorded, {state})"
-        )
+        return wrapper_repr(self, f"K={self.lookahead}", f"{runs} run(s) recorded")
 
     @property
     def profile(self) -> CalibrationProfile:

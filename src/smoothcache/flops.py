@@ -92,23 +92,26 @@ class MacPolicy(BranchPolicy):
             block_macs=dict(self._per_block),
         )
 
-    def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+    def _counted(self, fn: Callable, args: tuple, kwargs: dict) -> tuple[Any, float | None]:
+        """``fn(*args, **kwargs)`` and the MACs it ran (``None`` outside the counted call)."""
         counter = self._counter
         if counter is None:
-            return fn(*args, **kwargs)
+            return fn(*args, **kwargs), None
         before = counter.get_total_flops()
         out = fn(*args, **kwargs)
-        self._per_branch[index] += (counter.get_total_flops() - before) / 2
+        return out, (counter.get_total_flops() - before) / 2
+
+    def on_branch(self, index: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
+        out, macs = self._counted(fn, args, kwargs)
+        if macs is not None:
+            self._per_branch[index] += macs
         return out
 
     def on_block(self, position: int, slot, fn: Callable, args: tuple, kwargs: dict) -> Any:
-        counter = self._counter
-        if counter is None:
-            return fn(*args, **kwargs)
-        before = counter.get_total_flops()
-        out = fn(*args, **kwargs)
-        path = self.hooks.blocks[position].path
-        self._per_block[path] = self._per_block.get(path, 0.0) + (counter.get_total_flops() - before) / 2
+        out, macs = self._counted(fn, args, kwargs)
+        if macs is not None:
+            path = self.hooks.blocks[position].path
+            self._per_block[path] = self._per_block.get(path, 0.0) + macs
         return out
 
 

@@ -114,11 +114,7 @@ class BranchHooks:
         policy.attach(self)
 
     def __repr__(self) -> str:
-        state = "enabled" if self.enabled else "disabled"
-        return (
-            f"BranchHooks({type(self.model).__name__}, {len(self.branches)} branches, "
-            f"{type(self.policy).__name__}, {state})"
-        )
+        return wrapper_repr(self, type(self.policy).__name__)
 
     # ------------------------------------------------------------------- state
     @property
@@ -342,6 +338,13 @@ class BranchHooks:
             return forward
 
         return make
+
+
+def wrapper_repr(wrapper, *parts: str) -> str:
+    """``Name(ModelClass, N branches, parts..., enabled|disabled)``: what printing a wrapper shows."""
+    state = "enabled" if wrapper.enabled else "disabled"
+    fields = [type(wrapper.model).__name__, f"{len(wrapper.branches)} branches", *parts, state]
+    return f"{type(wrapper).__name__}({', '.join(fields)})"
 
 
 class Lifecycle:
