@@ -129,6 +129,8 @@ class Setting:
         report: MACs of the denoiser (``MacReport.from_profile(profile)``).
         profile50: the 50-step DDIM calibration, for the ``resampled`` group.
         speedups: budget targets of the planned groups.
+        time_profile: a calibration at the batch that is timed, for the groups planned in wall time (a plan in
+            time holds for the batch it was timed at); ``profile`` when None.
     """
 
     pipe: object
@@ -138,6 +140,7 @@ class Setting:
     report: MacReport
     profile50: object | None = None
     speedups: Sequence[float] = SPEEDUPS
+    time_profile: object | None = None
 
 
 def _cached(pipe, schedule: Schedule, fuse: bool = False) -> Callable[[], ContextManager]:
@@ -172,11 +175,17 @@ def _every_n(s: Setting, family: str, kind: str, predictor: str, fuse: bool = Fa
     return out
 
 
+#: the groups planned in wall time (calibrated at the timed batch when the bench can)
+TIME_GROUPS = frozenset(g for g, spec in _PLANNED.items() if spec[4] == "time")
+
+
 def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> list[Method]:
     from smoothcache import ScheduleError
 
     predictor, planner, per_block, resampled, cost = _PLANNED[group]
-    profile = s.profile
+    timed = cost == "time" and s.time_profile is not None and not resampled
+    profile = s.time_profile if timed else s.profile
+    report = MacReport.from_profile(profile) if timed else s.report
     if resampled:
         if s.profile50 is None or s.profile50.num_steps == s.steps:
             skipped[family] = "only for DDIM settings other than 50 steps (needs the 50-step calibration)"
@@ -206,9 +215,8 @@ def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> l
             "per_block": per_block,
             "fused": group in FUSED,
             "cost": cost,
-            "planned_time": s.report.speedup(schedule, "time", group in FUSED)
-            if s.report.has("time")
-            else None,
+            "planned_time": report.speedup(schedule, "time", group in FUSED) if report.has("time") else None,
+            "calibration": "timed batch" if timed else "setting",
             **{k: meta[k] for k in ("alpha", "achieved", "planned_error", "predictors") if k in meta},
         }
         out.append(
@@ -217,7 +225,7 @@ def _planned(s: Setting, group: str, family: str, kind: str, skipped: dict) -> l
                 family,
                 kind,
                 s.steps,
-                s.report.speedup(schedule, "macs", group in FUSED),
+                report.speedup(schedule, "macs", group in FUSED),
                 _cached(s.pipe, schedule, group in FUSED),
                 info,
             )

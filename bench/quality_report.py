@@ -197,7 +197,8 @@ method's time (so load that drifts during a round cancels out); a "timing only" 
 of the saved methods on an otherwise idle machine and its figures replace the first run's; machine:
 {first["runs"][0]["machine"]}. SmoothCache calibrates on 2 generations of classes 0-9 with seeds disjoint from
 the evaluation seeds; its planned schedules aim at theoretical speed-ups (MACs, torch.utils.flop_counter;
-the recommended mode: wall time as calibration measured it) and are placed by their measured ones.
+the modes planned in time: wall time as a second calibration measured it, 2 generations at the timed batch,
+since a plan in time holds for the batch it was timed at) and are placed by their measured ones.
 "theoretical" for peers is the attn1/ff work they really executed, MAC-weighted; cache-dit skips whole blocks
 (their norms and modulation too), so its measured speed-up can exceed that figure.
 
