@@ -160,7 +160,7 @@ def demo_schedule(
     profile: CalibrationProfile, alpha: float | None = None, speedup: float | None = None
 ) -> Schedule:
     """The demo's schedule: the original's greedy scan at ``alpha`` if given, else the recommended mode
-    (linear forecast, optimal plan) for a theoretical ``speedup`` (default :data:`DEMO_SPEEDUP`)."""
+    (``Schedule.for_budget``'s defaults) for ``speedup`` (default :data:`DEMO_SPEEDUP`)."""
     if alpha is not None:
         return Schedule.from_profile(profile, alpha)
     try:
@@ -284,7 +284,8 @@ def _label(schedule: Schedule) -> str:
 def _describe(schedule: Schedule) -> str:
     meta = schedule.metadata
     if meta.get("planner") == "optimal":
-        return f"{schedule.predictor} forecast, optimal plan for {1 / meta['budget']:.2f}x"
+        unit = "wall time at the calibration's batch" if meta.get("cost") == "time" else "MACs"
+        return f"{schedule.predictor}, optimal plan for {1 / meta['budget']:.2f}x in {unit}"
     return f"{schedule.predictor}, greedy scan at alpha={meta.get('alpha', 0):g}"
 
 
